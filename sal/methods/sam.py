@@ -1,0 +1,65 @@
+"""Sharpness-Aware Minimization (Foret et al. 2021) and ASAM (Kwon et al. 2021) around any base optimizer.
+
+Per batch: g = grad L(w); e = rho * T^2 g / ||T g|| (T = 1 for SAM, |w| + eta for ASAM); step the base
+optimizer with grad L(w + e) taken at w. BatchNorm running statistics move on the first pass only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import SAMSpec
+from .base import Method, MethodContext
+
+__all__ = ["SAM"]
+
+
+def _freeze_bn_stats(model: nn.Module, frozen: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if frozen:
+                m._sal_momentum = m.momentum
+                m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+            elif hasattr(m, "_sal_momentum"):
+                m.momentum = m._sal_momentum
+
+
+class SAM(Method):
+    def __init__(self, ctx: MethodContext):
+        super().__init__(ctx)
+        self.knobs: SAMSpec = ctx.spec.method
+        self.device_metrics["sam/perturb_norm"] = torch.zeros((), device=next(self.model.parameters()).device)
+
+    @torch.no_grad()
+    def _ascent(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        grads = [p.grad for p in params]
+        if self.knobs.adaptive:
+            scale = torch._foreach_add(torch._foreach_abs(params), self.knobs.eta)  # T = |w| + eta
+            grads_t = torch._foreach_mul(grads, scale)
+        else:
+            scale, grads_t = None, grads
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads_t))) + 1e-12
+        # e = rho * T (T g) / ||T g||
+        eps = torch._foreach_mul(grads_t, scale) if scale is not None else [g.clone() for g in grads_t]
+        torch._foreach_mul_(eps, self.knobs.rho / norm)
+        torch._foreach_add_(params, eps)
+        self.device_metrics["sam/perturb_norm"] += torch.linalg.vector_norm(torch.stack(torch._foreach_norm(eps)))
+        return params, eps
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, logits = self.loss_and_logits(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params, eps = self._ascent()
+        _freeze_bn_stats(self.model, True)
+        try:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.loss_and_logits(x, y)[0].backward()
+        finally:
+            _freeze_bn_stats(self.model, False)
+            with torch.no_grad():
+                torch._foreach_sub_(params, eps)  # back to w, also for params without a second gradient
+        self.optimizer.step()
+        return loss.detach(), logits.detach()

@@ -1,0 +1,208 @@
+"""``train(spec) -> Result``: one run = method x data set x model x seed. No I/O of its own.
+
+The seed derives three generators: model init, data order/augmentation, and the method's own noise.
+So runs with the same seed start from the same weights and see the same batches under every method
+(paired comparisons), and the same seed + spec on the CPU gives the same history bit for bit.
+Each epoch does one host-device sync: every on-device sum is read in one ``tolist()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import RunSpec
+from .data import DataBundle, Split, augment_batch, load_data
+from .methods import EpochStats, MethodContext, build_method
+from .models import build_model
+
+__all__ = ["Result", "PruneRun", "train", "derive_seed", "resolve_device"]
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class PruneRun(Exception):
+    """Raised by an ``on_epoch`` callback to stop a run early (a pruned study trial)."""
+
+
+@dataclass
+class Result:
+    """What one run produced. ``status``: finished, diverged or pruned."""
+
+    spec: RunSpec
+    status: str
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch, contract names
+    final: dict[str, float] = field(default_factory=dict)  # test/acc, test/top5, test/loss, time/..., mem/...
+    message: str = ""
+    n_params: int = 0
+    device: str = "cpu"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished"
+
+    def last(self, metric: str) -> float:
+        """The metric's value at the last epoch (nan if absent)."""
+        return self.history[-1].get(metric, math.nan) if self.history else math.nan
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """Independent 63-bit seeds per purpose, stable across processes and platforms."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, split: Split, batch_size: int, autocast) -> list[torch.Tensor]:
+    """[loss sum, correct, top-5 correct] as device tensors (no sync)."""
+    model.eval()
+    dev = split.x.device
+    totals = [torch.zeros((), device=dev) for _ in range(3)]
+    k = None
+    for start in range(0, len(split), batch_size):
+        x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
+        with autocast():
+            logits = model(x).float()
+        k = k or min(5, logits.shape[1])
+        totals[0] += F.cross_entropy(logits, y, reduction="sum")
+        totals[1] += (logits.argmax(1) == y).sum()
+        totals[2] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
+    return totals
+
+
+def _infer_ms(model: nn.Module, split: Split, batch_size: int, batches: int, autocast) -> float:
+    """Median milliseconds to predict one batch in eval mode, after one warm-up batch."""
+    model.eval()
+    x = split.x[:batch_size]
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    times = []
+    with torch.no_grad():
+        for i in range(batches + 1):
+            sync()
+            t0 = time.perf_counter()
+            with autocast():
+                model(x)
+            sync()
+            if i:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
+
+
+def train(spec: RunSpec, *, on_epoch: EpochCallback | None = None, data: DataBundle | None = None) -> Result:
+    """Train one run. A NaN/inf loss ends it with status ``diverged``; ``on_epoch`` may raise PruneRun."""
+    device = resolve_device(spec.train.device)
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else [], device_type=device.type):
+        torch.manual_seed(derive_seed(spec.seed, "dropout"))
+        return _train(spec, device, on_epoch, data)
+
+
+def _train(spec: RunSpec, device: torch.device, on_epoch: EpochCallback | None, data: DataBundle | None) -> Result:
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    data = (data or load_data(spec.data, device)).to(device)
+    t = spec.train
+    amp = t.amp if t.amp is not None else cuda
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    channels_last = len(data.in_shape) == 3 and (t.channels_last if t.channels_last is not None else cuda)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(spec.seed, "init"))
+        model = build_model(spec.model, data.in_shape, data.num_classes)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    net = torch.compile(model) if t.compile else model
+    data_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "data"))
+    method_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
+
+    train_set, bs = data.train, min(t.batch_size, len(data.train))
+    n_batches = len(train_set) // bs  # drop the ragged last batch: static shapes, no 1-sample BatchNorm
+    eval_bs = max(bs, 512)
+
+    def full_batches():
+        for start in range(0, len(train_set), eval_bs):
+            yield train_set.x[start:start + eval_bs], train_set.y[start:start + eval_bs]
+
+    method = build_method(MethodContext(
+        model=net, spec=spec, generator=method_gen, method_seed=derive_seed(spec.seed, "method-host"),
+        loss_fn=lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing),
+        autocast=autocast, train_batches=full_batches,
+    ))
+    result = Result(spec=spec, status="finished", n_params=sum(p.numel() for p in model.parameters()),
+                    device=str(device))
+    has_val = len(data.val) > 0
+    t_start = time.perf_counter()
+    for epoch in range(1, t.epochs + 1):
+        t0 = time.perf_counter()
+        net.train()
+        order = torch.randperm(len(train_set), device=device, generator=data_gen)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for acc in method.device_metrics.values():
+            acc.zero_()
+        for b in range(n_batches):
+            idx = order[b * bs:(b + 1) * bs]
+            x, y = train_set.x[idx], train_set.y[idx]
+            if spec.data.augment:
+                x = augment_batch(x, data_gen, flip=spec.data.flip, translate=spec.data.translate)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss, logits = method.train_step(x, y)
+            loss_sum += loss.float()
+            correct += (logits.argmax(1) == y).sum()
+        method.on_epoch_trained(epoch)
+        val = _evaluate(method.eval_model(), data.val, eval_bs, autocast) if has_val else []
+        extra_names = list(method.device_metrics)
+        values = torch.stack([loss_sum, correct, *val, *method.device_metrics.values()]).tolist()  # the sync
+        row = {"epoch": epoch, "train/loss": values[0] / n_batches, "train/acc": values[1] / (n_batches * bs)}
+        if has_val:
+            row["val/loss"], row["val/acc"] = values[2] / len(data.val), values[3] / len(data.val)
+        for name, v in zip(extra_names, values[2 + len(val):]):
+            row[name] = v / n_batches
+        bad = [k for k in ("train/loss", "val/loss") if k in row and not math.isfinite(row[k])]
+        if bad:
+            row["time/epoch_s"] = time.perf_counter() - t0
+            result.history.append(row)
+            result.status = "diverged"
+            result.message = f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; the run was stopped"
+            break
+        stats = EpochStats(epoch, row["train/loss"], row["train/acc"], row.get("val/loss", math.nan),
+                           row.get("val/acc", math.nan))
+        row.update(method.end_epoch(stats))
+        row["time/epoch_s"] = time.perf_counter() - t0
+        result.history.append(row)
+        if on_epoch is not None:
+            try:
+                on_epoch(epoch, row)
+            except PruneRun as stop:
+                result.status, result.message = "pruned", str(stop) or f"pruned after epoch {epoch}"
+                break
+    result.final["time/train_s"] = time.perf_counter() - t_start
+    final_model = method.eval_model()
+    if result.status != "diverged":
+        loss, top1, top5 = torch.stack(_evaluate(final_model, data.test, eval_bs, autocast)).tolist()
+        n = len(data.test)
+        result.final.update({"test/loss": loss / n, "test/acc": top1 / n, "test/top5": top5 / n})
+        result.final["time/infer_ms"] = _infer_ms(final_model, data.test, bs, t.infer_batches, autocast)
+    result.final["mem/peak_mb"] = _peak_mb(device)
+    return result

@@ -1,0 +1,62 @@
+"""``sal train`` end to end against a real MLflow SQLite store; bad input exits 2 and writes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from sal.cli import main
+from sal.tracking import client_for, run_history, runs_frame
+
+CONTRACT_EPOCH = ["train/loss", "train/acc", "val/loss", "val/acc", "sal/stress", "sal/noise", "sal/deform",
+                  "sal/revert", "time/epoch_s"]
+CONTRACT_FINAL = ["test/acc", "test/top5", "test/loss", "time/train_s", "mem/peak_mb", "time/infer_ms"]
+CONTRACT_TAGS = ["sal.kind", "method", "dataset", "model", "optimizer", "seed", "git_sha", "config_hash"]
+
+
+def test_sal_train_logs_one_run_with_every_contract_name(mlflow_uri, capsys):
+    args = ["--tracking-uri", mlflow_uri, "train", "--experiment", "cli-e2e", "--set", "train.epochs=3",
+            "--set", "method.warmup=1", "--set", "seed=4", "--set", "model.width=8"]
+    assert main(args) == 0
+    assert "status finished" in capsys.readouterr().out
+    runs = runs_frame(mlflow_uri, ["cli-e2e"])
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["status"] == "FINISHED"
+    for tag in CONTRACT_TAGS:
+        assert run[f"tags.{tag}"], tag
+    assert (run["tags.sal.kind"], run["tags.method"], run["tags.dataset"], run["tags.seed"]) == (
+        "train", "sal", "digits", "4")
+    assert run["params.method.rho"] == "0.0005" and run["params.train.epochs"] == "3"
+    client = client_for(mlflow_uri)
+    for key in CONTRACT_EPOCH:
+        steps = [m.step for m in client.get_metric_history(run["run_id"], key)]
+        assert sorted(steps) == [1, 2, 3], key
+    for key in CONTRACT_FINAL:
+        assert run[f"metrics.{key}"] == run[f"metrics.{key}"], key  # present and not NaN
+    assert 0 <= run["metrics.test/acc"] <= 1
+    artifacts = {a.path for a in client.list_artifacts(run["run_id"])}
+    assert {"spec.yaml", "history.csv"} <= artifacts
+    history = run_history(mlflow_uri, run["run_id"])
+    assert list(history["epoch"]) == [1, 2, 3]
+    stress = [m.value for m in sorted(client.get_metric_history(run["run_id"], "sal/stress"), key=lambda m: m.step)]
+    assert stress == pytest.approx(list(history["sal/stress"]))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "method.s_noise=0.5"], "method.s_noise=0.5 is above method.s_yield"),
+    (["--set", "optim.lr=-0.1"], "optim.lr=-0.1"),
+    (["--set", "method.rhoo=1"], "method.rhoo: unknown setting"),
+    (["--set", "train.epochs=0"], "train.epochs=0"),
+    (["--config", "missing.yaml"], "does not exist"),
+])
+def test_bad_input_exits_2_names_the_key_and_writes_nothing(tmp_path, args, needle):
+    db = tmp_path / "mlflow.db"
+    proc = subprocess.run([sys.executable, "-m", "sal", "--tracking-uri", f"sqlite:///{db}", "train", *args],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and "fix:" in proc.stderr
+    assert not db.exists()  # no MLflow store, so no run
+    assert list(tmp_path.iterdir()) == []

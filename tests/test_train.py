@@ -1,0 +1,104 @@
+"""train(spec) -> Result: determinism, pairing across methods, contract names, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sal.train import PruneRun, train
+from tests.conftest import tiny_spec
+
+EPOCH_KEYS = {"epoch", "train/loss", "train/acc", "val/loss", "val/acc", "sal/stress", "sal/noise", "sal/deform",
+              "sal/revert", "time/epoch_s"}
+FINAL_KEYS = {"test/acc", "test/top5", "test/loss", "time/train_s", "mem/peak_mb", "time/infer_ms"}
+
+
+def _without_times(history):
+    return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in history]
+
+
+def test_same_seed_same_history():
+    spec = tiny_spec(method={"name": "sal", "warmup": 1, "theta": 0.01})
+    a, b = train(spec), train(spec)
+    assert a.ok and _without_times(a.history) == _without_times(b.history)
+    assert a.final["test/acc"] == b.final["test/acc"]
+
+
+def test_other_seed_other_history():
+    a = train(tiny_spec(seed=1))
+    b = train(tiny_spec(seed=2))
+    assert _without_times(a.history) != _without_times(b.history)
+
+
+def test_methods_with_one_seed_start_from_the_same_weights_and_batches():
+    # SAL whose warm-up outlasts the run never intervenes: with shared init and batches it must
+    # reproduce the base optimizer exactly; shrink_perturb matches until its first deformation.
+    base = train(tiny_spec(train={"epochs": 5}))
+    idle_sal = train(tiny_spec(train={"epochs": 5}, method={"name": "sal", "warmup": 99}))
+    assert [r["train/loss"] for r in base.history] == [r["train/loss"] for r in idle_sal.history]
+    sp = train(tiny_spec(train={"epochs": 5}, method={"name": "shrink_perturb", "warmup": 2, "every": 1}))
+    assert [r["train/loss"] for r in sp.history[:3]] == [r["train/loss"] for r in base.history[:3]]
+    assert sp.history[3]["train/loss"] != base.history[3]["train/loss"]
+    assert [r["sal/deform"] for r in sp.history] == [0, 0, 1, 1, 1]
+
+
+def test_history_and_final_metrics_use_contract_names():
+    r = train(tiny_spec(method={"name": "sal", "warmup": 0, "theta": 0.01}))
+    assert [row["epoch"] for row in r.history] == [1, 2, 3, 4]
+    assert EPOCH_KEYS <= set(r.history[0])
+    assert FINAL_KEYS <= set(r.final)
+    for row in r.history:
+        assert 0.0 <= row["train/acc"] <= 1.0 and 0.0 <= row["val/acc"] <= 1.0
+    assert 0.0 <= r.final["test/acc"] <= r.final["test/top5"] <= 1.0
+
+
+def test_sal_stress_and_interventions_follow_the_signal():
+    # Gains under 1 accuracy point count as stagnation, so stress builds once learning slows.
+    spec = tiny_spec(data={"name": "digits"}, optim={"lr": 0.01}, train={"epochs": 12},
+                     method={"name": "sal", "warmup": 2, "theta": 0.01, "s_noise": 0.005, "s_yield": 0.02,
+                             "eps_acc": 0.01})
+    r = train(spec)
+    stress = [row["sal/stress"] for row in r.history]
+    deform = [row["sal/deform"] for row in r.history]
+    revert = [row["sal/revert"] for row in r.history]
+    assert sum(deform) >= 1
+    for s, d, rv in zip(stress, deform, revert):
+        assert d == (s >= 0.02 and not rv)  # deformation exactly when stress reached the yield
+    noise = [row["sal/noise"] for row in r.history]
+    assert all(n == (s > 0.005) for n, s in zip(noise[2:], stress[2:]))
+
+
+def test_divergence_ends_the_run_with_a_status():
+    r = train(tiny_spec(optim={"name": "sgd", "lr": 1e6}))
+    assert r.status == "diverged" and "epoch 1" in r.message
+    assert not math.isfinite(r.history[-1]["train/loss"])
+    assert "test/acc" not in r.final
+
+
+def test_on_epoch_can_prune():
+    seen = []
+
+    def stop_at_two(epoch, row):
+        seen.append(epoch)
+        if epoch == 2:
+            raise PruneRun("val/acc below the median")
+
+    r = train(tiny_spec(), on_epoch=stop_at_two)
+    assert r.status == "pruned" and seen == [1, 2] and len(r.history) == 2
+    assert r.message == "val/acc below the median"
+
+
+def test_train_leaves_the_global_rng_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    train(tiny_spec(train={"epochs": 1}))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_every_base_optimizer_trains():
+    for name in ("adam", "adamax", "nadam", "rmsprop", "sgd"):
+        r = train(tiny_spec(optim={"name": name, "lr": 0.003 if name != "sgd" else 0.1},
+                            method={"name": "sal", "warmup": 1}))
+        assert r.ok and r.history[-1]["train/loss"] < r.history[0]["train/loss"], name
