@@ -50,6 +50,47 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpus(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    gpus = [g.strip() for g in value.split(",") if g.strip()]
+    if not all(g.isdigit() for g in gpus):
+        raise SpecError([f"--gpus={value!r} must list device numbers; fix: e.g. --gpus 0,1"])
+    return gpus
+
+
+def _check_workers(n: int) -> int:
+    if n < 1:
+        raise SpecError([f"--workers={n} must be at least 1; fix: --workers 1"])
+    return n
+
+
+@command("ablate")
+def _ablate(args: argparse.Namespace) -> int:
+    from .ablation import load_ablation, run_ablation
+    from .config import parse_overrides
+    from .engine import StorageRef
+
+    spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
+    workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
+    ref = StorageRef.resolve(args.storage, spec.name)
+    cells = sorted({(i.cell, i.spec.data.name) for i in items})
+    print(f"ablation {spec.name}: {len(cells)} cells x {len(spec.seed_list)} seeds = {len(items)} runs")
+    if args.dry_run:
+        for cell, dataset in cells:
+            print(f"  {cell:40s} {dataset}")
+        return 0
+    uri = _uri(args)
+    print(f"queue {ref.url}; MLflow {uri}")
+    out = run_ablation(spec, items, ref=ref, uri=uri, workers=workers, gpus=gpus, retry_failed=args.retry_failed,
+                       wait=not args.no_wait)
+    q = out["queue"]
+    print(f"before: {len(q['done'])} done, {len(q['pending'])} pending, {len(q['queued'])} queued now, "
+          f"{len(q['failed'])} failed (re-run them with --retry-failed)")
+    print("trials by state:", ", ".join(f"{k.lower()} {v}" for k, v in sorted(out["states"].items())))
+    return 1 if out["failed_workers"] else 0
+
+
 @command("ui")
 def _ui(args: argparse.Namespace) -> int:
     uri = _uri(args)
@@ -66,6 +107,15 @@ def _ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--storage", help="Optuna storage: a .journal file (default optuna/NAME.journal), "
+                   "sqlite:///file.db, or postgresql://... shared by several machines")
+    p.add_argument("--gpus", help="comma-separated GPU numbers; worker i uses the (i mod n)-th")
+    p.add_argument("--no-wait", action="store_true",
+                   help="stop when the queue is empty instead of waiting for other workers' running trials")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sal", description="Sweeps, ablations and significance reports for "
                                 "Stress-Aware Learning")
@@ -77,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="YAML run spec (defaults apply to what it leaves out)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. method.rho=1e-3")
     t.add_argument("--experiment", help="MLflow experiment (default sal-train)")
+
+    a = sub.add_parser("ablate", help="run an ablation grid (cells x seeds), resumable, on Optuna's queue")
+    a.add_argument("file", help="ablation YAML, e.g. ablations/quick.yaml")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key of the base spec")
+    a.add_argument("--seeds", type=int, help="number of seeds (overrides the file)")
+    _add_engine_args(a)
+    a.add_argument("--retry-failed", action="store_true", help="run again the cells whose run crashed")
+    a.add_argument("--dry-run", action="store_true", help="print the cells and their count, run nothing")
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store")
     u.add_argument("--port", type=int, default=5000)

@@ -188,12 +188,15 @@ class SWASpec(_Strict):
 class RollingBallSpec(_Strict):
     name: Literal["rolling_ball"] = "rolling_ball"
     radius: float = Field(0.01, ge=0.0, description="ball radius r; r -> 0 is gradient descent")
-    inner_steps: int = Field(5, ge=0, description="K projection steps back onto the loss graph")
-    inner_lr: float = Field(0.1, gt=0.0, description="gamma of the projection steps")
+    inner_steps: int = Field(2, ge=0, description="K projection steps back onto the loss graph")
+    inner_lr: float = Field(1.0, gt=0.0, le=1.0, description="gamma of the (Gauss-Newton) projection steps")
 
 
 class LBFGSSpec(_Strict):
+    """Full-batch L-BFGS with a strong-Wolfe line search; replaces the base optimizer (optim.* unused)."""
+
     name: Literal["lbfgs"] = "lbfgs"
+    lr: float = Field(1.0, gt=0.0, description="initial step of the line search")
     history_size: int = Field(20, ge=1)
     max_iter: int = Field(20, ge=1, description="L-BFGS iterations per epoch on the full batch")
 

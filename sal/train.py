@@ -25,7 +25,7 @@ from .data import DataBundle, Split, augment_batch, load_data
 from .methods import EpochStats, MethodContext, build_method
 from .models import build_model
 
-__all__ = ["Result", "PruneRun", "train", "derive_seed", "resolve_device"]
+__all__ = ["Result", "PruneRun", "TrainingRun", "train", "derive_seed", "resolve_device"]
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -108,101 +108,152 @@ def _peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
 
 
-def train(spec: RunSpec, *, on_epoch: EpochCallback | None = None, data: DataBundle | None = None) -> Result:
-    """Train one run. A NaN/inf loss ends it with status ``diverged``; ``on_epoch`` may raise PruneRun."""
-    device = resolve_device(spec.train.device)
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else [], device_type=device.type):
-        torch.manual_seed(derive_seed(spec.seed, "dropout"))
-        return _train(spec, device, on_epoch, data)
+class TrainingRun:
+    """One run advanced epoch by epoch, so a study can step several seeds in lockstep.
 
+    The run keeps its own dropout RNG state and swaps it in only while it computes, so interleaved
+    runs give the same histories as runs one after another, and the caller's global RNG is untouched.
+    """
 
-def _train(spec: RunSpec, device: torch.device, on_epoch: EpochCallback | None, data: DataBundle | None) -> Result:
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    data = (data or load_data(spec.data, device)).to(device)
-    t = spec.train
-    amp = t.amp if t.amp is not None else cuda
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
-    channels_last = len(data.in_shape) == 3 and (t.channels_last if t.channels_last is not None else cuda)
+    def __init__(self, spec: RunSpec, *, data: DataBundle | None = None):
+        self.spec = spec
+        self.device = device = resolve_device(spec.train.device)
+        self.cuda = cuda = device.type == "cuda"
+        with self._own_rng(fresh=True):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            self.data = data = (data or load_data(spec.data, device)).to(device)
+            t = spec.train
+            amp = t.amp if t.amp is not None else cuda
+            self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+            self.channels_last = len(data.in_shape) == 3 and (t.channels_last if t.channels_last is not None else cuda)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(spec.seed, "init"))
+                model = build_model(spec.model, data.in_shape, data.num_classes)
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            self.model = model.to(device, memory_format=fmt)
+            self.net = torch.compile(self.model) if t.compile else self.model
+            self.data_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "data"))
+            method_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
+            self.method = build_method(MethodContext(
+                model=self.net, spec=spec, generator=method_gen,
+                method_seed=derive_seed(spec.seed, "method-host"),
+                loss_fn=lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing),
+                autocast=self.autocast, train_batches=self._full_batches,
+            ))
+            n_train = len(data.train)
+            self.bs = n_train if self.method.full_batch else min(t.batch_size, n_train)
+            self.n_batches = n_train // self.bs  # drop the ragged batch: static shapes, no 1-sample BN
+            self.eval_bs = max(self.bs, 512)
+        self.result = Result(spec=spec, status="finished", n_params=sum(p.numel() for p in model.parameters()),
+                             device=str(device))
+        self.epoch = 0
+        self.train_s = 0.0
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(spec.seed, "init"))
-        model = build_model(spec.model, data.in_shape, data.num_classes)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    net = torch.compile(model) if t.compile else model
-    data_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "data"))
-    method_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
+    @contextlib.contextmanager
+    def _own_rng(self, fresh: bool = False):
+        """Swap this run's dropout RNG state in for the duration (CPU, and the CUDA device if used)."""
+        devices = [self.device] if self.cuda else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            if fresh:
+                torch.manual_seed(derive_seed(self.spec.seed, "dropout"))
+            else:
+                torch.set_rng_state(self._cpu_rng)
+                if self.cuda:
+                    torch.cuda.set_rng_state(self._cuda_rng, self.device)
+            try:
+                yield
+            finally:
+                self._cpu_rng = torch.get_rng_state()
+                if self.cuda:
+                    self._cuda_rng = torch.cuda.get_rng_state(self.device)
 
-    train_set, bs = data.train, min(t.batch_size, len(data.train))
-    n_batches = len(train_set) // bs  # drop the ragged last batch: static shapes, no 1-sample BatchNorm
-    eval_bs = max(bs, 512)
+    def _full_batches(self):
+        train_set = self.data.train
+        for start in range(0, len(train_set), self.eval_bs):
+            yield train_set.x[start:start + self.eval_bs], train_set.y[start:start + self.eval_bs]
 
-    def full_batches():
-        for start in range(0, len(train_set), eval_bs):
-            yield train_set.x[start:start + eval_bs], train_set.y[start:start + eval_bs]
+    @property
+    def done(self) -> bool:
+        return self.result.status != "finished" or self.epoch >= self.spec.train.epochs
 
-    method = build_method(MethodContext(
-        model=net, spec=spec, generator=method_gen, method_seed=derive_seed(spec.seed, "method-host"),
-        loss_fn=lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing),
-        autocast=autocast, train_batches=full_batches,
-    ))
-    result = Result(spec=spec, status="finished", n_params=sum(p.numel() for p in model.parameters()),
-                    device=str(device))
-    has_val = len(data.val) > 0
-    t_start = time.perf_counter()
-    for epoch in range(1, t.epochs + 1):
+    def step(self) -> dict[str, float]:
+        """Train and evaluate one more epoch; returns its history row (also kept in the result)."""
         t0 = time.perf_counter()
-        net.train()
-        order = torch.randperm(len(train_set), device=device, generator=data_gen)
+        with self._own_rng():
+            row = self._epoch()
+        row["time/epoch_s"] = time.perf_counter() - t0
+        self.train_s += row["time/epoch_s"]
+        self.result.history.append(row)
+        return row
+
+    def _epoch(self) -> dict[str, float]:
+        self.epoch += 1
+        epoch, device, method, train_set, bs = self.epoch, self.device, self.method, self.data.train, self.bs
+        self.net.train()
+        order = torch.randperm(len(train_set), device=device, generator=self.data_gen)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         for acc in method.device_metrics.values():
             acc.zero_()
-        for b in range(n_batches):
+        for b in range(self.n_batches):
             idx = order[b * bs:(b + 1) * bs]
             x, y = train_set.x[idx], train_set.y[idx]
-            if spec.data.augment:
-                x = augment_batch(x, data_gen, flip=spec.data.flip, translate=spec.data.translate)
-            if channels_last:
+            if self.spec.data.augment:
+                x = augment_batch(x, self.data_gen, flip=self.spec.data.flip, translate=self.spec.data.translate)
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             loss, logits = method.train_step(x, y)
             loss_sum += loss.float()
             correct += (logits.argmax(1) == y).sum()
         method.on_epoch_trained(epoch)
-        val = _evaluate(method.eval_model(), data.val, eval_bs, autocast) if has_val else []
+        has_val = len(self.data.val) > 0
+        val = _evaluate(method.eval_model(), self.data.val, self.eval_bs, self.autocast) if has_val else []
         extra_names = list(method.device_metrics)
         values = torch.stack([loss_sum, correct, *val, *method.device_metrics.values()]).tolist()  # the sync
-        row = {"epoch": epoch, "train/loss": values[0] / n_batches, "train/acc": values[1] / (n_batches * bs)}
+        n = self.n_batches
+        row = {"epoch": epoch, "train/loss": values[0] / n, "train/acc": values[1] / (n * bs)}
         if has_val:
-            row["val/loss"], row["val/acc"] = values[2] / len(data.val), values[3] / len(data.val)
+            row["val/loss"], row["val/acc"] = values[2] / len(self.data.val), values[3] / len(self.data.val)
         for name, v in zip(extra_names, values[2 + len(val):]):
-            row[name] = v / n_batches
+            row[name] = v / n
         bad = [k for k in ("train/loss", "val/loss") if k in row and not math.isfinite(row[k])]
         if bad:
-            row["time/epoch_s"] = time.perf_counter() - t0
-            result.history.append(row)
-            result.status = "diverged"
-            result.message = f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; the run was stopped"
-            break
+            self.stop("diverged", f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; the run was stopped")
+            return row
         stats = EpochStats(epoch, row["train/loss"], row["train/acc"], row.get("val/loss", math.nan),
                            row.get("val/acc", math.nan))
         row.update(method.end_epoch(stats))
-        row["time/epoch_s"] = time.perf_counter() - t0
-        result.history.append(row)
-        if on_epoch is not None:
+        return row
+
+    def stop(self, status: str, message: str) -> None:
+        self.result.status, self.result.message = status, message
+
+    def finish(self) -> Result:
+        """Test metrics, timing and memory; call once, after the last step."""
+        result = self.result
+        result.final["time/train_s"] = self.train_s
+        if result.status != "diverged":
+            with self._own_rng():
+                final_model = self.method.eval_model()
+                loss, top1, top5 = torch.stack(_evaluate(final_model, self.data.test, self.eval_bs,
+                                                         self.autocast)).tolist()
+                n = len(self.data.test)
+                result.final.update({"test/loss": loss / n, "test/acc": top1 / n, "test/top5": top5 / n})
+                result.final["time/infer_ms"] = _infer_ms(final_model, self.data.test, self.bs,
+                                                          self.spec.train.infer_batches, self.autocast)
+        result.final["mem/peak_mb"] = _peak_mb(self.device)
+        return result
+
+
+def train(spec: RunSpec, *, on_epoch: EpochCallback | None = None, data: DataBundle | None = None) -> Result:
+    """Train one run. A NaN/inf loss ends it with status ``diverged``; ``on_epoch`` may raise PruneRun."""
+    run = TrainingRun(spec, data=data)
+    while not run.done:
+        row = run.step()
+        if on_epoch is not None and run.result.status == "finished":
             try:
-                on_epoch(epoch, row)
+                on_epoch(run.epoch, row)
             except PruneRun as stop:
-                result.status, result.message = "pruned", str(stop) or f"pruned after epoch {epoch}"
-                break
-    result.final["time/train_s"] = time.perf_counter() - t_start
-    final_model = method.eval_model()
-    if result.status != "diverged":
-        loss, top1, top5 = torch.stack(_evaluate(final_model, data.test, eval_bs, autocast)).tolist()
-        n = len(data.test)
-        result.final.update({"test/loss": loss / n, "test/acc": top1 / n, "test/top5": top5 / n})
-        result.final["time/infer_ms"] = _infer_ms(final_model, data.test, bs, t.infer_batches, autocast)
-    result.final["mem/peak_mb"] = _peak_mb(device)
-    return result
+                run.stop("pruned", str(stop) or f"pruned after epoch {run.epoch}")
+    return run.finish()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from .base import EpochStats, Method, MethodContext, build_optimizer
+from .lbfgs import LBFGS
+from .rolling_ball import RollingBall
 from .sal import StressAwareLearning
 from .sam import SAM
 from .shrink_perturb import ShrinkPerturb
@@ -20,6 +22,8 @@ REGISTRY: dict[str, type[Method]] = {
     "shrink_perturb": ShrinkPerturb,
     "sam": SAM,
     "swa": SWA,
+    "rolling_ball": RollingBall,
+    "lbfgs": LBFGS,
 }
 
 

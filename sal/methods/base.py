@@ -58,9 +58,12 @@ def build_optimizer(params, spec: RunSpec) -> torch.optim.Optimizer:
 class Method:
     """The base optimizer alone. Subclasses override ``train_step``, ``end_epoch`` or ``eval_model``.
 
+    ``full_batch`` methods get the whole training set as one batch per epoch.
     Every method logs the stress signal with the paper's knobs as a passive observer, so a baseline's
     stagnation can be compared with SAL's epoch by epoch; only SAL acts on it.
     """
+
+    full_batch = False
 
     def __init__(self, ctx: MethodContext):
         self.ctx = ctx

@@ -1,0 +1,206 @@
+"""Ablation grids: a base run spec x axes x named cells x seeds, run on the engine (Optuna's queue).
+
+Each (cell, seed) is one enqueued trial of a study named after the ablation and one MLflow run tagged
+``sal.ablation``, ``sal.cell`` and ``seed``, so reports pair runs by seed. Re-running the command
+finishes only what is missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import engine
+from .config import RunSpec, SpecError, apply_overrides, flatten, format_validation_error, load_yaml, nest, validate_run
+from .tracking import ensure_experiment, experiment_name, log_result
+from .train import Result, train
+
+__all__ = ["AblationSpec", "GridItem", "load_ablation", "run_ablation", "ablation_worker", "DATA_ENV"]
+
+log = logging.getLogger(__name__)
+DATA_ENV = "SAL_DATA"  # where the paper presets look for their data set folders (default ./data)
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class AblationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict, description="the run spec every cell starts from")
+    cells: dict[str, dict[str, Any]] = Field(default_factory=dict, description="name -> dotted overrides")
+    axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (crossed)")
+    seeds: int | list[int] = Field(10, description="count (1..n) or explicit list; 3-5 cannot reach p < .05")
+    baseline: str | None = Field(None, description="reference cell of the report")
+    metric: str = Field("val/acc", description="value recorded on each Optuna trial")
+    paper_table: int | None = Field(None, description="paper table this mirrors (report shows its numbers)")
+    requires: list[str] = Field(default_factory=list, description="folders that must exist (data sets)")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"name={v!r} must be letters, digits, '_', '-' or '.'; fix: rename the ablation")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _positive_seeds(cls, v):
+        seeds = list(range(1, v + 1)) if isinstance(v, int) else v
+        if not seeds or min(seeds) < 1 or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds={v!r} must be a count >= 1 or distinct seeds >= 1; fix: e.g. seeds: 10")
+        return v
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(1, self.seeds + 1)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+@dataclass(frozen=True)
+class GridItem:
+    cell: str  # cell id: cell name plus the axis values that are not the data set
+    seed: int
+    spec: RunSpec
+
+    @property
+    def key(self) -> str:
+        return f"{self.cell}|{self.spec.data.name}|seed={self.seed}"
+
+
+def _expand_env(node: Any) -> Any:
+    """``${SAL_DATA}`` in strings -> the environment's value, default ``data``."""
+    if isinstance(node, str):
+        return node.replace("${" + DATA_ENV + "}", os.environ.get(DATA_ENV, "data"))
+    if isinstance(node, dict):
+        return {k: _expand_env(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v) for v in node]
+    return node
+
+
+def _cell_id(name: str, axis_values: dict[str, Any]) -> str:
+    shown = [f"{k.split('.')[-1]}={v}" for k, v in axis_values.items() if k != "data.name"]
+    return name if not shown else f"{name}[{','.join(shown)}]"
+
+
+def expand(spec: AblationSpec, base_overrides: dict[str, Any] | None = None) -> list[GridItem]:
+    """Every (cell, axis combination, seed), validated; SpecError lists every bad one."""
+    cells = spec.cells or {"default": {}}
+    axis_keys = list(spec.axes)
+    combos = [dict(zip(axis_keys, values)) for values in itertools.product(*spec.axes.values())] or [{}]
+    base = apply_overrides(spec.base, base_overrides or {})
+    items, problems = [], []
+    for (cell, overrides), combo in itertools.product(cells.items(), combos):
+        cid = _cell_id(cell, combo)
+        for seed in spec.seed_list:
+            raw = apply_overrides(base, {**combo, **overrides, "seed": seed})
+            try:
+                items.append(GridItem(cid, seed, validate_run(raw)))
+            except SpecError as err:
+                problems += [f"cell {cid}: {p}" for p in err.problems if f"cell {cid}: {p}" not in problems]
+    if problems:
+        raise SpecError(problems)
+    if spec.baseline and spec.baseline not in {i.cell for i in items}:
+        raise SpecError([f"baseline={spec.baseline!r} is not a cell; fix: use one of {sorted({i.cell for i in items})}"])
+    return items
+
+
+def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None,
+                  seeds: int | None = None) -> tuple[AblationSpec, list[GridItem]]:
+    raw = _expand_env(load_yaml(path))
+    raw.setdefault("name", Path(path).stem)
+    if seeds is not None:
+        raw["seeds"] = seeds
+    try:
+        spec = AblationSpec.model_validate(raw)
+    except ValidationError as err:
+        raise format_validation_error(err, raw) from None
+    missing = [p for p in spec.requires if not Path(p).exists()]
+    if missing:
+        raise SpecError([f"ablation {spec.name!r} needs the data set folder {p!r}, which does not exist; fix: put "
+                         f"the data set there or set {DATA_ENV}=/folder/holding/them" for p in missing])
+    return spec, expand(spec, base_overrides)
+
+
+def _run_item(item_spec: RunSpec, *, ablation: str, cell: str, trial_number: int, uri: str,
+              metric: str) -> tuple[float, dict[str, Any]]:
+    """Train one (cell, seed) and log it; returns the trial's value and attrs."""
+    try:
+        result = train(item_spec)
+    except Exception as err:  # noqa: BLE001 - a crash ends this run, never the grid
+        log.error("cell %s seed %s crashed: %s", cell, item_spec.seed, err)
+        result = Result(spec=item_spec, status="failed", message="".join(traceback.format_exception_only(err)))
+    tags = {"sal.ablation": ablation, "sal.cell": cell, "sal.trial": trial_number}
+    run_id = log_result(result, uri=uri, experiment=experiment_name("ablation", ablation), kind="ablation",
+                        tags=tags, run_name=f"{cell}-s{item_spec.seed}")
+    value = result.last(metric) if metric in (result.history[-1] if result.history else {}) else \
+        result.final.get(metric, float("nan"))
+    attrs = {engine.STATUS: result.status, "sal.mlflow_run": run_id, "sal.message": result.message[:500]}
+    if result.status == "diverged":
+        value = 0.0  # a diverged run is a result (the method failed), scored as no accuracy at all
+    return value, attrs
+
+
+def ablation_worker(*, worker_index: int, device: str | None, ref: engine.StorageRef, study_name: str, uri: str,
+                    metric: str, wait: bool = True, poll_s: float = 5.0) -> int:
+    """Claim and run queued (cell, seed) trials until none is left; returns how many it ran."""
+    study, storage = engine.open_study(ref, study_name)
+    done = 0
+    while True:
+        engine.reap_dead_workers(study, storage)
+        claimed = engine.claim_next(study, storage)
+        if claimed is None:
+            if wait and engine.wait_or_stop(study, poll_s):
+                continue
+            return done
+        tid, trial = claimed
+        spec = validate_run(nest(trial.user_attrs["sal.spec"]))
+        if device:
+            spec = spec.model_copy(update={"train": spec.train.model_copy(update={"device": device})})
+        cell = trial.user_attrs["sal.cell"]
+        log.info("trial %d: cell %s seed %d", trial.number, cell, spec.seed)
+        try:
+            with engine.heartbeat(storage, tid):
+                value, attrs = _run_item(spec, ablation=study_name, cell=cell, trial_number=trial.number, uri=uri,
+                                         metric=metric)
+        except KeyboardInterrupt:
+            engine.give_back(study, storage, tid, trial, "interrupted")
+            raise
+        state = engine.TrialState.FAIL if attrs[engine.STATUS] == "failed" else engine.TrialState.COMPLETE
+        engine.finish(study, storage, tid, trial, value=value, attrs=attrs, state=state)
+        done += 1
+
+
+def queue_grid(ref: engine.StorageRef, spec: AblationSpec, items: list[GridItem], *,
+               retry_failed: bool) -> dict[str, list]:
+    study, storage = engine.open_study(ref, spec.name)
+    engine.reap_dead_workers(study, storage)
+    study.set_user_attr("sal.kind", "ablation")
+    study.set_user_attr("sal.baseline", spec.baseline)
+    study.set_user_attr("sal.paper_table", spec.paper_table)
+    payload = {i.key: {"sal.cell": i.cell, "seed": i.seed, "sal.spec": flatten(i.spec)} for i in items}
+    return engine.enqueue_missing(study, payload, retry_failed=retry_failed)
+
+
+def run_ablation(spec: AblationSpec, items: list[GridItem], *, ref: engine.StorageRef, uri: str, workers: int = 1,
+                 gpus: list[str] | None = None, retry_failed: bool = False, wait: bool = True) -> dict[str, Any]:
+    """Queue what is missing and work the queue with ``workers`` processes; returns the queue report
+    and the final trial counts."""
+    ensure_experiment(uri, experiment_name("ablation", spec.name))  # before workers race to create it
+    report = queue_grid(ref, spec, items, retry_failed=retry_failed)
+    kwargs = dict(ref=ref, study_name=spec.name, uri=uri, metric=spec.metric, wait=wait)
+    if workers == 1:
+        ablation_worker(worker_index=0, device=f"cuda:{gpus[0]}" if gpus else None, **kwargs)
+        failed_workers = 0
+    else:
+        failed_workers = engine.spawn_workers(ablation_worker, workers, gpus=gpus, **kwargs)
+    study, _ = engine.open_study(ref, spec.name)
+    return {"queue": report, "states": engine.trials_by_state(study), "failed_workers": failed_workers}
