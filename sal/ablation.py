@@ -66,13 +66,14 @@ class AblationSpec(BaseModel):
 
 @dataclass(frozen=True)
 class GridItem:
-    cell: str  # cell id: cell name plus the axis values that are not the data set
+    cell: str  # the method variant: a key of ``cells``
+    context: str  # the axis values other than the data set, e.g. "model=resnet50"
     seed: int
     spec: RunSpec
 
     @property
     def key(self) -> str:
-        return f"{self.cell}|{self.spec.data.name}|seed={self.seed}"
+        return f"{self.cell}|{self.spec.data.display_name}|{self.context}|seed={self.seed}"
 
 
 def _expand_env(node: Any) -> Any:
@@ -86,30 +87,68 @@ def _expand_env(node: Any) -> Any:
     return node
 
 
-def _cell_id(name: str, axis_values: dict[str, Any]) -> str:
-    shown = [f"{k.split('.')[-1]}={v}" for k, v in axis_values.items() if k != "data.name"]
-    return name if not shown else f"{name}[{','.join(shown)}]"
+_PLACEHOLDER = re.compile(r"\{([a-z_]+\.[a-z_.]+)\}")
+
+
+def _fill_placeholders(raw: dict) -> dict:
+    """``"weights/{model.name}.pth"`` -> ``"weights/resnet50.pth"``: strings may name other settings."""
+    flat = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(raw, "")
+    filled = {k: _PLACEHOLDER.sub(lambda m: str(flat.get(m.group(1), m.group(0))), v) if isinstance(v, str) else v
+              for k, v in flat.items()}
+    return nest(filled)
+
+
+def _axis_points(axes: dict[str, list[Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Crossed axis values as (dotted overrides, context label).
+
+    A value may be a bundle of dotted overrides (e.g. one data set's name, root and label); its
+    ``label`` names it. Axes on the data set (``data.name``, ``data.label`` or an axis called
+    ``dataset``) stay out of the context: the data set is a column of its own in reports.
+    """
+    points = []
+    for combo in itertools.product(*[[(axis, v) for v in values] for axis, values in axes.items()]):
+        overrides, shown = {}, []
+        for axis, value in combo:
+            if isinstance(value, dict):
+                bundle = dict(value)
+                label = str(bundle.pop("label", len(shown)))
+                overrides.update(bundle)
+            else:
+                label = str(value)
+                overrides[axis] = value
+            if axis not in ("data.name", "data.label", "dataset"):
+                section, _, field = axis.rpartition(".")
+                shown.append(f"{section if field == 'name' else field}={label}")
+        points.append((overrides, ",".join(shown)))
+    return points or [({}, "")]
 
 
 def expand(spec: AblationSpec, base_overrides: dict[str, Any] | None = None) -> list[GridItem]:
-    """Every (cell, axis combination, seed), validated; SpecError lists every bad one."""
+    """Every (cell, axis point, seed), validated; SpecError lists every bad one."""
     cells = spec.cells or {"default": {}}
-    axis_keys = list(spec.axes)
-    combos = [dict(zip(axis_keys, values)) for values in itertools.product(*spec.axes.values())] or [{}]
     base = apply_overrides(spec.base, base_overrides or {})
     items, problems = [], []
-    for (cell, overrides), combo in itertools.product(cells.items(), combos):
-        cid = _cell_id(cell, combo)
+    for (cell, overrides), (axis_overrides, context) in itertools.product(cells.items(), _axis_points(spec.axes)):
+        where = f"cell {cell}" + (f" at {context}" if context else "")
         for seed in spec.seed_list:
-            raw = apply_overrides(base, {**combo, **overrides, "seed": seed})
             try:
-                items.append(GridItem(cid, seed, validate_run(raw)))
+                raw = _fill_placeholders(apply_overrides(base, {**axis_overrides, **overrides, "seed": seed}))
+                items.append(GridItem(cell, context, seed, validate_run(raw)))
             except SpecError as err:
-                problems += [f"cell {cid}: {p}" for p in err.problems if f"cell {cid}: {p}" not in problems]
+                problems += [f"{where}: {p}" for p in err.problems if f"{where}: {p}" not in problems]
     if problems:
         raise SpecError(problems)
-    if spec.baseline and spec.baseline not in {i.cell for i in items}:
-        raise SpecError([f"baseline={spec.baseline!r} is not a cell; fix: use one of {sorted({i.cell for i in items})}"])
+    if spec.baseline and spec.baseline not in cells:
+        raise SpecError([f"baseline={spec.baseline!r} is not a cell; fix: use one of {sorted(cells)}"])
     return items
 
 
@@ -125,12 +164,12 @@ def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None
         raise format_validation_error(err, raw) from None
     missing = [p for p in spec.requires if not Path(p).exists()]
     if missing:
-        raise SpecError([f"ablation {spec.name!r} needs the data set folder {p!r}, which does not exist; fix: put "
-                         f"the data set there or set {DATA_ENV}=/folder/holding/them" for p in missing])
+        raise SpecError([f"ablation {spec.name!r} needs {p!r}, which does not exist; fix: put "
+                         f"the data set (or weights file) there or set {DATA_ENV}=/folder/holding/them" for p in missing])
     return spec, expand(spec, base_overrides)
 
 
-def _run_item(item_spec: RunSpec, *, ablation: str, cell: str, trial_number: int, uri: str,
+def _run_item(item_spec: RunSpec, *, ablation: str, cell: str, context: str, trial_number: int, uri: str,
               metric: str) -> tuple[float, dict[str, Any]]:
     """Train one (cell, seed) and log it; returns the trial's value and attrs."""
     try:
@@ -138,9 +177,9 @@ def _run_item(item_spec: RunSpec, *, ablation: str, cell: str, trial_number: int
     except Exception as err:  # noqa: BLE001 - a crash ends this run, never the grid
         log.error("cell %s seed %s crashed: %s", cell, item_spec.seed, err)
         result = Result(spec=item_spec, status="failed", message="".join(traceback.format_exception_only(err)))
-    tags = {"sal.ablation": ablation, "sal.cell": cell, "sal.trial": trial_number}
+    tags = {"sal.ablation": ablation, "sal.cell": cell, "sal.context": context, "sal.trial": trial_number}
     run_id = log_result(result, uri=uri, experiment=experiment_name("ablation", ablation), kind="ablation",
-                        tags=tags, run_name=f"{cell}-s{item_spec.seed}")
+                        tags=tags, run_name=f"{cell}-{context + '-' if context else ''}s{item_spec.seed}")
     value = result.last(metric) if metric in (result.history[-1] if result.history else {}) else \
         result.final.get(metric, float("nan"))
     attrs = {engine.STATUS: result.status, "sal.mlflow_run": run_id, "sal.message": result.message[:500]}
@@ -165,12 +204,12 @@ def ablation_worker(*, worker_index: int, device: str | None, ref: engine.Storag
         spec = validate_run(nest(trial.user_attrs["sal.spec"]))
         if device:
             spec = spec.model_copy(update={"train": spec.train.model_copy(update={"device": device})})
-        cell = trial.user_attrs["sal.cell"]
-        log.info("trial %d: cell %s seed %d", trial.number, cell, spec.seed)
+        cell, context = trial.user_attrs["sal.cell"], trial.user_attrs.get("sal.context", "")
+        log.info("trial %d: cell %s %s seed %d", trial.number, cell, context, spec.seed)
         try:
             with engine.heartbeat(storage, tid):
-                value, attrs = _run_item(spec, ablation=study_name, cell=cell, trial_number=trial.number, uri=uri,
-                                         metric=metric)
+                value, attrs = _run_item(spec, ablation=study_name, cell=cell, context=context,
+                                         trial_number=trial.number, uri=uri, metric=metric)
         except KeyboardInterrupt:
             engine.give_back(study, storage, tid, trial, "interrupted")
             raise
@@ -186,7 +225,8 @@ def queue_grid(ref: engine.StorageRef, spec: AblationSpec, items: list[GridItem]
     study.set_user_attr("sal.kind", "ablation")
     study.set_user_attr("sal.baseline", spec.baseline)
     study.set_user_attr("sal.paper_table", spec.paper_table)
-    payload = {i.key: {"sal.cell": i.cell, "seed": i.seed, "sal.spec": flatten(i.spec)} for i in items}
+    payload = {i.key: {"sal.cell": i.cell, "sal.context": i.context, "seed": i.seed, "sal.spec": flatten(i.spec)}
+               for i in items}
     return engine.enqueue_missing(study, payload, retry_failed=retry_failed)
 
 

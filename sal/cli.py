@@ -74,11 +74,11 @@ def _ablate(args: argparse.Namespace) -> int:
     spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     ref = StorageRef.resolve(args.storage, spec.name)
-    cells = sorted({(i.cell, i.spec.data.name) for i in items})
+    cells = sorted({(i.spec.data.display_name, i.context, i.cell) for i in items})
     print(f"ablation {spec.name}: {len(cells)} cells x {len(spec.seed_list)} seeds = {len(items)} runs")
     if args.dry_run:
-        for cell, dataset in cells:
-            print(f"  {cell:40s} {dataset}")
+        for dataset, context, cell in cells:
+            print(f"  {dataset:14s} {context:32s} {cell}")
         return 0
     uri = _uri(args)
     print(f"queue {ref.url}; MLflow {uri}")
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
     try:
         return _COMMANDS[args.command](args)
     except SpecError as err:

@@ -57,6 +57,7 @@ class _Strict(BaseModel):
 
 class DataSpec(_Strict):
     name: Literal["digits", "mnist1d", "cifar10", "cifar100", "imagefolder", "synthetic"] = "digits"
+    label: str | None = Field(None, description="name in tags and reports (e.g. imagenette); default: name")
     root: str | None = Field(None, description="folder of a torchvision or ImageFolder data set")
     resolution: int | None = Field(None, ge=4, description="resize images to this many pixels a side")
     val_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="share of the training pool held out")
@@ -69,6 +70,11 @@ class DataSpec(_Strict):
     flip: bool = True
     translate: int = Field(2, ge=0, description="max shift in pixels when augment is on")
     normalize: bool = Field(True, description="standardise channels with training-set statistics")
+
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
 
 
 class ModelSpec(_Strict):

@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY, WORKER, STATUS = "sal.key", "sal.worker", "sal.status"  # trial user attrs
 MAX_RETRY = 3
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,9 @@ def reap_dead_workers(study: optuna.Study, storage) -> list[int]:
     Heartbeat storages: Optuna's fail_stale_trials (after the grace period). Any storage: a worker of
     this host whose pid no longer exists.
     """
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     reaped = []
     for t in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
@@ -121,9 +121,9 @@ def reap_dead_workers(study: optuna.Study, storage) -> list[int]:
         if w_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         tid = _trial_id(study, storage, t.number)
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another reaper was first
+            storage.set_trial_user_attr(tid, STATUS, "worker died")  # attrs are frozen once it fails
             if storage.set_trial_state_values(tid, TrialState.FAIL):
-                storage.set_trial_user_attr(tid, STATUS, "worker died")
                 RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, t)
                 reaped.append(t.number)
     if reaped:

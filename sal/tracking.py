@@ -98,7 +98,7 @@ def _git_sha() -> str:
 
 def run_tags(spec: RunSpec, *, kind: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
     tags = {
-        "sal.kind": kind, "method": spec.method.name, "dataset": spec.data.name, "model": spec.model.name,
+        "sal.kind": kind, "method": spec.method.name, "dataset": spec.data.display_name, "model": spec.model.name,
         "optimizer": spec.optim.name, "seed": str(spec.seed), "git_sha": _git_sha(),
         "config_hash": config_hash(spec),
     }

@@ -1,0 +1,169 @@
+"""Ablation grids on Optuna's queue: expansion, resuming, several workers, a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from sal.ablation import load_ablation, queue_grid, run_ablation
+from sal.config import SpecError, flatten
+from sal.engine import StorageRef
+from sal.tracking import client_for, runs_frame
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_BASE = {"data": {"name": "synthetic", "num_samples": 300}, "model": {"name": "mlp", "width": 8},
+             "train": {"epochs": 2, "batch_size": 32}}
+
+
+def _write(tmp_path, name, **fields) -> Path:
+    doc = {"name": name, "base": TINY_BASE, "seeds": 3,
+           "cells": {"adam": {"method.name": "base"}, "sal": {"method.name": "sal", "method.warmup": 0}}}
+    doc.update(fields)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _trials(ref, name):
+    return optuna.load_study(study_name=name, storage=ref.open()).get_trials(deepcopy=False)
+
+
+def _finished_runs(uri, name):
+    runs = runs_frame(uri, [f"sal-ablation-{name}"])
+    return runs[runs["status"] == "FINISHED"] if len(runs) else runs
+
+
+def test_grid_is_cells_times_axes_times_seeds(tmp_path):
+    path = _write(tmp_path, "grid", axes={"optim.lr": [0.01, 0.001], "data.name": ["synthetic", "digits"]})
+    spec, items = load_ablation(path)
+    assert len(items) == 2 * 2 * 2 * 3
+    assert {i.context for i in items} == {"lr=0.01", "lr=0.001"}
+    assert {i.spec.data.name for i in items} == {"synthetic", "digits"}
+    assert len({i.key for i in items}) == len(items)
+    sal_items = [i for i in items if i.cell == "sal"]
+    assert all(i.spec.method.warmup == 0 for i in sal_items)
+
+
+def test_bundles_and_placeholders(tmp_path):
+    path = _write(tmp_path, "bundles", base={**TINY_BASE, "model": {"name": "mlp", "weights": "w/{model.name}.pt"}},
+                  axes={"dataset": [{"label": "a", "data.label": "set_a"}, {"label": "b", "data.label": "set_b"}]})
+    _, items = load_ablation(path)
+    assert {i.spec.data.display_name for i in items} == {"set_a", "set_b"}
+    assert {i.context for i in items} == {""}
+    assert items[0].spec.model.weights == "w/mlp.pt"
+
+
+def test_bad_grids_fail_before_any_run(tmp_path):
+    with pytest.raises(SpecError, match="cell sal: method.rhoo: unknown setting"):
+        load_ablation(_write(tmp_path, "bad1", cells={"sal": {"method.name": "sal", "method.rhoo": 1}}))
+    with pytest.raises(SpecError, match="baseline='nope' is not a cell"):
+        load_ablation(_write(tmp_path, "bad2", baseline="nope"))
+    with pytest.raises(SpecError, match="seeds"):
+        load_ablation(_write(tmp_path, "bad3", seeds=0))
+
+
+def test_paper_presets_name_their_missing_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAL_DATA", str(tmp_path))
+    for preset in sorted((REPO / "ablations").glob("*.yaml")):
+        if preset.stem != "quick":
+            with pytest.raises(SpecError, match=f"needs '{tmp_path}/"):
+                load_ablation(preset)
+
+
+def test_every_preset_expands_when_its_data_is_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAL_DATA", str(tmp_path))
+    for folder in ("imagenette", "imagewoof2", "tiny_imagenet", "eurosat_rgb", "pacs", "cifar10", "corel1k", "weights"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "weights" / "densenet201.pth").touch()
+    counts = {p.stem: len(load_ablation(p)[1]) for p in (REPO / "ablations").glob("*.yaml")}
+    assert counts == {"quick": 35, "paper_table1": 200, "paper_table2": 140, "paper_table3": 80,
+                      "paper_table4": 80, "stable_vs_degraded": 180}
+
+
+def test_rerun_finishes_only_what_is_missing(tmp_path, mlflow_uri):
+    spec, items = load_ablation(_write(tmp_path, "resume"))
+    ref = StorageRef.resolve(str(tmp_path / "q.journal"), spec.name)
+    first = run_ablation(spec, items[:2], ref=ref, uri=mlflow_uri)
+    assert first["queue"]["queued"] == [i.key for i in items[:2]]
+    second = run_ablation(spec, items, ref=ref, uri=mlflow_uri)
+    assert len(second["queue"]["done"]) == 2 and len(second["queue"]["queued"]) == 4
+    assert second["states"] == {"COMPLETE": 6}
+    runs = _finished_runs(mlflow_uri, "resume")
+    assert len(runs) == 6
+    assert sorted(zip(runs["tags.sal.cell"], runs["tags.seed"])) == sorted((i.cell, str(i.seed)) for i in items)
+
+
+def test_noise_only_never_deforms_and_deform_only_never_injects_noise(tmp_path, mlflow_uri):
+    stressful = {"method.warmup": 1, "method.theta": 0.01, "method.eps_acc": 0.01}
+    path = _write(tmp_path, "parts", seeds=2, base={**TINY_BASE, "data": {"name": "digits"}, "train": {"epochs": 6}},
+                  cells={"noise": {"method.name": "sal_noise_only", **stressful},
+                         "deform": {"method.name": "sal_deform_only", **stressful}})
+    spec, items = load_ablation(path)
+    run_ablation(spec, items, ref=StorageRef.resolve(str(tmp_path / "q.journal"), spec.name), uri=mlflow_uri)
+    client = client_for(mlflow_uri)
+    runs = _finished_runs(mlflow_uri, "parts")
+    assert len(runs) == 4
+    for _, run in runs.iterrows():
+        noise = sum(m.value for m in client.get_metric_history(run["run_id"], "sal/noise"))
+        deform = sum(m.value for m in client.get_metric_history(run["run_id"], "sal/deform"))
+        if run["tags.sal.cell"] == "noise":
+            assert deform == 0 and noise > 0
+        else:
+            assert noise == 0 and deform > 0
+
+
+def test_two_workers_and_two_launchers_run_each_cell_once(tmp_path, mlflow_uri):
+    spec, items = load_ablation(_write(tmp_path, "pair"))
+    ref = StorageRef.resolve(str(tmp_path / "q.journal"), spec.name)
+    # Two launchers queue the same grid at once: every key is queued twice.
+    queue_grid(ref, spec, items, retry_failed=False)
+    study = optuna.load_study(study_name=spec.name, storage=ref.open())
+    for i in items:
+        study.enqueue_trial({}, user_attrs={"sal.key": i.key, "sal.cell": i.cell, "sal.context": i.context,
+                                            "seed": i.seed, "sal.spec": flatten(i.spec)})
+    out = run_ablation(spec, items, ref=ref, uri=mlflow_uri, workers=2)
+    assert out["failed_workers"] == 0
+    trials = _trials(ref, spec.name)
+    complete = [t.user_attrs["sal.key"] for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(complete) == sorted(i.key for i in items)  # each once
+    dupes = [t for t in trials if t.state.name == "FAIL"]
+    assert len(dupes) == len(items) and all("duplicate" in t.user_attrs["sal.status"] for t in dupes)
+    workers = {t.user_attrs["sal.worker"] for t in trials if t.state.name == "COMPLETE"}
+    assert len(workers) == 2  # both processes took work
+    assert len(_finished_runs(mlflow_uri, "pair")) == len(items)
+
+
+def test_a_killed_worker_is_reaped_and_the_grid_completes_without_duplicates(tmp_path, mlflow_uri):
+    path = _write(tmp_path, "killed", seeds=4, base={**TINY_BASE, "data": {"name": "digits"}, "train": {"epochs": 8}})
+    journal = tmp_path / "q.journal"
+    cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "ablate", str(path), "--storage", str(journal)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ref = StorageRef.resolve(str(journal), "killed")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if journal.exists():
+            states = [t.state.name for t in _trials(ref, "killed")]
+            if states.count("COMPLETE") >= 2 and "RUNNING" in states:
+                break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    states = [t.state.name for t in _trials(ref, "killed")]
+    assert "RUNNING" in states and states.count("COMPLETE") < 8
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    trials = _trials(ref, "killed")
+    complete = [t.user_attrs["sal.key"] for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 8 and len(set(complete)) == 8
+    died = [t for t in trials if t.state.name == "FAIL"]
+    assert died and all(t.user_attrs["sal.status"] == "worker died" for t in died)
+    runs = _finished_runs(mlflow_uri, "killed")
+    assert len(runs) == 8 and len(set(zip(runs["tags.sal.cell"], runs["tags.seed"]))) == 8
