@@ -161,7 +161,7 @@ def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None
     try:
         spec = AblationSpec.model_validate(raw)
     except ValidationError as err:
-        raise format_validation_error(err, raw) from None
+        raise format_validation_error(err, raw, top=AblationSpec) from None
     missing = [p for p in spec.requires if not Path(p).exists()]
     if missing:
         raise SpecError([f"ablation {spec.name!r} needs {p!r}, which does not exist; fix: put "

@@ -91,6 +91,89 @@ def _ablate(args: argparse.Namespace) -> int:
     return 1 if out["failed_workers"] else 0
 
 
+@command("study")
+def _study(args: argparse.Namespace) -> int:
+    return {"run": _study_run, "status": _study_status, "best": _study_best}[args.study_command](args)
+
+
+def _study_run(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
+    from .engine import StorageRef
+    from .study import run_study
+    from .study_spec import load_study_spec
+    from .study_summary import log_study_summary
+
+    spec = load_study_spec(args.file, parse_overrides(args.set), n_trials=args.n_trials, timeout=args.timeout,
+                           seeds=args.seeds)
+    workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
+    ref, uri = StorageRef.resolve(args.storage, spec.name), _uri(args)
+    print(f"study {spec.name}: {spec.n_trials} trials x {len(spec.seed_list)} seeds, sampler {spec.sampler.name}, "
+          f"pruner {spec.pruner.name}, objective " + ", ".join(f"{o.aggregate}({o.metric}) {o.direction}"
+                                                              for o in spec.objectives))
+    print(f"storage {ref.url}; MLflow {uri}")
+    study = run_study(spec, ref=ref, uri=uri, workers=workers, gpus=gpus)
+    run_id, summary = log_study_summary(study, uri)
+    _print_status(study)
+    print(f"summary run {run_id}")
+    return 0
+
+
+def _open_existing(args: argparse.Namespace):
+    import optuna
+
+    from .engine import StorageRef
+
+    ref = StorageRef.resolve(args.storage, args.name)
+    if ref.is_journal and not __import__("pathlib").Path(ref.url).is_file():
+        raise SpecError([f"no study {args.name!r}: {ref.url} does not exist; fix: run `sal study run` first or "
+                         "pass its --storage"])
+    try:
+        return optuna.load_study(study_name=args.name, storage=ref.open())
+    except KeyError:
+        raise SpecError([f"no study {args.name!r} in {ref.url}; fix: check the name or --storage"]) from None
+
+
+def _print_status(study) -> None:
+    from .engine import trials_by_state
+    from .study import best_trial
+
+    states = trials_by_state(study)
+    print(f"study {study.study_name}: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())))
+    if states.get("COMPLETE"):
+        best = best_trial(study)
+        print(f"best trial {best.number}: value {best.values}")
+        for k, v in best.params.items():
+            print(f"  {k} = {v}")
+        for k, v in best.user_attrs.items():
+            if k.startswith("sal.per_seed"):
+                print(f"  per seed {k.removeprefix('sal.per_seed.')}: {v}")
+
+
+def _study_status(args: argparse.Namespace) -> int:
+    _print_status(_open_existing(args))
+    return 0
+
+
+def _study_best(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .study import best_spec
+
+    study = _open_existing(args)
+    if not study.get_trials(deepcopy=False, states=(__import__("optuna").trial.TrialState.COMPLETE,)):
+        raise SpecError([f"study {args.name!r} has no complete trial yet; fix: let `sal study run` finish some"])
+    spec = best_spec(study)
+    text = yaml.safe_dump(spec.model_dump(by_alias=True, mode="json"), sort_keys=False)
+    from pathlib import Path
+
+    out = Path(args.out)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(f"# best trial of study {args.name}; train it with: sal train --config {out}\n" + text)
+    tmp.replace(out)  # atomic
+    print(f"wrote {out}")
+    return 0
+
+
 @command("ui")
 def _ui(args: argparse.Namespace) -> int:
     uri = _uri(args)
@@ -136,6 +219,23 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--retry-failed", action="store_true", help="run again the cells whose run crashed")
     a.add_argument("--dry-run", action="store_true", help="print the cells and their count, run nothing")
 
+    st = sub.add_parser("study", help="Optuna studies over SAL's knobs, multi-seed trials")
+    ssub = st.add_subparsers(dest="study_command", required=True)
+    sr = ssub.add_parser("run", help="run (or resume) a study from its YAML spec")
+    sr.add_argument("file", help="study YAML, e.g. studies/quick.yaml")
+    sr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key of the base spec")
+    sr.add_argument("--n-trials", type=int, help="finished trials to reach (overrides the file)")
+    sr.add_argument("--timeout", type=float, help="seconds for this invocation")
+    sr.add_argument("--seeds", type=int, help="seeds per trial (overrides the file)")
+    _add_engine_args(sr)
+    for name, text in (("status", "trials by state and the best so far"),
+                       ("best", "write the best trial's run spec (for sal train or an ablation cell)")):
+        sp = ssub.add_parser(name, help=text)
+        sp.add_argument("name", help="study name")
+        sp.add_argument("--storage", help="the study's storage (default optuna/NAME.journal)")
+        if name == "best":
+            sp.add_argument("--out", required=True, help="YAML file to write")
+
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store")
     u.add_argument("--port", type=int, default=5000)
     return p
@@ -145,9 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
+    if not args.verbose:  # Optuna flags options it may change (TPE's group); they are ours to pin, not news
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         return _COMMANDS[args.command](args)
     except SpecError as err:

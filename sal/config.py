@@ -292,9 +292,9 @@ def _section_model(section: str, raw: dict) -> type[BaseModel] | None:
     return {"data": DataSpec, "model": ModelSpec, "optim": OptimSpec, "train": TrainSpec}.get(section)
 
 
-def _known_keys(dotted: str, raw: dict) -> list[str]:
+def _known_keys(dotted: str, raw: dict, top: type[BaseModel]) -> list[str]:
     section, _, field = dotted.partition(".")
-    model = _section_model(section, raw) if field else RunSpec
+    model = (_section_model(section, raw) if top is RunSpec else None) if field else top
     if model is None:
         return []
     return [info.alias or name for name, info in model.model_fields.items()]
@@ -311,7 +311,8 @@ def _default_of(dotted: str, raw: dict) -> str | None:
     return None
 
 
-def format_validation_error(err: ValidationError, raw: dict, *, prefix: str = "") -> SpecError:
+def format_validation_error(err: ValidationError, raw: dict, *, prefix: str = "",
+                            top: type[BaseModel] | None = None) -> SpecError:
     """Turn pydantic's errors into lines ``key=value: what is wrong; fix: what to do``."""
     problems = []
     for e in err.errors():
@@ -319,7 +320,7 @@ def format_validation_error(err: ValidationError, raw: dict, *, prefix: str = ""
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
         if e["type"] == "extra_forbidden":
-            known = _known_keys(key.removeprefix(prefix), raw)
+            known = _known_keys(key.removeprefix(prefix), raw, top or RunSpec)
             problems.append(f"{key}: unknown setting; fix: remove it or correct its spelling"
                             + (f" (known here: {', '.join(known)})" if known else ""))
         elif e["type"] == "union_tag_invalid":
@@ -329,7 +330,7 @@ def format_validation_error(err: ValidationError, raw: dict, *, prefix: str = ""
         elif "fix:" in msg:
             problems.append(msg)
         else:
-            default = _default_of(key.removeprefix(prefix), raw)
+            default = _default_of(key.removeprefix(prefix), raw) if top in (None, RunSpec) else None
             hint = f" (default {default})" if default else ""
             problems.append(f"{key}={value!r}: {msg}; fix: set {key} to a valid value{hint}")
     return SpecError(problems)

@@ -24,7 +24,7 @@ from .train import Result
 
 __all__ = [
     "default_tracking_uri", "client_for", "ensure_experiment", "log_result", "runs_frame", "run_history",
-    "experiment_name", "log_artifact_dir", "RUN_STATUS",
+    "experiment_name", "log_artifact_dir", "log_summary", "RUN_STATUS",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,3 +175,23 @@ def run_history(uri: str, run_id: str) -> pd.DataFrame:
 
     path = download_artifacts(run_id=run_id, artifact_path="history.csv", tracking_uri=uri)
     return pd.read_csv(io.StringIO(Path(path).read_text()))
+
+
+def log_summary(uri: str, experiment: str, *, run_name: str, tags: dict[str, Any], params: dict[str, Any],
+                metrics: dict[str, float], folder: Path | None = None) -> str:
+    """One run that is not a training run (a study's summary, a report): params, metrics, a folder."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = client_for(uri)
+    run = client.create_run(ensure_experiment(uri, experiment), run_name=run_name)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k[:250], str(v)[:6000]) for k, v in params.items()],
+        tags=[RunTag(k, str(v)) for k, v in {**tags, "git_sha": _git_sha()}.items()],
+    )
+    if folder is not None:
+        client.log_artifacts(run.info.run_id, str(folder))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id

@@ -1,0 +1,180 @@
+"""Optuna studies: multi-seed trials, the paper's defaults first, pruning, resuming, Optuna's own CLI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from sal.cli import main
+from sal.config import flatten, validate_run
+from sal.engine import StorageRef
+from sal.objectives import aggregate
+from sal.study import best_spec, create_study, run_study
+from sal.study_spec import load_study_spec
+from sal.tracking import runs_frame
+
+KNOBS = ["method.rho", "method.theta", "method.s_noise", "method.s_yield", "method.delta", "method.lambda",
+         "method.sigma_y"]
+BASE = {"data": {"name": "synthetic", "num_samples": 300}, "model": {"name": "mlp", "width": 8},
+        "optim": {"lr": 0.01}, "method": {"name": "sal", "warmup": 1, "theta": 0.01},
+        "train": {"epochs": 3, "batch_size": 32}}
+SPACE = {
+    "method.rho": {"low": 1e-5, "high": 1e-2, "log": True},
+    "method.theta": {"low": 1e-4, "high": 5e-2, "log": True},
+    "method.s_noise": {"low": 1e-3, "high": 5e-2, "log": True},
+    "method.s_yield": {"low": 2e-3, "high": 1e-1, "log": True},
+    "method.delta": {"low": 1e-8, "high": 1e-4, "log": True},
+    "method.lambda": {"low": 1e-6, "high": 1e-2, "log": True},
+    "method.sigma_y": {"low": 1e-3, "high": 1e-1, "log": True},
+}
+
+
+def _write(tmp_path, name, **fields) -> Path:
+    doc = {"name": name, "base": BASE, "space": SPACE, "seeds": 2, "n_trials": 5,
+           "objective": {"metric": "val/acc", "aggregate": "cvar", "cvar_alpha": 0.5},
+           "sampler": {"name": "tpe", "seed": 1}, "pruner": {"name": "none"}}
+    doc.update(fields)
+    doc = {k: v for k, v in doc.items() if v is not None}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_a_short_study_records_knobs_seeds_and_aggregates(tmp_path, mlflow_uri):
+    spec = load_study_spec(_write(tmp_path, "short"))
+    study = run_study(spec, ref=StorageRef(str(tmp_path / "s.journal")), uri=mlflow_uri)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    defaults = flatten(validate_run(BASE))
+    assert trials[0].params == {k: defaults[k] for k in KNOBS}  # the paper's defaults first
+    assert trials[0].params["method.rho"] == 0.0005 and trials[0].params["method.s_yield"] == 0.01
+    for t in trials:
+        assert set(t.params) == set(KNOBS)
+        assert t.params["method.s_noise"] < t.params["method.s_yield"]
+        per_seed = t.user_attrs["sal.per_seed.val/acc"]
+        assert set(per_seed) == {"1", "2"}
+        assert t.value == pytest.approx(aggregate("cvar", list(per_seed.values()), maximize=True, alpha=0.5))
+        assert t.user_attrs["sal.cvar.val/acc"] == t.value
+    runs = runs_frame(mlflow_uri, ["sal-study-short"])
+    assert len(runs) == 10  # one per (trial, seed)
+    assert set(runs["tags.sal.trial"]) == {str(i) for i in range(5)}
+    first = runs[runs["tags.sal.trial"] == "0"]
+    assert sorted(first["params.method.rho"]) == ["0.0005", "0.0005"]
+    assert (first["metrics.study/cvar/val/acc"] == trials[0].value).all()
+
+
+def test_a_pruned_trial_is_pruned_in_optuna_and_mlflow(tmp_path, mlflow_uri):
+    space = {"optim.lr": {"low": 1e-7, "high": 1e-1, "log": True}}
+    spec = load_study_spec(_write(tmp_path, "prune", space=space, n_trials=2, enqueue_defaults=False,
+                                  pruner={"name": "median", "options": {"n_startup_trials": 1,
+                                                                                     "n_warmup_steps": 0}}),
+                           {"train.epochs": 5})
+    ref = StorageRef(str(tmp_path / "p.journal"))
+    study = create_study(spec, ref)
+    study.enqueue_trial({"optim.lr": 0.03})  # learns
+    study.enqueue_trial({"optim.lr": 1e-7})  # stays at chance: below the median from epoch 1
+    study = run_study(spec, ref=ref, uri=mlflow_uri)
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "PRUNED"]
+    runs = runs_frame(mlflow_uri, ["sal-study-prune"])
+    pruned = runs[runs["tags.sal.trial"] == "1"]
+    assert len(pruned) == 2
+    assert set(pruned["tags.sal.trial_state"]) == {"pruned"} and set(pruned["status"]) == {"KILLED"}
+    assert set(pruned["tags.sal.status"]) == {"pruned"}
+    assert (pruned["params.train.epochs"] == "5").all()
+
+
+def test_wilcoxon_with_few_seeds_warns(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        load_study_spec(_write(tmp_path, "wil", pruner={"name": "wilcoxon"}, seeds=3))
+    assert "WilcoxonPruner" in caplog.text and "5 or more seeds" in caplog.text
+
+
+def test_multi_objective_gives_a_pareto_front(tmp_path, mlflow_uri):
+    spec = load_study_spec(_write(tmp_path, "pareto", n_trials=4, sampler={"name": "nsga2", "seed": 0},
+                                  objective=None,
+                                  objectives=[{"metric": "val/acc"},
+                                              {"metric": "time/train_s", "direction": "minimize"}]))
+    study = run_study(spec, ref=StorageRef(str(tmp_path / "m.journal")), uri=mlflow_uri)
+    assert len(study.directions) == 2 and study.best_trials
+    assert all(len(t.values) == 2 for t in study.best_trials)
+
+
+@pytest.mark.parametrize("space,needle", [
+    ({"method.rho": {"low": 0.1, "high": 0.01}}, "space.method.rho: low=0.1 is not below high=0.01"),
+    ({"method.rho": {"low": 0.0, "high": 0.01, "log": True}}, "log scale needs low > 0"),
+    ({"method.rhoo": {"low": 0.001, "high": 0.01}}, "space.method.rhoo: unknown setting"),
+    ({"method.s_noise": {"low": 0.001, "high": 0.5}}, "space.method.s_noise=0.5 is above method.s_yield"),
+])
+def test_bad_search_spaces_exit_2_before_any_trial(tmp_path, space, needle, capsys):
+    path = _write(tmp_path, "bad", space=space)
+    journal = tmp_path / "bad.journal"
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "study", "run", str(path), "--storage",
+                 str(journal)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "fix:" in err
+    assert not journal.exists() and not (tmp_path / "m.db").exists()
+
+
+def test_test_metrics_cannot_be_the_objective(tmp_path, capsys):
+    path = _write(tmp_path, "peek", objective={"metric": "test/acc"})
+    assert main(["study", "run", str(path), "--storage", str(tmp_path / "x.journal")]) == 2
+    assert "selects on test data" in capsys.readouterr().err
+
+
+def test_best_spec_trains_and_optunas_cli_reads_the_storage(tmp_path, mlflow_uri, capsys):
+    path = _write(tmp_path, "bestof", n_trials=3)
+    journal = tmp_path / "b.journal"
+    assert main(["--tracking-uri", mlflow_uri, "study", "run", str(path), "--storage", str(journal)]) == 0
+    out = tmp_path / "best.yaml"
+    assert main(["study", "best", "bestof", "--storage", str(journal), "--out", str(out)]) == 0
+    study = optuna.load_study(study_name="bestof", storage=StorageRef(str(journal)).open())
+    spec = validate_run(yaml.safe_load(out.read_text()))
+    assert spec == best_spec(study)
+    assert spec.method.rho == study.best_trial.params["method.rho"]
+    assert main(["--tracking-uri", mlflow_uri, "train", "--config", str(out), "--experiment", "from-best"]) == 0
+    assert len(runs_frame(mlflow_uri, ["from-best"])) == 1
+    assert main(["study", "status", "bestof", "--storage", str(journal)]) == 0
+    assert "complete 3" in capsys.readouterr().out
+    optuna_cli = shutil.which("optuna", path=str(Path(sys.executable).parent))
+    listed = subprocess.run([optuna_cli, "trials", "--storage", str(journal), "--study-name", "bestof", "-f", "yaml"],
+                            capture_output=True, text=True, check=True)
+    rows = yaml.safe_load(listed.stdout)
+    assert len(rows) == 3 and {r["state"] for r in rows} == {"COMPLETE"}
+
+
+def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_uri):
+    path = _write(tmp_path, "resumed", n_trials=6, base={**BASE, "data": {"name": "digits"},
+                                                         "train": {"epochs": 6, "batch_size": 32}})
+    journal = tmp_path / "r.journal"
+    cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "study", "run", str(path), "--storage",
+           str(journal)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ref = StorageRef(str(journal))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if journal.exists():
+            states = [t.state.name for t in optuna.load_study(study_name="resumed", storage=ref.open()).trials]
+            if states.count("COMPLETE") >= 1 and "RUNNING" in states:
+                break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    trials = optuna.load_study(study_name="resumed", storage=ref.open()).trials
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 6
+    died = [t for t in trials if t.state.name == "FAIL"]
+    assert len(died) == 1 and died[0].user_attrs["sal.status"] == "worker died"
+    retried = [t for t in finished if t.system_attrs.get("failed_trial") == died[0].number]
+    assert len(retried) == 1 and retried[0].params == died[0].params  # the killed trial ran again, once
