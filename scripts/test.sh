@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The test suite: sets up .venv if needed, then runs pytest on the CPU (about 5 minutes on 2 cores).
+# The test suite: sets up .venv if needed, makes sure the local PostgreSQL the engine tests use is up,
+# then runs pytest on the CPU (a few minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
 exec .venv/bin/python -m pytest "$@"
