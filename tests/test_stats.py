@@ -1,0 +1,145 @@
+"""sal.stats against scipy/statsmodels and the public check values of reference/statistics.md."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+from sal import stats
+
+RNG = np.random.default_rng(20261123)
+
+
+def test_describe_is_the_t_interval():
+    x = RNG.normal(0.9, 0.01, size=7)
+    d = stats.describe(x)
+    low, high = sps.t.interval(0.95, 6, loc=x.mean(), scale=sps.sem(x))
+    assert (d["n"], d["mean"], d["sd"]) == (7, pytest.approx(x.mean(), abs=1e-15), pytest.approx(x.std(ddof=1)))
+    assert d["ci_low"] == pytest.approx(low, abs=1e-12) and d["ci_high"] == pytest.approx(high, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [5, 8, 12])
+def test_paired_matches_scipy_on_random_data(n):
+    a, b = RNG.normal(0.90, 0.01, n), RNG.normal(0.895, 0.01, n)
+    r = stats.paired(a, b)
+    d = a - b
+    assert r["delta"] == pytest.approx(d.mean(), abs=1e-12)
+    low, high = sps.t.interval(0.95, n - 1, loc=d.mean(), scale=sps.sem(d))
+    assert r["delta_ci_low"] == pytest.approx(low, abs=1e-9) and r["delta_ci_high"] == pytest.approx(high, abs=1e-9)
+    assert r["p_ttest"] == pytest.approx(sps.ttest_rel(a, b).pvalue, abs=1e-9)
+    assert r["p_wilcoxon"] == pytest.approx(sps.wilcoxon(a, b, method="exact").pvalue, abs=1e-9)
+    assert r["effect_dz"] == pytest.approx(d.mean() / d.std(ddof=1), abs=1e-9)
+    assert r["win_rate"] == (d > 0).sum() / n
+    boot = sps.bootstrap((d,), np.mean, n_resamples=2000, method="BCa", rng=np.random.default_rng(0))
+    assert r["boot_ci_low"] == pytest.approx(boot.confidence_interval.low, abs=1e-12)
+
+
+def test_bootstrap_honours_random_state():
+    a, b = RNG.normal(0, 1, 10), RNG.normal(0, 1, 10)
+    assert stats.paired(a, b, random_state=3)["boot_ci_low"] == stats.paired(a, b, random_state=3)["boot_ci_low"]
+    assert stats.paired(a, b, random_state=3)["boot_ci_low"] != stats.paired(a, b, random_state=4)["boot_ci_low"]
+
+
+def test_holm_and_bh_match_derrac_2011_table_16():
+    raw = [6e-6, 3.32e-4, 0.009823, 0.014171, 0.083642, 0.141093, 0.518605, 0.660706]
+    assert stats.adjust(raw, "holm") == pytest.approx([0.000048, 0.002324, 0.058938, 0.070855, 0.334568,
+                                                       0.423279, 1, 1], abs=1e-6)
+    assert stats.adjust(raw, "bh") == pytest.approx([0.000048, 0.001328, 0.026195, 0.028342, 0.133827,
+                                                     0.188124, 0.592691, 0.660706], abs=1e-6)
+
+
+def test_holm_matches_statsmodels_on_random_unsorted_pvalues_and_skips_nan():
+    p = RNG.uniform(0, 0.2, 9)
+    assert stats.adjust(p) == pytest.approx(multipletests(p, method="holm")[1], abs=1e-12)
+    with_nan = np.array([0.01, np.nan, 0.04])
+    out = stats.adjust(with_nan)
+    assert math.isnan(out[1]) and out[[0, 2]] == pytest.approx(multipletests([0.01, 0.04], method="holm")[1])
+
+
+def test_rliable_check_values():
+    x = np.array([[1, 2], [2, 2], [1, 1], [2, 1]], float)
+    y = np.array([[1, 1], [2, 2], [3, 3]], float)
+    ax, ay = stats.aggregate_scores(x), stats.aggregate_scores(y)
+    assert (ax["mean"], ax["median"], ax["iqm"]) == (1.5, 1.5, 1.5)
+    assert (ay["mean"], ay["median"], ay["iqm"]) == (2.0, 2.0, 2.0)
+    assert stats.probability_of_improvement(x, y) == pytest.approx(1 / 3)
+    assert ax["optimality_gap"] == 0.0
+    assert stats.aggregate_scores(x, gamma=2)["optimality_gap"] == 0.5
+    assert stats.iqm(range(1, 11)) == 5.5 and stats.iqm([0, 1, 2, 3, 100]) == 2.0
+
+
+DEMSAR = np.array([
+    [0.763, 0.599, 0.954, 0.628, 0.882, 0.936, 0.661, 0.583, 0.775, 1.0, 0.94, 0.619, 0.972, 0.957],
+    [0.768, 0.591, 0.971, 0.661, 0.888, 0.931, 0.668, 0.583, 0.838, 1.0, 0.962, 0.666, 0.981, 0.978],
+    [0.771, 0.590, 0.968, 0.654, 0.886, 0.916, 0.609, 0.563, 0.866, 1.0, 0.965, 0.614, 0.9751, 0.946],
+    [0.798, 0.569, 0.967, 0.657, 0.898, 0.931, 0.685, 0.625, 0.875, 1.0, 0.962, 0.669, 0.975, 0.970],
+]).T  # (14 data sets, 4 methods): C4.5, C4.5+m, C4.5+cf, C4.5+m+cf
+
+
+def test_friedman_iman_davenport_and_nemenyi_match_demsar_2006():
+    f = stats.friedman(DEMSAR)
+    assert f["avg_ranks"] == pytest.approx([3.142857, 2.000000, 2.892857, 1.964286], abs=1e-6)
+    assert f["chi2"] == pytest.approx(9.278571, abs=1e-6)
+    assert f["ff"] == pytest.approx(3.686313, abs=1e-6)
+    assert f["cd"] == pytest.approx(1.253551, abs=1e-5)
+    assert sps.friedmanchisquare(*DEMSAR.T).statistic == pytest.approx(10.228346, abs=1e-6)  # tie-corrected
+
+
+def test_wilcoxon_rank_sums_match_demsar():
+    d = DEMSAR[:, 1] - DEMSAR[:, 0]
+    # Demsar splits the one zero difference's rank between R+ and R-: R+ = 93, R- = 12
+    ranks_all = sps.rankdata(np.abs(d))
+    r_plus = ranks_all[d > 0].sum() + ranks_all[d == 0].sum() / 2
+    r_minus = ranks_all[d < 0].sum() + ranks_all[d == 0].sum() / 2
+    assert (r_plus, r_minus) == (93, 12)
+
+
+def test_cliffs_delta_and_magnitudes():
+    assert stats.cliffs_delta([3, 4], [1, 2]) == 1.0
+    assert stats.cliffs_delta([1, 2], [1, 2]) == 0.0
+    assert stats.cliffs_delta([1, 3], [2, 2]) == 0.0
+    assert [stats.cliffs_magnitude(v) for v in (0.1, -0.2, 0.4, 0.5)] == ["negligible", "small", "medium", "large"]
+
+
+def test_verdicts_follow_their_definition():
+    a = 0.90 + np.linspace(0, 0.002, 10)
+    win = stats.paired(a + 0.01, a)  # clear win
+    assert stats.verdict(win["p_ttest"], win["delta_ci_low"], win["delta_ci_high"], rope=0.002) == "better"
+    assert stats.verdict(win["p_ttest"], -win["delta_ci_high"], -win["delta_ci_low"], rope=0.002) == "worse"
+    same = stats.paired(a + RNG.normal(0, 0.0003, 10), a)  # inside +-0.2 points
+    assert stats.verdict(1.0, same["delta_ci_low"], same["delta_ci_high"], rope=0.002) == "equivalent"
+    noisy = stats.paired(a + RNG.normal(0.001, 0.01, 10), a)
+    assert stats.verdict(0.4, noisy["delta_ci_low"], noisy["delta_ci_high"], rope=0.002) == "inconclusive"
+    # lower is better (a loss): a significant drop is "better"
+    assert stats.verdict(0.001, -0.3, -0.1, rope=0.0, higher_is_better=False) == "better"
+
+
+def test_small_n_facts():
+    assert stats.exact_p_floor(5) == 0.0625
+    assert stats.too_few_seeds(5) and not stats.too_few_seeds(6)
+    assert stats.too_few_seeds(7, m=5) and not stats.too_few_seeds(8, m=5)
+    assert stats.too_few_seeds(9, m=20) and not stats.too_few_seeds(10, m=20)
+    # statistics.md: seeds to detect 0.5 points at power 0.8 with a per-method seed sd of 0.2 / 0.3 / 0.5
+    # (independent runs: sd of the difference = sqrt(2) sd) are 5 / 8 / 18, and 8 / 12 / 27 under Holm
+    # over 5 comparisons.
+    def seeds_needed(sd, m):
+        n = 2
+        while stats.min_detectable_effect(n, math.sqrt(2) * sd, m=m) > 0.5:
+            n += 1
+        return n
+
+    assert [seeds_needed(sd, 1) for sd in (0.2, 0.3, 0.5)] == [5, 8, 18]
+    assert [seeds_needed(sd, 5) for sd in (0.2, 0.3, 0.5)] == [8, 12, 27]
+
+
+def test_normalized_delta_across_sets_resamples_within_sets():
+    pairs = {f"set{i}": (RNG.normal(0.91, 0.01, 8), RNG.normal(0.90, 0.01, 8)) for i in range(6)}
+    out = stats.normalized_delta_across(pairs, random_state=1)
+    expected = np.mean([(a - b).mean() / b.mean() for a, b in pairs.values()])
+    assert out["norm_delta"] == pytest.approx(expected)
+    assert out["ci_low"] < out["norm_delta"] < out["ci_high"] and out["can_reject"]
+    assert out == stats.normalized_delta_across(pairs, random_state=1)
