@@ -170,14 +170,15 @@ def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None
 
 
 def _run_item(item_spec: RunSpec, *, ablation: str, cell: str, context: str, trial_number: int, uri: str,
-              metric: str) -> tuple[float, dict[str, Any]]:
+              metric: str, extra_tags: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     """Train one (cell, seed) and log it; returns the trial's value and attrs."""
     try:
         result = train(item_spec)
     except Exception as err:  # noqa: BLE001 - a crash ends this run, never the grid
         log.error("cell %s seed %s crashed: %s", cell, item_spec.seed, err)
         result = Result(spec=item_spec, status="failed", message="".join(traceback.format_exception_only(err)))
-    tags = {"sal.ablation": ablation, "sal.cell": cell, "sal.context": context, "sal.trial": trial_number}
+    tags = {"sal.ablation": ablation, "sal.cell": cell, "sal.context": context, "sal.trial": trial_number,
+            **extra_tags}
     run_id = log_result(result, uri=uri, experiment=experiment_name("ablation", ablation), kind="ablation",
                         tags=tags, run_name=f"{cell}-{context + '-' if context else ''}s{item_spec.seed}")
     value = result.last(metric) if metric in (result.history[-1] if result.history else {}) else \
@@ -209,7 +210,8 @@ def ablation_worker(*, worker_index: int, device: str | None, ref: engine.Storag
         try:
             with engine.heartbeat(storage, tid):
                 value, attrs = _run_item(spec, ablation=study_name, cell=cell, context=context,
-                                         trial_number=trial.number, uri=uri, metric=metric)
+                                         trial_number=trial.number, uri=uri, metric=metric,
+                                         extra_tags=trial.user_attrs.get("sal.tags", {}))
         except KeyboardInterrupt:
             engine.give_back(study, storage, tid, trial, "interrupted")
             raise
@@ -225,8 +227,10 @@ def queue_grid(ref: engine.StorageRef, spec: AblationSpec, items: list[GridItem]
     study.set_user_attr("sal.kind", "ablation")
     study.set_user_attr("sal.baseline", spec.baseline)
     study.set_user_attr("sal.paper_table", spec.paper_table)
-    payload = {i.key: {"sal.cell": i.cell, "sal.context": i.context, "seed": i.seed, "sal.spec": flatten(i.spec)}
-               for i in items}
+    # Tags every run of the grid carries, so a report needs nothing but MLflow.
+    tags = {k: v for k, v in {"sal.baseline": spec.baseline, "sal.paper_table": spec.paper_table}.items() if v}
+    payload = {i.key: {"sal.cell": i.cell, "sal.context": i.context, "seed": i.seed, "sal.spec": flatten(i.spec),
+                       "sal.tags": tags} for i in items}
     return engine.enqueue_missing(study, payload, retry_failed=retry_failed)
 
 

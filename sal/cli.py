@@ -174,6 +174,32 @@ def _study_best(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("report")
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .compare import ReportOptions
+    from .report import build_report
+
+    metrics = args.metric or ["test/acc"]
+    if not 0 < args.alpha < 1:
+        raise SpecError([f"--alpha={args.alpha} must be in (0, 1); fix: e.g. --alpha 0.05"])
+    if args.rope < 0:
+        raise SpecError([f"--rope={args.rope} must be >= 0; fix: e.g. --rope 0.002 (0.2 accuracy points)"])
+    out = Path(args.out or Path("reports") / args.name)
+    kwargs = dict(metrics=metrics, rope=args.rope, alpha=args.alpha, correction=args.correction, family=args.family,
+                  allow_unpaired=args.allow_unpaired, random_state=args.random_state)
+    folder, summary = build_report(_uri(args), args.name, out, baseline=args.baseline, filter_string=args.filter or "",
+                                   draw_figures=not args.no_figures, **kwargs)
+    primary = summary[(summary["metric"] == metrics[0]) & (summary["verdict"] != "reference")]
+    for _, r in primary.iterrows():
+        where = f"{r['dataset']} {r['context']}".strip()
+        print(f"  {where:24s} {r['method']:18s} delta {r['delta']:+.4f} [{r['delta_ci_low']:+.4f}, "
+              f"{r['delta_ci_high']:+.4f}]  p_holm {r['p_holm']:.3g}  {r['verdict']}")
+    print(f"report: {folder / 'report.html'} (also report.md, summary.csv, table.tex)")
+    return 0
+
+
 @command("ui")
 def _ui(args: argparse.Namespace) -> int:
     uri = _uri(args)
@@ -235,6 +261,21 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--storage", help="the study's storage (default optuna/NAME.journal)")
         if name == "best":
             sp.add_argument("--out", required=True, help="YAML file to write")
+
+    r = sub.add_parser("report", help="significance report of an ablation (tables, tests, figures)")
+    r.add_argument("name", help="ablation name (the `name:` of its YAML)")
+    r.add_argument("--baseline", help="reference cell (default: the ablation's baseline)")
+    r.add_argument("--metric", action="append", help="metric to compare (repeatable; default test/acc)")
+    r.add_argument("--family", choices=["metric", "dataset"], default="metric",
+                   help="Holm family: every comparison of a metric (default) or per data set")
+    r.add_argument("--correction", choices=["holm", "bh"], default="holm", help="bh only for exploratory grids")
+    r.add_argument("--rope", type=float, default=0.002, help="equivalence margin for accuracies (fraction)")
+    r.add_argument("--alpha", type=float, default=0.05)
+    r.add_argument("--out", help="report folder (default reports/NAME)")
+    r.add_argument("--filter", help="extra MLflow filter, e.g. \"tags.dataset = 'digits'\"")
+    r.add_argument("--allow-unpaired", action="store_true", help="compare on the seeds both methods have")
+    r.add_argument("--random-state", type=int, default=0, help="seed of the bootstrap intervals")
+    r.add_argument("--no-figures", action="store_true")
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store")
     u.add_argument("--port", type=int, default=5000)

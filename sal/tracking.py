@@ -158,7 +158,8 @@ def runs_frame(uri: str, experiments: list[str] | None = None, filter_string: st
     while True:
         page = client.search_runs(exp_ids, filter_string=filter_string, max_results=1000, page_token=token)
         for r in page:
-            row = {"run_id": r.info.run_id, "status": r.info.status, "experiment_id": r.info.experiment_id}
+            row = {"run_id": r.info.run_id, "status": r.info.status, "experiment_id": r.info.experiment_id,
+                   "start_time": r.info.start_time}
             row.update({f"tags.{k}": v for k, v in r.data.tags.items() if not k.startswith("mlflow.")})
             row.update({f"params.{k}": v for k, v in r.data.params.items()})
             row.update({f"metrics.{k}": v for k, v in r.data.metrics.items()})
@@ -173,6 +174,7 @@ def run_history(uri: str, run_id: str) -> pd.DataFrame:
     """The per-epoch history a run logged as ``history.csv``."""
     from mlflow.artifacts import download_artifacts
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run floods the CLI
     path = download_artifacts(run_id=run_id, artifact_path="history.csv", tracking_uri=uri)
     return pd.read_csv(io.StringIO(Path(path).read_text()))
 

@@ -1,0 +1,157 @@
+"""The report's figures (seaborn, every resampling seeded): per-seed strips, paired slopes, a forest
+plot with the ROPE band, learning curves, and the paper's figures rebuilt from logged histories:
+stress trace with interventions (Fig. 5), loss vs stress (Fig. 6), stress histogram (Fig. 9),
+accuracy gap to the baseline per epoch (Fig. 10), plus a critical-difference diagram.
+
+Each function takes frames and returns a matplotlib Figure; nothing here reads or writes files.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+__all__ = ["strip", "slopes", "forest", "learning_curves", "stress_trace", "loss_vs_stress", "stress_histogram",
+           "accuracy_gap", "cd_diagram"]
+
+SEED = 0  # seaborn's bootstrap CIs
+SAL_FAMILY = ("sal", "sal_noise_only", "sal_deform_only", "sal_no_recovery", "random_trigger")
+
+
+def _facet_label(df: pd.DataFrame) -> pd.Series:
+    return df["dataset"] + np.where(df["context"] != "", " " + df["context"], "")
+
+
+def strip(tidy: pd.DataFrame, summary: pd.DataFrame, metric: str) -> plt.Figure:
+    """Per-seed scores per method with the mean and its 95% t-interval."""
+    df = tidy[tidy["metric"] == metric].dropna(subset=["value"]).assign(block=lambda d: _facet_label(d))
+    blocks = sorted(df["block"].unique())
+    fig, axes = plt.subplots(1, len(blocks), figsize=(max(5, 1.1 * df["method"].nunique()) * len(blocks), 4),
+                             squeeze=False)
+    for ax, block in zip(axes[0], blocks):
+        part = df[df["block"] == block]
+        order = sorted(part["method"].unique())
+        # seaborn's stripplot jitters with numpy's global RNG; a private one keeps the figure reproducible
+        jitter = np.random.default_rng(SEED).uniform(-0.15, 0.15, len(part))
+        ax.scatter(part["method"].map({m: i for i, m in enumerate(order)}) + jitter, part["value"], alpha=0.6,
+                   color=[sns.color_palette()[order.index(m) % 10] for m in part["method"]], s=22)
+        ax.set_xticks(range(len(order)), order)
+        s = summary[(summary["metric"] == metric) & (_facet_label(summary) == block)].set_index("method").loc[order]
+        ax.errorbar(range(len(order)), s["mean"], yerr=[s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]],
+                    fmt="D", color="black", capsize=4, label="mean, 95% CI")
+        ax.set(title=block, xlabel="", ylabel=metric)
+        ax.tick_params(axis="x", rotation=30)
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def slopes(tidy: pd.DataFrame, metric: str, baseline: str) -> plt.Figure:
+    """One line per seed from the baseline to each method: the pairing the tests use."""
+    df = tidy[tidy["metric"] == metric].dropna(subset=["value"]).assign(block=lambda d: _facet_label(d))
+    blocks = sorted(df["block"].unique())
+    fig, axes = plt.subplots(1, len(blocks), figsize=(6 * len(blocks), 4), squeeze=False)
+    for ax, block in zip(axes[0], blocks):
+        part = df[df["block"] == block]
+        order = [baseline] + sorted(m for m in part["method"].unique() if m != baseline)
+        part = part.assign(x=part["method"].map({m: i for i, m in enumerate(order)}))
+        sns.lineplot(data=part.sort_values("x"), x="x", y="value", units="seed", estimator=None, hue="seed",
+                     palette="tab10", marker="o", ax=ax, legend=False, alpha=0.7)
+        ax.set_xticks(range(len(order)), order, rotation=30)
+        ax.set(title=f"{block}: paired by seed", xlabel="", ylabel=metric)
+    fig.tight_layout()
+    return fig
+
+
+def forest(summary: pd.DataFrame, metric: str, rope: float) -> plt.Figure:
+    """Delta to the baseline with its 95% t-interval per comparison; the ROPE as a band."""
+    s = summary[(summary["metric"] == metric) & (summary["verdict"] != "reference")].copy()
+    s["label"] = _facet_label(s) + " | " + s["method"]
+    s = s.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(s) + 1.5))
+    if rope:
+        ax.axvspan(-rope, rope, color="tab:green", alpha=0.15, label=f"ROPE +-{rope:g}")
+    ax.axvline(0, color="grey", lw=1)
+    colors = s["verdict"].map({"better": "tab:blue", "worse": "tab:red", "equivalent": "tab:green"}).fillna("black")
+    for y, (delta, low, high, color) in enumerate(zip(s["delta"], s["delta_ci_low"], s["delta_ci_high"], colors)):
+        ax.errorbar(delta, y, xerr=[[delta - low], [high - delta]], fmt="o", color=color, capsize=3)
+    ax.set_yticks(range(len(s)), s["label"])
+    ax.set(xlabel=f"delta {metric} vs {s['baseline'].iloc[0] if len(s) else ''} (95% CI)", title="Paired differences")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(history: pd.DataFrame, metric: str = "val/acc") -> plt.Figure:
+    """Per-epoch metric per method, mean over seeds with a 95% bootstrap band."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(data=history, x="epoch", y=metric, hue="method", errorbar=("ci", 95), seed=SEED, ax=ax)
+    ax.set(title=f"Learning curves ({metric}, mean and 95% CI over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def stress_trace(history: pd.DataFrame, method: str = "sal", seed: int | None = None) -> plt.Figure:
+    """Fig. 5: the stress of one seed per epoch, with noise, deformation and revert epochs marked."""
+    h = history[history["method"] == method]
+    seed = int(h["seed"].min()) if seed is None else seed
+    h = h[h["seed"] == seed].sort_values("epoch")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(h["epoch"], h["sal/stress"], color="black", lw=1.5, label="stress")
+    for col, marker, color in (("sal/noise", "o", "tab:orange"), ("sal/deform", "v", "tab:red"),
+                               ("sal/revert", "^", "tab:green")):
+        if col in h:
+            ev = h[h[col] > 0]
+            ax.scatter(ev["epoch"], ev["sal/stress"], marker=marker, color=color, s=50, zorder=3,
+                       label=col.split("/")[1])
+    ax.set(xlabel="epoch", ylabel="stress S", title=f"Stress trace ({method}, seed {seed})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def loss_vs_stress(history: pd.DataFrame) -> plt.Figure:
+    """Fig. 6: training loss against stress, every epoch of every seed."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.scatterplot(data=history, x="sal/stress", y="train/loss", hue="method", alpha=0.5, ax=ax, s=18)
+    ax.set(title="Training loss vs stress")
+    fig.tight_layout()
+    return fig
+
+
+def stress_histogram(history: pd.DataFrame) -> plt.Figure:
+    """Fig. 9: how often each stress level occurs."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.histplot(data=history, x="sal/stress", hue="method", bins=20, element="step", ax=ax)
+    ax.set(title="Stress histogram (all epochs, all seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_gap(history: pd.DataFrame, baseline: str, metric: str = "val/acc") -> plt.Figure:
+    """Fig. 10: per epoch, method minus baseline on the same seed; mean with a 95% band."""
+    base = history[history["method"] == baseline][["seed", "epoch", metric]].rename(columns={metric: "base"})
+    gap = history[history["method"] != baseline].merge(base, on=["seed", "epoch"])
+    gap["gap"] = gap[metric] - gap["base"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.axhline(0, color="grey", lw=1)
+    sns.lineplot(data=gap, x="epoch", y="gap", hue="method", errorbar=("ci", 95), seed=SEED, ax=ax)
+    ax.set(ylabel=f"{metric} - {baseline}", title=f"Gap to {baseline} per epoch (paired by seed)")
+    fig.tight_layout()
+    return fig
+
+
+def cd_diagram(avg_ranks: dict[str, float], cd: float) -> plt.Figure:
+    """Average ranks on one axis (1 = best) with the Nemenyi critical difference as a bar."""
+    items = sorted(avg_ranks.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(items) + 1.5))
+    ax.scatter([r for _, r in items], range(len(items)), color="black")
+    ax.set_yticks(range(len(items)), [m for m, _ in items])
+    ax.errorbar(items[0][1] + cd / 2, -0.8, xerr=cd / 2, color="tab:red", capsize=4)
+    ax.text(items[0][1] + cd / 2, -1.3, f"CD = {cd:.2f}", ha="center", color="tab:red")
+    ax.set(xlabel="average rank (1 = best)", title="Critical difference (Nemenyi)")
+    ax.set_ylim(-1.8, len(items))
+    fig.tight_layout()
+    return fig
