@@ -285,7 +285,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("sal").setLevel(logging.INFO)  # progress of sweeps: one line per run
     import warnings
 
     import optuna

@@ -234,7 +234,8 @@ def _child(target: Callable[..., None], index: int, gpu: str | None, threads: in
     import torch
 
     torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{index} %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker{index} %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("sal").setLevel(logging.INFO)
     try:
         target(worker_index=index, device=f"cuda:{gpu}" if gpu is not None else None, **kwargs)
     except KeyboardInterrupt:
