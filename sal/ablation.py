@@ -222,9 +222,8 @@ def ablation_worker(*, worker_index: int, device: str | None, ref: engine.Storag
 
 def queue_grid(ref: engine.StorageRef, spec: AblationSpec, items: list[GridItem], *,
                retry_failed: bool) -> dict[str, list]:
-    study, storage = engine.open_study(ref, spec.name)
+    study, storage = engine.open_study(ref, spec.name, kind="ablation")
     engine.reap_dead_workers(study, storage)
-    study.set_user_attr("sal.kind", "ablation")
     study.set_user_attr("sal.baseline", spec.baseline)
     study.set_user_attr("sal.paper_table", spec.paper_table)
     # Tags every run of the grid carries, so a report needs nothing but MLflow.

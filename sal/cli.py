@@ -73,7 +73,7 @@ def _ablate(args: argparse.Namespace) -> int:
 
     spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
-    ref = StorageRef.resolve(args.storage, spec.name)
+    ref = StorageRef.resolve(args.storage, spec.name, "ablation")
     cells = sorted({(i.spec.data.display_name, i.context, i.cell) for i in items})
     print(f"ablation {spec.name}: {len(cells)} cells x {len(spec.seed_list)} seeds = {len(items)} runs")
     if args.dry_run:
@@ -88,7 +88,11 @@ def _ablate(args: argparse.Namespace) -> int:
     print(f"before: {len(q['done'])} done, {len(q['pending'])} pending, {len(q['queued'])} queued now, "
           f"{len(q['failed'])} failed (re-run them with --retry-failed)")
     print("trials by state:", ", ".join(f"{k.lower()} {v}" for k, v in sorted(out["states"].items())))
-    return 1 if out["failed_workers"] else 0
+    if out["failed_workers"]:
+        print(f"{out['failed_workers']} worker(s) stopped with an error (see above); re-run the same command to "
+              "finish their trials", file=sys.stderr)
+        return 1
+    return 0
 
 
 @command("study")
@@ -106,7 +110,7 @@ def _study_run(args: argparse.Namespace) -> int:
     spec = load_study_spec(args.file, parse_overrides(args.set), n_trials=args.n_trials, timeout=args.timeout,
                            seeds=args.seeds)
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
-    ref, uri = StorageRef.resolve(args.storage, spec.name), _uri(args)
+    ref, uri = StorageRef.resolve(args.storage, spec.name, "study"), _uri(args)
     print(f"study {spec.name}: {spec.n_trials} trials x {len(spec.seed_list)} seeds, sampler {spec.sampler.name}, "
           f"pruner {spec.pruner.name}, objective " + ", ".join(f"{o.aggregate}({o.metric}) {o.direction}"
                                                               for o in spec.objectives))
@@ -123,7 +127,7 @@ def _open_existing(args: argparse.Namespace):
 
     from .engine import StorageRef
 
-    ref = StorageRef.resolve(args.storage, args.name)
+    ref = StorageRef.resolve(args.storage, args.name, "study")
     if ref.is_journal and not __import__("pathlib").Path(ref.url).is_file():
         raise SpecError([f"no study {args.name!r}: {ref.url} does not exist; fix: run `sal study run` first or "
                          "pass its --storage"])
@@ -167,6 +171,7 @@ def _study_best(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(f"# best trial of study {args.name}; train it with: sal train --config {out}\n" + text)
     tmp.replace(out)  # atomic
@@ -218,7 +223,7 @@ def _ui(args: argparse.Namespace) -> int:
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--storage", help="Optuna storage: a .journal file (default optuna/NAME.journal), "
+    p.add_argument("--storage", help="Optuna storage: a .journal file (default optuna/KIND-NAME.journal), "
                    "sqlite:///file.db, or postgresql://... shared by several machines")
     p.add_argument("--gpus", help="comma-separated GPU numbers; worker i uses the (i mod n)-th")
     p.add_argument("--no-wait", action="store_true",
@@ -258,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("best", "write the best trial's run spec (for sal train or an ablation cell)")):
         sp = ssub.add_parser(name, help=text)
         sp.add_argument("name", help="study name")
-        sp.add_argument("--storage", help="the study's storage (default optuna/NAME.journal)")
+        sp.add_argument("--storage", help="the study's storage (default optuna/study-NAME.journal)")
         if name == "best":
             sp.add_argument("--out", required=True, help="YAML file to write")
 

@@ -3,8 +3,8 @@ workers. Optuna is the work queue for studies and ablations alike (an ablation i
 are enqueued grid cells); nothing here schedules on its own.
 
 Storages (``--storage``):
-- default: a journal file ``optuna/<name>.journal`` under the repository, right for one or many local
-  processes (and readable by ``optuna trials --storage optuna/<name>.journal``);
+- default: a journal file ``optuna/<kind>-<name>.journal`` under the repository (kind: ablation or
+  study), right for one or many local processes and readable by Optuna's CLI and optuna-dashboard;
 - ``sqlite:///file.db``: one process at a time;
 - ``postgresql://...``: several machines; heartbeats fail a killed worker's trial after a grace
   period and Optuna's RetryHeartbeatStaleTrialCallback queues it again.
@@ -52,10 +52,10 @@ class StorageRef:
     heartbeat_s: int = 20
 
     @classmethod
-    def resolve(cls, url: str | None, name: str, *, heartbeat_s: int = 20) -> StorageRef:
+    def resolve(cls, url: str | None, name: str, kind: str, *, heartbeat_s: int = 20) -> StorageRef:
         if url is None:
             base = REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
-            return cls(str(base / "optuna" / f"{name}.journal"), heartbeat_s)
+            return cls(str(base / "optuna" / f"{kind}-{name}.journal"), heartbeat_s)
         if url.startswith(("sqlite:", "postgresql", "mysql")) or url.endswith(".journal") or "://" not in url:
             return cls(url, heartbeat_s)
         raise SpecError([f"--storage={url!r} is not a storage Optuna can share; fix: give a .journal file, "
@@ -78,10 +78,21 @@ class StorageRef:
         )
 
 
-def open_study(ref: StorageRef, name: str, **create_kwargs: Any) -> tuple[optuna.Study, Any]:
-    """Create or load study ``name``; returns it with its storage (for claiming by trial id)."""
+def open_study(ref: StorageRef, name: str, *, kind: str | None = None, **create_kwargs: Any) -> tuple[optuna.Study, Any]:
+    """Create or load study ``name``; returns it with its storage (for claiming by trial id).
+
+    With ``kind`` (ablation or study), a study of that name that is of the other kind is an error:
+    an ablation and a study may share a name but not a storage.
+    """
     storage = ref.open()
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, **create_kwargs)
+    if kind is not None:
+        found = study.user_attrs.get("sal.kind")
+        if found is not None and found != kind:
+            raise SpecError([f"{ref.url} already holds the {found} {name!r}; fix: give this {kind} another "
+                             "name or another --storage"])
+        if found is None:
+            study.set_user_attr("sal.kind", kind)
     return study, storage
 
 
@@ -234,6 +245,8 @@ def _child(target: Callable[..., None], index: int, gpu: str | None, threads: in
     import torch
 
     torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker{index} %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("sal").setLevel(logging.INFO)
     try:

@@ -120,8 +120,8 @@ class MultiSeedObjective:
 
 
 def create_study(spec: StudySpec, ref: engine.StorageRef, worker_index: int = 0) -> optuna.Study:
-    study, _ = engine.open_study(ref, spec.name, directions=spec.directions, sampler=build_sampler(spec, worker_index),
-                                 pruner=build_pruner(spec))
+    study, _ = engine.open_study(ref, spec.name, kind="study", directions=spec.directions,
+                                 sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec))
     return study
 
 
@@ -149,7 +149,6 @@ def run_study(spec: StudySpec, *, ref: engine.StorageRef, uri: str, workers: int
               gpus: list[str] | None = None) -> optuna.Study:
     ensure_experiment(uri, experiment_name("study", spec.name))
     study = create_study(spec, ref)
-    study.set_user_attr("sal.kind", "study")
     study.set_user_attr("sal.base", spec.base)
     study.set_user_attr("sal.spec", spec.model_dump(mode="json"))
     if spec.enqueue_defaults and not study.get_trials(deepcopy=False):

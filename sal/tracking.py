@@ -69,12 +69,12 @@ def ensure_experiment(uri: str, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     client = client_for(uri)
-    exp = client.get_experiment_by_name(name)
+    exp = _retry(client.get_experiment_by_name, name)
     if exp is not None:
         return exp.experiment_id
     try:
         root = _artifact_root(uri)
-        return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+        return _retry(client.create_experiment, name, artifact_location=f"{root}/{name}" if root else None)
     except MlflowException:
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -106,6 +106,17 @@ def run_tags(spec: RunSpec, *, kind: str, extra: dict[str, Any] | None = None) -
     return tags
 
 
+def _retry(call, *args, attempts: int = 8, **kwargs):
+    """Run one MLflow client call, retrying while SQLite is locked by another worker's write."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - MlflowException or SQLAlchemy's OperationalError
+            if "locked" not in str(err).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * 2**attempt)
+
+
 def _chunks(items: list, n: int):
     for i in range(0, len(items), n):
         yield items[i:i + n]
@@ -120,7 +131,7 @@ def log_result(result: Result, *, uri: str, experiment: str, kind: str, tags: di
     all_tags = run_tags(result.spec, kind=kind, extra=tags)
     all_tags.update({"sal.status": result.status, "sal.message": result.message[:4000],
                      "sal.device": result.device, "sal.n_params": str(result.n_params)})
-    run = client.create_run(ensure_experiment(uri, experiment), run_name=run_name)
+    run = _retry(client.create_run, ensure_experiment(uri, experiment), run_name=run_name)
     run_id = run.info.run_id
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, int(row["epoch"])) for row in result.history
@@ -130,13 +141,14 @@ def log_result(result: Result, *, uri: str, experiment: str, kind: str, tags: di
     params = [Param(k, "" if v is None else str(v)) for k, v in flatten(result.spec).items()]
     tag_list = [RunTag(k, v) for k, v in all_tags.items()]
     for i, chunk in enumerate(_chunks(metrics, 1000)):
-        client.log_batch(run_id, metrics=chunk, params=params if i == 0 else [], tags=tag_list if i == 0 else [])
+        _retry(client.log_batch, run_id, metrics=chunk, params=params if i == 0 else [],
+               tags=tag_list if i == 0 else [])
     if not metrics:
-        client.log_batch(run_id, params=params, tags=tag_list)
-    client.log_text(run_id, yaml.safe_dump(result.spec.model_dump(by_alias=True, mode="json"), sort_keys=False),
-                    "spec.yaml")
+        _retry(client.log_batch, run_id, params=params, tags=tag_list)
+    spec_yaml = yaml.safe_dump(result.spec.model_dump(by_alias=True, mode="json"), sort_keys=False)
+    client.log_text(run_id, spec_yaml, "spec.yaml")
     client.log_text(run_id, pd.DataFrame(result.history).to_csv(index=False), "history.csv")
-    client.set_terminated(run_id, RUN_STATUS.get(result.status, "FAILED"))
+    _retry(client.set_terminated, run_id, RUN_STATUS.get(result.status, "FAILED"))
     return run_id
 
 

@@ -90,7 +90,7 @@ def test_every_preset_expands_when_its_data_is_there(tmp_path, monkeypatch):
 
 def test_rerun_finishes_only_what_is_missing(tmp_path, mlflow_uri):
     spec, items = load_ablation(_write(tmp_path, "resume"))
-    ref = StorageRef.resolve(str(tmp_path / "q.journal"), spec.name)
+    ref = StorageRef(str(tmp_path / "q.journal"))
     first = run_ablation(spec, items[:2], ref=ref, uri=mlflow_uri)
     assert first["queue"]["queued"] == [i.key for i in items[:2]]
     second = run_ablation(spec, items, ref=ref, uri=mlflow_uri)
@@ -107,7 +107,7 @@ def test_noise_only_never_deforms_and_deform_only_never_injects_noise(tmp_path, 
                   cells={"noise": {"method.name": "sal_noise_only", **stressful},
                          "deform": {"method.name": "sal_deform_only", **stressful}})
     spec, items = load_ablation(path)
-    run_ablation(spec, items, ref=StorageRef.resolve(str(tmp_path / "q.journal"), spec.name), uri=mlflow_uri)
+    run_ablation(spec, items, ref=StorageRef(str(tmp_path / "q.journal")), uri=mlflow_uri)
     client = client_for(mlflow_uri)
     runs = _finished_runs(mlflow_uri, "parts")
     assert len(runs) == 4
@@ -122,7 +122,7 @@ def test_noise_only_never_deforms_and_deform_only_never_injects_noise(tmp_path, 
 
 def test_two_workers_and_two_launchers_run_each_cell_once(tmp_path, mlflow_uri):
     spec, items = load_ablation(_write(tmp_path, "pair"))
-    ref = StorageRef.resolve(str(tmp_path / "q.journal"), spec.name)
+    ref = StorageRef(str(tmp_path / "q.journal"))
     # Two launchers queue the same grid at once: every key is queued twice.
     queue_grid(ref, spec, items, retry_failed=False)
     study = optuna.load_study(study_name=spec.name, storage=ref.open())
@@ -146,7 +146,7 @@ def test_a_killed_worker_is_reaped_and_the_grid_completes_without_duplicates(tmp
     journal = tmp_path / "q.journal"
     cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "ablate", str(path), "--storage", str(journal)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    ref = StorageRef.resolve(str(journal), "killed")
+    ref = StorageRef(str(journal))
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.3)

@@ -36,7 +36,7 @@ def test_an_ablation_runs_on_postgresql(tmp_path, pg_url, mlflow_uri):
     path.write_text(yaml.safe_dump({"name": "pg", "base": TINY_BASE, "seeds": 2,
                                     "cells": {"adam": {"method.name": "base"}, "sam": {"method.name": "sam"}}}))
     spec, items = load_ablation(path)
-    out = run_ablation(spec, items, ref=StorageRef.resolve(pg_url, spec.name), uri=mlflow_uri)
+    out = run_ablation(spec, items, ref=StorageRef.resolve(pg_url, spec.name, "ablation"), uri=mlflow_uri)
     assert out["states"] == {"COMPLETE": 4}
     study = optuna.load_study(study_name="pg", storage=pg_url)  # readable by plain Optuna
     assert sorted(t.user_attrs[KEY] for t in study.trials) == sorted(i.key for i in items)
@@ -79,3 +79,13 @@ def test_each_worker_samples_with_its_own_seed():
 
     assert first_draw(0) == first_draw(0)  # seeded
     assert len({first_draw(i) for i in range(3)}) == 3  # but not the same seed in every worker
+
+
+def test_an_ablation_and_a_study_cannot_share_a_name_in_one_storage(tmp_path):
+    from sal.config import SpecError
+
+    ref = StorageRef(str(tmp_path / "shared.journal"))
+    open_study(ref, "quick", kind="ablation")
+    with pytest.raises(SpecError, match="already holds the ablation 'quick'"):
+        open_study(ref, "quick", kind="study")
+    assert StorageRef.resolve(None, "quick", "ablation").url != StorageRef.resolve(None, "quick", "study").url
