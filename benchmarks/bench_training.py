@@ -95,8 +95,8 @@ def bench(name: str, data: DataBundle, model_cfg: dict, args) -> None:
     loader = DataLoader(TensorDataset(data.train.x.cpu(), data.train.y.cpu()), batch_size=args.batch_size,
                         shuffle=True, drop_last=True, pin_memory=device.type == "cuda")
     t_ours, t_dl, ratio = _alternate(ours.step, _dataloader_epoch(model, opt, loader, device, cl), args.repeats, device)
-    print(f"{name:28s} DataLoader / sal epoch  {ratio:6.3f}  (sal {t_ours * 1e3:.0f} ms, DataLoader {t_dl * 1e3:.0f} ms;"
-          f" >1 means sal's loop is faster)")
+    print(f"{name:28s} DataLoader / sal epoch  {ratio:6.3f}  (sal {t_ours * 1e3:.0f} ms, "
+          f"DataLoader {t_dl * 1e3:.0f} ms; >1 means sal's loop is faster)")
 
 
 def main() -> None:

@@ -164,8 +164,8 @@ def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None
         raise format_validation_error(err, raw, top=AblationSpec) from None
     missing = [p for p in spec.requires if not Path(p).exists()]
     if missing:
-        raise SpecError([f"ablation {spec.name!r} needs {p!r}, which does not exist; fix: put "
-                         f"the data set (or weights file) there or set {DATA_ENV}=/folder/holding/them" for p in missing])
+        raise SpecError([f"ablation {spec.name!r} needs {p!r}, which does not exist; fix: put the data set "
+                         f"(or weights file) there or set {DATA_ENV}=/folder/holding/them" for p in missing])
     return spec, expand(spec, base_overrides)
 
 

@@ -183,7 +183,6 @@ def _study_best(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .compare import ReportOptions
     from .report import build_report
 
     metrics = args.metric or ["test/acc"]

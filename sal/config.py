@@ -10,7 +10,7 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -208,10 +208,7 @@ class LBFGSSpec(_Strict):
 
 
 MethodSpec = Annotated[
-    Union[
-        BaseMethodSpec, SALSpec, RandomTriggerSpec, ShrinkPerturbSpec, SAMSpec, SWASpec, RollingBallSpec,
-        LBFGSSpec,
-    ],
+    BaseMethodSpec | SALSpec | RandomTriggerSpec | ShrinkPerturbSpec | SAMSpec | SWASpec | RollingBallSpec | LBFGSSpec,
     Field(discriminator="name"),
 ]
 _METHOD_MODELS = {

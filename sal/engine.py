@@ -78,7 +78,8 @@ class StorageRef:
         )
 
 
-def open_study(ref: StorageRef, name: str, *, kind: str | None = None, **create_kwargs: Any) -> tuple[optuna.Study, Any]:
+def open_study(ref: StorageRef, name: str, *, kind: str | None = None,
+               **create_kwargs: Any) -> tuple[optuna.Study, Any]:
     """Create or load study ``name``; returns it with its storage (for claiming by trial id).
 
     With ``kind`` (ablation or study), a study of that name that is of the other kind is an error:

@@ -37,7 +37,8 @@ def table_frame(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
         "delta_ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(s["delta_ci_low"],
                                                                                       s["delta_ci_high"])],
         "p_ttest": s["p_ttest"].map(_p), "p_holm": s["p_holm"].map(_p), "p_wilcoxon": s["p_wilcoxon"].map(_p),
-        "effect_dz": s["effect_dz"].map(lambda v: _num(v, 2)), "cliffs_delta": s["cliffs_delta"].map(lambda v: _num(v, 2)),
+        "effect_dz": s["effect_dz"].map(lambda v: _num(v, 2)),
+        "cliffs_delta": s["cliffs_delta"].map(lambda v: _num(v, 2)),
         "win_rate": s["win_rate"].map(lambda v: _num(v, 2)), "mde": s["mde"].map(_num), "verdict": s["verdict"],
     })
     if "paper" in s:
@@ -104,7 +105,8 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}
 .better{color:#1f5fbf;font-weight:600}.worse{color:#c0392b;font-weight:600}.equivalent{color:#1e8449}
-.warn{background:#fff4e0;border-left:4px solid #e69500;padding:.5em 1em}img{max-width:100%;display:block;margin:1em 0}"""
+.warn{background:#fff4e0;border-left:4px solid #e69500;padding:.5em 1em}
+img{max-width:100%;display:block;margin:1em 0}"""
 
 
 def render_html(*, name, summary, opts, notes, cross, figures, images, n_runs, families, uri) -> str:
@@ -114,7 +116,8 @@ def render_html(*, name, summary, opts, notes, cross, figures, images, n_runs, f
     parts += [f"<li>{esc(line[2:])}</li>" for line in _setup_lines(name, opts, n_runs, families, uri)]
     parts.append("</ul>")
     if notes:
-        parts.append("<div class='warn'><b>Warnings</b><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul></div>")
+        items = "".join(f"<li>{esc(n)}</li>" for n in notes)
+        parts.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
     for metric in opts.metrics:
         table = table_frame(summary, metric)
         rows = "".join("<tr>" + "".join(f"<td class='{esc(str(v))}'>{esc(str(v))}</td>" for v in r) + "</tr>"

@@ -51,7 +51,8 @@ class MultiSeedObjective:
 
     def run_specs(self, params: dict[str, Any]) -> list[RunSpec]:
         extra = {"train.device": self.device} if self.device else {}
-        return [validate_run(apply_overrides(self.spec.base, {**params, **extra, "seed": s})) for s in self.spec.seed_list]
+        return [validate_run(apply_overrides(self.spec.base, {**params, **extra, "seed": s}))
+                for s in self.spec.seed_list]
 
     def score(self, result: Result, objective_index: int) -> float:
         """A seed's score: the metric at the last epoch, or the final metric; the worst value if diverged."""

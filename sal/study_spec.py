@@ -146,7 +146,8 @@ def _check(spec: StudySpec) -> list[str]:
         problems.append(f"seeds={spec.seeds!r} must be a count >= 1 or distinct seeds >= 1; fix: e.g. seeds: 3")
     for i, o in enumerate(spec.objectives):
         if o.metric.startswith("test/"):
-            problems.append(f"objectives.{i}.metric={o.metric!r} selects on test data; fix: use a val/ or train/ metric")
+            problems.append(f"objectives.{i}.metric={o.metric!r} selects on test data; "
+                            "fix: use a val/ or train/ metric")
     if len(spec.objectives) > 1 and spec.pruner.name != "none":
         problems.append(f"pruner.name={spec.pruner.name!r}: Optuna cannot prune multi-objective studies; "
                         "fix: pruner: {name: none}")

@@ -30,11 +30,11 @@ def _plots(study: optuna.Study, folder: Path) -> list[str]:
 
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
-    name = "objective 0" if multi else None
+    kw = {"target": target, "target_name": "objective 0" if multi else "Objective Value"}
     plots = {
-        "optimization_history.png": lambda: ovm.plot_optimization_history(study, target=target, target_name=name or "Objective Value"),
-        "parallel_coordinate.png": lambda: ovm.plot_parallel_coordinate(study, target=target, target_name=name or "Objective Value"),
-        "param_importances.png": lambda: ovm.plot_param_importances(study, target=target, target_name=name or "Objective Value"),
+        "optimization_history.png": lambda: ovm.plot_optimization_history(study, **kw),
+        "parallel_coordinate.png": lambda: ovm.plot_parallel_coordinate(study, **kw),
+        "param_importances.png": lambda: ovm.plot_param_importances(study, **kw),
     }
     if multi:
         plots["pareto_front.png"] = lambda: ovm.plot_pareto_front(study)
@@ -70,7 +70,9 @@ def write_summary(study: optuna.Study, folder: Path) -> dict:
     if len(finished) >= 2 and study.best_trials:
         try:
             target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-            summary["importances"] = optuna.importance.get_param_importances(study, target=target)
+            with warnings.catch_warnings():  # "few trials per regime": a caveat of small studies, not news
+                warnings.simplefilter("ignore")
+                summary["importances"] = optuna.importance.get_param_importances(study, target=target)
         except (ValueError, RuntimeError) as err:
             log.info("no importances: %s", err)
     study.trials_dataframe().to_csv(folder / "trials.csv", index=False)

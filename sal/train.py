@@ -125,7 +125,8 @@ class TrainingRun:
             self.data = data = (data or load_data(spec.data, device)).to(device)
             t = spec.train
             amp = t.amp if t.amp is not None else cuda
-            self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+            bf16 = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+            self.autocast = bf16 if amp else contextlib.nullcontext
             self.channels_last = len(data.in_shape) == 3 and (t.channels_last if t.channels_last is not None else cuda)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(derive_seed(spec.seed, "init"))

@@ -34,3 +34,29 @@ def tiny_spec(**sections):
         else:
             raw[key] = value
     return validate_run(raw)
+
+
+def start_until(cmd: list[str], journal, study: str, *, complete: int, timeout: float = 120):
+    """Start ``cmd`` in its own process group and return it once the study in ``journal`` has at least
+    ``complete`` finished trials and one RUNNING (a moment to kill or interrupt it mid-work)."""
+    import subprocess
+    import time
+
+    import optuna
+
+    from sal.engine import StorageRef
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if journal.exists():
+            try:
+                trials = optuna.load_study(study_name=study, storage=StorageRef(str(journal)).open()).trials
+            except KeyError:  # the study is not created yet
+                continue
+            states = [t.state.name for t in trials]
+            if states.count("COMPLETE") >= complete and "RUNNING" in states:
+                return proc
+    proc.kill()
+    raise AssertionError(f"{study}: no running trial after {complete} complete ones within {timeout} s")

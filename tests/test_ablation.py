@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -17,6 +16,7 @@ from sal.ablation import load_ablation, queue_grid, run_ablation
 from sal.config import SpecError, flatten
 from sal.engine import StorageRef
 from sal.tracking import client_for, runs_frame
+from tests.conftest import start_until
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BASE = {"data": {"name": "synthetic", "num_samples": 300}, "model": {"name": "mlp", "width": 8},
@@ -145,15 +145,8 @@ def test_a_killed_worker_is_reaped_and_the_grid_completes_without_duplicates(tmp
     path = _write(tmp_path, "killed", seeds=4, base={**TINY_BASE, "data": {"name": "digits"}, "train": {"epochs": 8}})
     journal = tmp_path / "q.journal"
     cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "ablate", str(path), "--storage", str(journal)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_until(cmd, journal, "killed", complete=2)
     ref = StorageRef(str(journal))
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.3)
-        if journal.exists():
-            states = [t.state.name for t in _trials(ref, "killed")]
-            if states.count("COMPLETE") >= 2 and "RUNNING" in states:
-                break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     states = [t.state.name for t in _trials(ref, "killed")]
@@ -167,3 +160,24 @@ def test_a_killed_worker_is_reaped_and_the_grid_completes_without_duplicates(tmp
     assert died and all(t.user_attrs["sal.status"] == "worker died" for t in died)
     runs = _finished_runs(mlflow_uri, "killed")
     assert len(runs) == 8 and len(set(zip(runs["tags.sal.cell"], runs["tags.seed"]))) == 8
+
+
+def test_ctrl_c_gives_the_running_trial_back_and_stops(tmp_path, mlflow_uri):
+    path = _write(tmp_path, "interrupted", seeds=3, base={**TINY_BASE, "data": {"name": "digits"},
+                                                          "train": {"epochs": 10}})
+    journal = tmp_path / "q.journal"
+    cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "ablate", str(path), "--storage", str(journal)]
+    proc = start_until(cmd, journal, "interrupted", complete=0)
+    ref = StorageRef(str(journal))
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "re-run the same command to resume" in err
+    trials = _trials(ref, "interrupted")
+    given_back = [t for t in trials if t.state.name == "FAIL"]
+    assert len(given_back) == 1 and given_back[0].user_attrs["sal.status"] == "interrupted"
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == given_back[0].number]
+    assert len(retries) == 1 and retries[0].state.name == "WAITING"
+    assert retries[0].user_attrs["sal.key"] == given_back[0].user_attrs["sal.key"]
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    complete = [t.user_attrs["sal.key"] for t in _trials(ref, "interrupted") if t.state.name == "COMPLETE"]
+    assert len(complete) == 6 and len(set(complete)) == 6

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from sal.config import (SpecError, apply_overrides, config_hash, flatten, load_run_spec, nest, parse_overrides,
-                        validate_run)
+from sal.config import (
+    SpecError,
+    apply_overrides,
+    config_hash,
+    flatten,
+    load_run_spec,
+    nest,
+    parse_overrides,
+    validate_run,
+)
 
 
 def test_defaults_are_the_papers():

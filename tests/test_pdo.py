@@ -13,7 +13,7 @@ from sal.pdo import PDO, Interventions, StressSignal, last_trainable_layers
 
 def _stress_trace(losses, accs, **knobs):
     s = StressSignal(**knobs)
-    return [s.update(l, a) for l, a in zip(losses, accs)]
+    return [s.update(loss, acc) for loss, acc in zip(losses, accs)]
 
 
 def test_stress_decays_on_progress_and_grows_on_stagnation():
@@ -52,7 +52,7 @@ def _pdo(model, **knobs):
 
 
 def _feed(pdo, seq):
-    return [pdo.end_epoch(e, l, a) for e, (l, a) in enumerate(seq, start=1)]
+    return [pdo.end_epoch(epoch, loss, acc) for epoch, (loss, acc) in enumerate(seq, start=1)]
 
 
 STALL = (1.0, 0.5)

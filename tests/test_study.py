@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -22,6 +21,7 @@ from sal.objectives import aggregate
 from sal.study import best_spec, create_study, run_study
 from sal.study_spec import load_study_spec
 from sal.tracking import runs_frame
+from tests.conftest import start_until
 
 KNOBS = ["method.rho", "method.theta", "method.s_noise", "method.s_yield", "method.delta", "method.lambda",
          "method.sigma_y"]
@@ -158,15 +158,8 @@ def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_
     journal = tmp_path / "r.journal"
     cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "study", "run", str(path), "--storage",
            str(journal)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_until(cmd, journal, "resumed", complete=1)
     ref = StorageRef(str(journal))
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.3)
-        if journal.exists():
-            states = [t.state.name for t in optuna.load_study(study_name="resumed", storage=ref.open()).trials]
-            if states.count("COMPLETE") >= 1 and "RUNNING" in states:
-                break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
