@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import re
 import traceback
 from dataclasses import dataclass
@@ -19,14 +18,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import engine
-from .config import RunSpec, SpecError, apply_overrides, flatten, format_validation_error, load_yaml, nest, validate_run
+from .config import (
+    RunSpec,
+    SpecError,
+    apply_overrides,
+    check_required_paths,
+    expand_data_env,
+    flatten,
+    format_validation_error,
+    load_yaml,
+    nest,
+    validate_run,
+)
 from .tracking import ensure_experiment, experiment_name, log_result
 from .train import Result, train
 
-__all__ = ["AblationSpec", "GridItem", "load_ablation", "run_ablation", "ablation_worker", "DATA_ENV"]
+__all__ = ["AblationSpec", "GridItem", "load_ablation", "run_ablation", "ablation_worker"]
 
 log = logging.getLogger(__name__)
-DATA_ENV = "SAL_DATA"  # where the paper presets look for their data set folders (default ./data)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -74,17 +83,6 @@ class GridItem:
     @property
     def key(self) -> str:
         return f"{self.cell}|{self.spec.data.display_name}|{self.context}|seed={self.seed}"
-
-
-def _expand_env(node: Any) -> Any:
-    """``${SAL_DATA}`` in strings -> the environment's value, default ``data``."""
-    if isinstance(node, str):
-        return node.replace("${" + DATA_ENV + "}", os.environ.get(DATA_ENV, "data"))
-    if isinstance(node, dict):
-        return {k: _expand_env(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand_env(v) for v in node]
-    return node
 
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+\.[a-z_.]+)\}")
@@ -154,7 +152,7 @@ def expand(spec: AblationSpec, base_overrides: dict[str, Any] | None = None) -> 
 
 def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None,
                   seeds: int | None = None) -> tuple[AblationSpec, list[GridItem]]:
-    raw = _expand_env(load_yaml(path))
+    raw = expand_data_env(load_yaml(path))
     raw.setdefault("name", Path(path).stem)
     if seeds is not None:
         raw["seeds"] = seeds
@@ -162,10 +160,7 @@ def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None
         spec = AblationSpec.model_validate(raw)
     except ValidationError as err:
         raise format_validation_error(err, raw, top=AblationSpec) from None
-    missing = [p for p in spec.requires if not Path(p).exists()]
-    if missing:
-        raise SpecError([f"ablation {spec.name!r} needs {p!r}, which does not exist; fix: put the data set "
-                         f"(or weights file) there or set {DATA_ENV}=/folder/holding/them" for p in missing])
+    check_required_paths(f"ablation {spec.name!r}", spec.requires)
     return spec, expand(spec, base_overrides)
 
 

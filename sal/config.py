@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,9 @@ __all__ = [
     "flatten",
     "config_hash",
     "format_validation_error",
+    "DATA_ENV",
+    "expand_data_env",
+    "check_required_paths",
 ]
 
 
@@ -105,6 +109,7 @@ class TrainSpec(_Strict):
     compile: bool = False
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     infer_batches: int = Field(5, ge=1, description="timed test batches for time/infer_ms")
+    sharpness_samples: int = Field(2048, ge=0, description="training samples for sharpness/grad_norm; 0: off")
 
     @model_validator(mode="after")
     def _device_known(self):
@@ -344,6 +349,28 @@ def validate_run(raw: dict, *, prefix: str = "") -> RunSpec:
         return RunSpec.model_validate(raw)
     except ValidationError as err:
         raise format_validation_error(err, raw, prefix=prefix) from None
+
+
+DATA_ENV = "SAL_DATA"  # where presets look for data set folders and weights (default ./data)
+
+
+def expand_data_env(node: Any) -> Any:
+    """``${SAL_DATA}`` in strings -> the environment's value, default ``data``."""
+    if isinstance(node, str):
+        return node.replace("${" + DATA_ENV + "}", os.environ.get(DATA_ENV, "data"))
+    if isinstance(node, dict):
+        return {k: expand_data_env(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [expand_data_env(v) for v in node]
+    return node
+
+
+def check_required_paths(owner: str, paths: list[str]) -> None:
+    """Presets name the data they need: say which is missing before anything runs."""
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise SpecError([f"{owner} needs {p!r}, which does not exist; fix: put the data set (or weights file) "
+                         f"there or set {DATA_ENV}=/folder/holding/them" for p in missing])
 
 
 def load_yaml(path: str | Path) -> dict:

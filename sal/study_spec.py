@@ -14,7 +14,15 @@ from typing import Any, Literal
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .config import SpecError, apply_overrides, format_validation_error, load_yaml, validate_run
+from .config import (
+    SpecError,
+    apply_overrides,
+    check_required_paths,
+    expand_data_env,
+    format_validation_error,
+    load_yaml,
+    validate_run,
+)
 
 __all__ = ["ParamSpace", "Objective", "SamplerSpec", "PrunerSpec", "StudySpec", "load_study_spec", "build_sampler",
            "build_pruner", "ordered_space"]
@@ -96,6 +104,7 @@ class StudySpec(_Strict):
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds per invocation")
     enqueue_defaults: bool = Field(True, description="first trial = the base spec's values (the paper's)")
+    requires: list[str] = Field(default_factory=list, description="folders that must exist (data sets)")
 
     @property
     def seed_list(self) -> list[int]:
@@ -161,7 +170,7 @@ def _check(spec: StudySpec) -> list[str]:
 
 
 def load_study_spec(path: str | Path, base_overrides: dict[str, Any] | None = None, **fields: Any) -> StudySpec:
-    raw = load_yaml(path)
+    raw = expand_data_env(load_yaml(path))
     raw.setdefault("name", Path(path).stem)
     if "objective" in raw:  # one objective may be written without the list
         raw["objectives"] = [raw.pop("objective")]
@@ -172,6 +181,7 @@ def load_study_spec(path: str | Path, base_overrides: dict[str, Any] | None = No
         raise format_validation_error(err, raw, top=StudySpec) from None
     if base_overrides:
         spec = spec.model_copy(update={"base": apply_overrides(spec.base, base_overrides)})
+    check_required_paths(f"study {spec.name!r}", spec.requires)
     problems = _check(spec)
     if problems:
         raise SpecError(problems)

@@ -84,6 +84,23 @@ def _evaluate(model: nn.Module, split: Split, batch_size: int, autocast) -> list
     return totals
 
 
+def _grad_norm(model: nn.Module, split: Split, batch_size: int, limit: int, autocast) -> float:
+    """Sharpness as the paper measures it (Fig. 7): the norm of the full-batch training-loss gradient
+    at the final weights, over at most ``limit`` training samples, in eval mode."""
+    model.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    n = min(limit, len(split))
+    grads = [torch.zeros_like(p) for p in params]
+    for start in range(0, n, batch_size):
+        x, y = split.x[start:min(start + batch_size, n)], split.y[start:min(start + batch_size, n)]
+        with autocast():
+            loss = F.cross_entropy(model(x).float(), y, reduction="sum") / n
+        for acc, g in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
+            if g is not None:
+                acc += g
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
+
+
 def _infer_ms(model: nn.Module, split: Split, batch_size: int, batches: int, autocast) -> float:
     """Median milliseconds to predict one batch in eval mode, after one warm-up batch."""
     model.eval()
@@ -243,6 +260,9 @@ class TrainingRun:
                 result.final.update({"test/loss": loss / n, "test/acc": top1 / n, "test/top5": top5 / n})
                 result.final["time/infer_ms"] = _infer_ms(final_model, self.data.test, self.bs,
                                                           self.spec.train.infer_batches, self.autocast)
+                if self.spec.train.sharpness_samples:
+                    result.final["sharpness/grad_norm"] = _grad_norm(
+                        final_model, self.data.train, self.eval_bs, self.spec.train.sharpness_samples, self.autocast)
         result.final["mem/peak_mb"] = _peak_mb(self.device)
         return result
 

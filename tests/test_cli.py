@@ -60,3 +60,39 @@ def test_bad_input_exits_2_names_the_key_and_writes_nothing(tmp_path, args, need
     assert needle in proc.stderr and "fix:" in proc.stderr
     assert not db.exists()  # no MLflow store, so no run
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sal_ui_serves_the_store_on_localhost(mlflow_uri):
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    assert main(["--tracking-uri", mlflow_uri, "train", "--experiment", "cli-ui", "--set", "train.epochs=1"]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "ui", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith(f"MLflow UI on http://127.0.0.1:{port}")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
+                                         data=b'{"max_results": 100}', headers={"Content-Type": "application/json"})
+        deadline, names = time.time() + 90, None
+        while time.time() < deadline and names is None:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    names = {e["name"] for e in json.load(response)["experiments"]}
+            except OSError:
+                time.sleep(1)
+        assert names is not None and "cli-ui" in names
+        # the report's query works against a tracking server as against the SQLite file
+        over_http = runs_frame(f"http://127.0.0.1:{port}", ["cli-ui"])
+        assert len(over_http) == 1
+        assert list(over_http["run_id"]) == list(runs_frame(mlflow_uri, ["cli-ui"])["run_id"])
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -171,3 +171,20 @@ def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_
     assert len(died) == 1 and died[0].user_attrs["sal.status"] == "worker died"
     retried = [t for t in finished if t.system_attrs.get("failed_trial") == died[0].number]
     assert len(retried) == 1 and retried[0].params == died[0].params  # the killed trial ran again, once
+
+
+def test_study_presets_validate_and_name_missing_data(tmp_path, monkeypatch):
+    from sal.config import SpecError
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("SAL_DATA", str(tmp_path))
+    with pytest.raises(SpecError, match=f"needs '{tmp_path}/imagenette'"):
+        load_study_spec(repo / "studies" / "paper_stable.yaml")
+    for folder in ("imagenette", "corel1k", "weights"):
+        (tmp_path / folder).mkdir()
+    for weights in ("densenet201.pth", "resnet50.pth"):
+        (tmp_path / "weights" / weights).touch()
+    specs = {p.stem: load_study_spec(p) for p in (repo / "studies").glob("*.yaml")}
+    assert set(specs) == {"quick", "paper_stable", "paper_degraded"}
+    assert all(set(KNOBS) <= set(s.space) for s in specs.values())
+    assert specs["paper_degraded"].directions == ["maximize", "minimize"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from sal.train import PruneRun, train
@@ -11,7 +12,8 @@ from tests.conftest import tiny_spec
 
 EPOCH_KEYS = {"epoch", "train/loss", "train/acc", "val/loss", "val/acc", "sal/stress", "sal/noise", "sal/deform",
               "sal/revert", "time/epoch_s"}
-FINAL_KEYS = {"test/acc", "test/top5", "test/loss", "time/train_s", "mem/peak_mb", "time/infer_ms"}
+FINAL_KEYS = {"test/acc", "test/top5", "test/loss", "time/train_s", "mem/peak_mb", "time/infer_ms",
+              "sharpness/grad_norm"}
 
 
 def _without_times(history):
@@ -51,6 +53,22 @@ def test_history_and_final_metrics_use_contract_names():
     for row in r.history:
         assert 0.0 <= row["train/acc"] <= 1.0 and 0.0 <= row["val/acc"] <= 1.0
     assert 0.0 <= r.final["test/acc"] <= r.final["test/top5"] <= 1.0
+
+
+def test_sharpness_is_the_training_gradient_norm_at_the_end():
+    import torch.nn.functional as F
+
+    from sal.train import TrainingRun
+
+    run = TrainingRun(tiny_spec(train={"epochs": 2, "sharpness_samples": 100}))
+    while not run.done:
+        run.step()
+    result = run.finish()
+    model = run.method.eval_model()
+    model.zero_grad()
+    F.cross_entropy(model(run.data.train.x[:100]), run.data.train.y[:100]).backward()
+    expected = torch.sqrt(sum((p.grad**2).sum() for p in model.parameters())).item()
+    assert result.final["sharpness/grad_norm"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_sal_stress_and_interventions_follow_the_signal():
