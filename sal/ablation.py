@@ -179,8 +179,10 @@ def _run_item(item_spec: RunSpec, *, ablation: str, cell: str, context: str, tri
     value = result.last(metric) if metric in (result.history[-1] if result.history else {}) else \
         result.final.get(metric, float("nan"))
     attrs = {engine.STATUS: result.status, "sal.mlflow_run": run_id, "sal.message": result.message[:500]}
-    if result.status == "diverged":
-        value = 0.0  # a diverged run is a result (the method failed), scored as no accuracy at all
+    if result.status == "diverged" or value != value:
+        # A diverged run is a result (the method failed), scored as no accuracy at all; a metric the run
+        # does not have (val/acc without a validation split) is recorded as 0 too: Optuna fails NaN trials.
+        value = 0.0
     return value, attrs
 
 

@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import SpecError
 
@@ -128,7 +129,7 @@ def _open_existing(args: argparse.Namespace):
     from .engine import StorageRef
 
     ref = StorageRef.resolve(args.storage, args.name, "study")
-    if ref.is_journal and not __import__("pathlib").Path(ref.url).is_file():
+    if ref.is_journal and not Path(ref.url).is_file():
         raise SpecError([f"no study {args.name!r}: {ref.url} does not exist; fix: run `sal study run` first or "
                          "pass its --storage"])
     try:
@@ -161,15 +162,14 @@ def _study_status(args: argparse.Namespace) -> int:
 def _study_best(args: argparse.Namespace) -> int:
     import yaml
 
+    from .engine import trials_by_state
     from .study import best_spec
 
     study = _open_existing(args)
-    if not study.get_trials(deepcopy=False, states=(__import__("optuna").trial.TrialState.COMPLETE,)):
+    if not trials_by_state(study).get("COMPLETE"):
         raise SpecError([f"study {args.name!r} has no complete trial yet; fix: let `sal study run` finish some"])
     spec = best_spec(study)
     text = yaml.safe_dump(spec.model_dump(by_alias=True, mode="json"), sort_keys=False)
-    from pathlib import Path
-
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
