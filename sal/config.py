@@ -169,6 +169,8 @@ class RandomTriggerSpec(SALSpec):
 
     name: Literal["random_trigger"] = "random_trigger"  # type: ignore[assignment]
     trigger_prob: float = Field(0.1, gt=0.0, le=1.0, description="chance per epoch of an intervention")
+    trigger_count: int | None = Field(None, ge=0, description="exactly this many, at epochs drawn after the "
+                                      "warm-up (e.g. as many as a reference SAL run had); overrides trigger_prob")
 
 
 class ShrinkPerturbSpec(_Strict):

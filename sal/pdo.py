@@ -223,20 +223,27 @@ class PDO:
 
 
 class RandomTriggerPDO(PDO):
-    """Control for the stress trigger: the same interventions, at epochs drawn with probability p.
+    """Control for the stress trigger: the same interventions at random epochs, each epoch after the
+    warm-up with probability p, or exactly ``count`` of them at epochs drawn without replacement
+    (to match the number a reference SAL run had).
 
     The noise level is SAL's at the yield point (alpha = 1, S = S_yield), the one SAL applies on the
     epoch it deforms. Draws come from a host RNG seeded by the run, so no device sync is needed.
     """
 
-    def __init__(self, model: nn.Module, *, trigger_prob: float, trigger_seed: int, **knobs):
+    def __init__(self, model: nn.Module, *, trigger_prob: float, trigger_seed: int, count: int | None = None,
+                 epochs: int | None = None, **knobs):
         super().__init__(model, **knobs)
         self.trigger_prob = trigger_prob
         self._rng = random.Random(trigger_seed)
+        self._planned: set[int] | None = None
+        if count is not None:
+            candidates = range(self.warmup + 1, (epochs or 0) + 1)
+            self._planned = set(self._rng.sample(candidates, min(count, len(candidates))))
 
     def noise_std(self, stress: float) -> float:
         return self.delta + self.lambda_ * self.s_yield
 
     def _triggers(self, epoch: int, stress: float) -> tuple[bool, bool]:
-        fire = self._rng.random() < self.trigger_prob
+        fire = epoch in self._planned if self._planned is not None else self._rng.random() < self.trigger_prob
         return fire, fire

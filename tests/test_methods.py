@@ -137,6 +137,14 @@ def test_lbfgs_uses_the_full_batch_and_converges_fast():
     assert r.ok and r.history[-1]["train/loss"] < 0.5 * r.history[0]["train/loss"]
 
 
+def test_random_trigger_fires_exactly_count_times_after_the_warmup():
+    r = train(tiny_spec(method={"name": "random_trigger", "warmup": 3, "trigger_count": 4, "recovery": False},
+                        train={"epochs": 12}))
+    fired = [row["epoch"] for row in r.history if row["sal/deform"]]
+    assert len(fired) == 4 and min(fired) > 3
+    assert all(r.history[e - 1]["sal/noise"] for e in fired)
+
+
 def test_random_trigger_fires_with_its_probability():
     r = train(tiny_spec(method={"name": "random_trigger", "warmup": 0, "trigger_prob": 0.5, "recovery": False},
                         train={"epochs": 40}))

@@ -33,7 +33,7 @@ class StressAwareLearning(Method):
         )
         if isinstance(s, RandomTriggerSpec):
             self.pdo = RandomTriggerPDO(self.model, trigger_prob=s.trigger_prob, trigger_seed=ctx.method_seed,
-                                        **knobs)
+                                        count=s.trigger_count, epochs=ctx.spec.train.epochs, **knobs)
         else:
             self.pdo = PDO(self.model, **knobs)
         self.signal = s.signal
