@@ -186,8 +186,11 @@ def claim_next(study: optuna.Study, storage) -> tuple[int, FrozenTrial] | None:
     """
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         tid = _trial_id(study, storage, t.number)
-        if not storage.set_trial_state_values(tid, TrialState.RUNNING):
-            continue  # another worker got it first
+        try:
+            if not storage.set_trial_state_values(tid, TrialState.RUNNING):
+                continue  # another worker got it first
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got it and has already finished it (a journal storage raises)
         storage.set_trial_user_attr(tid, WORKER, worker_id())
         key = t.user_attrs.get(KEY)
         older = [o.number for o in study.get_trials(deepcopy=False) if key is not None and o.number < t.number
