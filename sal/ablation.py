@@ -176,8 +176,7 @@ def _run_item(item_spec: RunSpec, *, ablation: str, cell: str, context: str, tri
             **extra_tags}
     run_id = log_result(result, uri=uri, experiment=experiment_name("ablation", ablation), kind="ablation",
                         tags=tags, run_name=f"{cell}-{context + '-' if context else ''}s{item_spec.seed}")
-    value = result.last(metric) if metric in (result.history[-1] if result.history else {}) else \
-        result.final.get(metric, float("nan"))
+    value = result.metric(metric)
     attrs = {engine.STATUS: result.status, "sal.mlflow_run": run_id, "sal.message": result.message[:500]}
     if result.status == "diverged" or value != value:
         # A diverged run is a result (the method failed), scored as no accuracy at all; a metric the run

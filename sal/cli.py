@@ -160,8 +160,7 @@ def _study_status(args: argparse.Namespace) -> int:
 
 
 def _study_best(args: argparse.Namespace) -> int:
-    import yaml
-
+    from .config import to_yaml
     from .engine import trials_by_state
     from .study import best_spec
 
@@ -169,7 +168,7 @@ def _study_best(args: argparse.Namespace) -> int:
     if not trials_by_state(study).get("COMPLETE"):
         raise SpecError([f"study {args.name!r} has no complete trial yet; fix: let `sal study run` finish some"])
     spec = best_spec(study)
-    text = yaml.safe_dump(spec.model_dump(by_alias=True, mode="json"), sort_keys=False)
+    text = to_yaml(spec)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")

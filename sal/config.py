@@ -38,6 +38,7 @@ __all__ = [
     "load_yaml",
     "load_run_spec",
     "flatten",
+    "to_yaml",
     "config_hash",
     "format_validation_error",
     "DATA_ENV",
@@ -409,6 +410,11 @@ def flatten(spec: RunSpec) -> dict[str, Any]:
 
     walk(spec.model_dump(by_alias=True, mode="json"), "")
     return out
+
+
+def to_yaml(spec: RunSpec) -> str:
+    """The resolved spec as YAML that ``sal train --config`` reads back to the same spec."""
+    return yaml.safe_dump(spec.model_dump(by_alias=True, mode="json"), sort_keys=False)
 
 
 def config_hash(spec: RunSpec) -> str:

@@ -100,12 +100,14 @@ class Interventions:
         self.add_noise(self.params, std)
 
     @torch.no_grad()
-    def deform(self, shrink: float, sigma: float, *, snapshot_scope: str = "model") -> None:
-        """Eq. 3 on the deformed layers, after keeping the yield point for a later revert."""
-        self._snapshot_of = self.params if snapshot_scope == "model" else self.deform_params
-        if self._snapshot is None or len(self._snapshot) != len(self._snapshot_of):
-            self._snapshot = [torch.empty_like(p) for p in self._snapshot_of]
-        torch._foreach_copy_(self._snapshot, self._snapshot_of)
+    def deform(self, shrink: float, sigma: float, *, snapshot_scope: str | None = "model") -> None:
+        """Eq. 3 on the deformed layers, after keeping the yield point for a later revert
+        (``snapshot_scope``: all weights, only the deformed ones, or None when no revert can follow)."""
+        if snapshot_scope is not None:
+            self._snapshot_of = self.params if snapshot_scope == "model" else self.deform_params
+            if self._snapshot is None or len(self._snapshot) != len(self._snapshot_of):
+                self._snapshot = [torch.empty_like(p) for p in self._snapshot_of]
+            torch._foreach_copy_(self._snapshot, self._snapshot_of)
         torch._foreach_mul_(self.deform_params, shrink)
         self.add_noise(self.deform_params, sigma)
 
@@ -214,7 +216,7 @@ class PDO:
             self.act.noise(events.noise_std)
             events.noise = True
         if want_yield and self.use_deform:
-            self.act.deform(self.shrink, self.sigma_y, snapshot_scope=self.revert_scope)
+            self.act.deform(self.shrink, self.sigma_y, snapshot_scope=self.revert_scope if self.recovery else None)
             self.signal.stress = 0.0
             events.deform = True
             if self.recovery:

@@ -60,8 +60,7 @@ class MultiSeedObjective:
         if result.status == "diverged":
             return 0.0 if o.metric.endswith("acc") or o.metric.endswith("top5") else \
                 (-math.inf if o.direction == "maximize" else math.inf)
-        value = result.last(o.metric)
-        return result.final.get(o.metric, math.nan) if math.isnan(value) else value
+        return result.metric(o.metric)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         trial.set_user_attr(engine.WORKER, engine.worker_id())
@@ -82,18 +81,20 @@ class MultiSeedObjective:
 
     def _lockstep(self, trial: optuna.Trial, specs: list[RunSpec]) -> list[Result]:
         runs = [TrainingRun(s) for s in specs]
-        metric = self.spec.objectives[0].metric
         prune = len(self.spec.objectives) == 1 and self.spec.pruner.name != "none"
         for epoch in range(1, specs[0].train.epochs + 1):
-            rows = [r.step() for r in runs if not r.done]
-            if not rows:
+            live = [r for r in runs if not r.done]
+            if not live:
                 break
-            scores = [self.score(r.result, 0) if r.result.status == "diverged" else r.result.last(metric) for r in runs]
+            for r in live:
+                r.step()
+            scores = [self.score(r.result, 0) for r in runs]
             if prune and not any(math.isnan(s) for s in scores):
                 trial.report(sum(scores) / len(scores), epoch)
                 if trial.should_prune():
-                    for r in runs:
-                        r.stop("pruned", f"seed-mean {metric} pruned at epoch {epoch}")
+                    for r in live:  # a diverged seed keeps its status
+                        if r.result.status == "finished":
+                            r.stop("pruned", f"seed-mean {self.spec.objectives[0].metric} pruned at epoch {epoch}")
                     break
         return [r.finish() for r in runs]
 

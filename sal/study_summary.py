@@ -10,9 +10,9 @@ import warnings
 from pathlib import Path
 
 import optuna
-import yaml
 from optuna.trial import TrialState
 
+from .config import to_yaml
 from .study import best_spec, best_trial
 from .tracking import experiment_name, log_summary
 
@@ -65,8 +65,7 @@ def write_summary(study: optuna.Study, folder: Path) -> dict:
     best = best_trial(study)
     summary.update({"best_trial": best.number, "best_values": best.values, "best_params": best.params,
                     "best_user_attrs": {k: v for k, v in best.user_attrs.items() if k.startswith("sal.per_seed")}})
-    (folder / "best.yaml").write_text(yaml.safe_dump(best_spec(study).model_dump(by_alias=True, mode="json"),
-                                                     sort_keys=False))
+    (folder / "best.yaml").write_text(to_yaml(best_spec(study)))
     if len(finished) >= 2 and study.best_trials:
         try:
             target = (lambda t: t.values[0]) if len(study.directions) > 1 else None

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from .config import RunSpec, config_hash, flatten
+from .config import RunSpec, config_hash, flatten, to_yaml
 from .train import Result
 
 __all__ = [
@@ -145,8 +144,7 @@ def log_result(result: Result, *, uri: str, experiment: str, kind: str, tags: di
                tags=tag_list if i == 0 else [])
     if not metrics:
         _retry(client.log_batch, run_id, params=params, tags=tag_list)
-    spec_yaml = yaml.safe_dump(result.spec.model_dump(by_alias=True, mode="json"), sort_keys=False)
-    client.log_text(run_id, spec_yaml, "spec.yaml")
+    client.log_text(run_id, to_yaml(result.spec), "spec.yaml")
     client.log_text(run_id, pd.DataFrame(result.history).to_csv(index=False), "history.csv")
     _retry(client.set_terminated, run_id, RUN_STATUS.get(result.status, "FAILED"))
     return run_id

@@ -54,6 +54,11 @@ class Result:
         """The metric's value at the last epoch (nan if absent)."""
         return self.history[-1].get(metric, math.nan) if self.history else math.nan
 
+    def metric(self, name: str) -> float:
+        """A per-epoch metric at the last epoch, else the final metric of that name, else nan."""
+        value = self.last(name)
+        return self.final.get(name, math.nan) if math.isnan(value) else value
+
 
 def derive_seed(seed: int, purpose: str) -> int:
     """Independent 63-bit seeds per purpose, stable across processes and platforms."""

@@ -95,8 +95,16 @@ class Method:
 
     def end_epoch(self, stats: EpochStats) -> dict[str, float]:
         """Between-epoch work; returns extra per-epoch metrics (contract names)."""
+        self.step_schedule()
+        return self.intervene(stats)
+
+    def step_schedule(self) -> None:
+        """Advance the learning-rate schedule by one epoch."""
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def intervene(self, stats: EpochStats) -> dict[str, float]:
+        """Act on the weights between epochs (SAL, controls); here: only observe the stress."""
         stress = self.observer.update(stats.train_loss, stats.train_acc)
         return {"sal/stress": stress, "sal/noise": 0.0, "sal/deform": 0.0, "sal/revert": 0.0}
 

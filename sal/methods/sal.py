@@ -38,9 +38,7 @@ class StressAwareLearning(Method):
             self.pdo = PDO(self.model, **knobs)
         self.signal = s.signal
 
-    def end_epoch(self, stats: EpochStats) -> dict[str, float]:
-        if self.scheduler is not None:
-            self.scheduler.step()
+    def intervene(self, stats: EpochStats) -> dict[str, float]:
         if self.signal == "val":
             loss, acc = stats.val_loss, stats.val_acc
         else:

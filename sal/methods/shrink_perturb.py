@@ -17,10 +17,10 @@ class ShrinkPerturb(Method):
                     for p in m.parameters(recurse=False) if p.requires_grad]
         self.act = Interventions(deformed, deformed, ctx.generator)
 
-    def end_epoch(self, stats: EpochStats) -> dict[str, float]:
-        out = super().end_epoch(stats)
+    def intervene(self, stats: EpochStats) -> dict[str, float]:
+        out = super().intervene(stats)
         k = self.knobs
         if stats.epoch > k.warmup and (stats.epoch - k.warmup) % k.every == 0:
-            self.act.deform(k.shrink, k.sigma_y, snapshot_scope="deformed")
+            self.act.deform(k.shrink, k.sigma_y, snapshot_scope=None)  # a fixed schedule never reverts
             out["sal/deform"] = 1.0
         return out

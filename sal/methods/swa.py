@@ -32,18 +32,14 @@ class SWA(Method):
     def on_epoch_trained(self, epoch: int) -> None:
         if epoch > self.start_epoch:
             self.averaged.update_parameters(self.model)
-            self.swa_scheduler.step()
             self.n_averaged += 1
             self._bn_stale = True
-        elif self.scheduler is not None:
-            self.scheduler.step()
 
-    def end_epoch(self, stats):
-        scheduler, self.scheduler = self.scheduler, None  # stepped in on_epoch_trained
-        try:
-            return super().end_epoch(stats)
-        finally:
-            self.scheduler = scheduler
+    def step_schedule(self) -> None:
+        if self.n_averaged:
+            self.swa_scheduler.step()  # anneal to swa_lr once averaging has begun
+        else:
+            super().step_schedule()
 
     def eval_model(self) -> nn.Module:
         if self.n_averaged == 0:
