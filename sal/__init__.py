@@ -1,14 +1,57 @@
 """sal: hyperparameter sweeps, ablations and significance reports for Stress-Aware Learning.
 
-``import sal`` is the public API; nothing runs at import time.
+``import sal`` is the public API; nothing runs at import time, and mlflow and optuna are imported only
+when a function that needs them is called (or a name from their modules is first used)::
+
+    import sal
+    result = sal.train({"data": {"name": "digits"}, "method": {"name": "sal"}})
+    sal.run_ablation("ablations/quick.yaml", seeds=3)
+    folder, summary = sal.compare("compare/quick.yaml")
+    study = sal.run_study("studies/quick.yaml", n_trials=10)
+    folder, summary = sal.build_report("quick")
+
+Every function takes its subject first and the rest by keyword (see sal/api.py).
 """
 
-from .config import RunSpec, SpecError, load_run_spec, validate_run
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+# ``train`` is bound after sal.train (the module) is imported by sal.api, so the name is the function.
+from .api import build_report, compare, run_ablation, run_study, train
+from .config import (
+    METHOD_NAMES,
+    DataSpec,
+    ModelSpec,
+    OptimSpec,
+    RunSpec,
+    SpecError,
+    TrainSpec,
+    load_run_spec,
+    validate_run,
+)
 from .pdo import PDO, Interventions, StressSignal
-from .train import PruneRun, Result, train
+from .train import PruneRun, Result
+
+# Names whose modules import mlflow or optuna: loaded on first use.
+_LAZY = {
+    "AblationSpec": "sal.ablation", "StudySpec": "sal.study_spec", "ReportOptions": "sal.summary",
+    "REGISTRY": "sal.methods", "Method": "sal.methods", "MethodContext": "sal.methods",
+}
 
 __all__ = [
-    "RunSpec", "SpecError", "load_run_spec", "validate_run", "PDO", "Interventions", "StressSignal",
-    "PruneRun", "Result", "train",
+    "train", "run_ablation", "run_study", "build_report", "compare",
+    "RunSpec", "DataSpec", "ModelSpec", "OptimSpec", "TrainSpec", "AblationSpec", "StudySpec", "ReportOptions",
+    "SpecError", "load_run_spec", "validate_run", "Result", "PruneRun",
+    "REGISTRY", "METHOD_NAMES", "Method", "MethodContext", "PDO", "Interventions", "StressSignal",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sal' has no attribute {name!r}")

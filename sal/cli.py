@@ -6,13 +6,18 @@ Bad input (unknown key, impossible value, missing file) exits 2 before any compu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import interrupts
 from .config import SpecError
+from .redact import MaskingFormatter, mask_text, mask_url, quiet_library_tracebacks
 
 __all__ = ["main"]
 
@@ -33,22 +38,59 @@ def _uri(args: argparse.Namespace) -> str:
     return args.tracking_uri or default_tracking_uri()
 
 
+def say(*parts: object, file=None) -> None:
+    """print, with the password of every URL masked: the one way this CLI writes to the terminal."""
+    print(mask_text(" ".join(str(p) for p in parts)), file=file or sys.stdout, flush=True)
+
+
+def _preflight(*, storage: str | None = None, uri: str | None = None, must_exist: bool = False) -> None:
+    """Storage and tracking store reachable (and writable) before anything is created or computed."""
+    from .preflight import check_storage, check_tracking
+
+    if storage is not None:
+        check_storage(storage, must_exist=must_exist)
+    if uri is not None:
+        check_tracking(uri, must_exist=must_exist)
+
+
+def _sweep_outcome(study) -> int:
+    """Print the trials by outcome and the failures grouped by message; 1 when runs failed."""
+    from .outcomes import describe_failures, describe_outcomes, unresolved_failures
+
+    say("trials:", describe_outcomes(study))
+    failed = unresolved_failures(study)
+    if not failed:
+        return 0
+    say(f"{len(failed)} run(s) failed:", file=sys.stderr)
+    for line in describe_failures(failed):
+        say(f"  {line}", file=sys.stderr)
+    return 1
+
+
 @command("train")
 def _train(args: argparse.Namespace) -> int:
     from .config import load_run_spec, parse_overrides
-    from .tracking import experiment_name, log_result
-    from .train import train
+    from .plugins import check_plugins
+    from .tracking import LiveRun, experiment_name
+    from .train import Result, train
 
     spec = load_run_spec(args.config, parse_overrides(args.set))
+    check_plugins([spec])  # issue 14: a user's model/data functions, before any compute
     uri = _uri(args)
-    print(f"training {spec.method.name} on {spec.data.name} ({spec.model.name}, {spec.optim.name}), seed {spec.seed}, "
-          f"{spec.train.epochs} epochs")
-    result = train(spec)
-    run_id = log_result(result, uri=uri, experiment=args.experiment or experiment_name("train"), kind="train")
+    _preflight(uri=uri)
+    say(f"training {spec.method.name} on {spec.data.name} ({spec.model.name}, {spec.optim.name}), seed {spec.seed}, "
+        f"{spec.train.epochs} epochs")
+    with LiveRun(uri, args.experiment or experiment_name("train"), kind="train") as live:  # RUNNING while it trains
+        live.start(spec)
+        try:
+            result = train(spec, on_epoch=live.log_epoch)
+        except Exception as err:  # noqa: BLE001 - a crash is the run's result: one line, no traceback
+            result = Result(spec=spec, status="failed", message=mask_text(f"{type(err).__name__}: {err}"))
+        run_id = live.finish(result)
     final = ", ".join(f"{k}={v:.4g}" for k, v in result.final.items())
-    print(f"status {result.status}{': ' + result.message if result.message else ''}")
-    print(f"{final}\nMLflow run {run_id} in {uri}")
-    return 0
+    say(f"status {result.status}{': ' + result.message if result.message else ''}")
+    say(f"{final}\nMLflow run {run_id} in {mask_url(uri)}")
+    return 1 if result.status == "failed" else 0
 
 
 def _gpus(value: str | None) -> list[str] | None:
@@ -66,34 +108,86 @@ def _check_workers(n: int) -> int:
     return n
 
 
+# --- progress (issue 10): the library reports snapshots of the queue, this renders them ---
+class _ProgressView:
+    """A tqdm bar on a terminal; otherwise one timestamped line per change with the same facts."""
+
+    def __init__(self, label: str):
+        self.label, self.tty, self.bar = label, sys.stdout.isatty(), None
+
+    def __call__(self, snap) -> None:
+        extra = f"{snap.running} running" + (f", {snap.failed} failed" if snap.failed else "")
+        if self.tty:
+            from tqdm import tqdm
+
+            if self.bar is None:
+                self.bar = tqdm(total=snap.total or None, initial=snap.done, desc=self.label, unit="run",
+                                dynamic_ncols=True)
+            self.bar.n = snap.done
+            self.bar.set_postfix_str(extra + (f" | latest {snap.latest}" if snap.latest else ""), refresh=False)
+            self.bar.refresh()
+            return
+        eta = "?" if math.isnan(snap.eta_s) else time.strftime("%H:%M:%S", time.gmtime(snap.eta_s))
+        total = f"/{snap.total}" if snap.total else ""
+        print(f"{time.strftime('%H:%M:%S')} {self.label}: {snap.done}{total} done, {extra}, ETA {eta}"
+              + (f"; latest {snap.latest}" if snap.latest else ""), flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def _progress(ref, name: str, *, label: str, total: int, keys: set[str] | None = None, value_name: str = ""):
+    from .progress import watch
+
+    view = _ProgressView(label)
+    try:
+        with watch(ref, name, total=total, keys=keys, value_name=value_name, on_change=view):
+            yield
+    finally:
+        view.close()
+
+
 @command("ablate")
 def _ablate(args: argparse.Namespace) -> int:
+    from . import engine
     from .ablation import load_ablation, run_ablation
     from .config import parse_overrides
     from .engine import StorageRef
+    from .plugins import check_plugins
 
     spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
+    check_plugins(i.spec for i in items)  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     ref = StorageRef.resolve(args.storage, spec.name, "ablation")
     cells = sorted({(i.spec.data.display_name, i.context, i.cell) for i in items})
-    print(f"ablation {spec.name}: {len(cells)} cells x {len(spec.seed_list)} seeds = {len(items)} runs")
+    say(f"ablation {spec.name}: {len(cells)} cells x {len(spec.seed_list)} seeds = {len(items)} runs")
     if args.dry_run:
         for dataset, context, cell in cells:
-            print(f"  {dataset:14s} {context:32s} {cell}")
+            say(f"  {dataset:14s} {context:32s} {cell}")
         return 0
     uri = _uri(args)
-    print(f"queue {ref.url}; MLflow {uri}")
-    out = run_ablation(spec, items, ref=ref, uri=uri, workers=workers, gpus=gpus, retry_failed=args.retry_failed,
-                       wait=not args.no_wait)
+    _preflight(storage=ref.url, uri=uri)
+    say(f"queue {mask_url(ref.url)}; MLflow {mask_url(uri)}")
+    with _progress(ref, spec.name, label=spec.name, total=len(items), keys={i.key for i in items},
+                   value_name=spec.metric):
+        out = run_ablation(spec, items, ref=ref, uri=uri, workers=workers, gpus=gpus,
+                           retry_failed=args.retry_failed, wait=not args.no_wait)
     q = out["queue"]
-    print(f"before: {len(q['done'])} done, {len(q['pending'])} pending, {len(q['queued'])} queued now, "
-          f"{len(q['failed'])} failed (re-run them with --retry-failed)")
-    print("trials by state:", ", ".join(f"{k.lower()} {v}" for k, v in sorted(out["states"].items())))
+    missing = f", {len(q['missing_run'])} done but missing from this MLflow store (trained again)" \
+        if q["missing_run"] else ""
+    say(f"before: {len(q['done'])} done, {len(q['pending'])} pending, {len(q['queued'])} queued now, "
+        f"{len(q['failed'])} failed earlier" + (" (re-run them with --retry-failed)" if q["failed"] else "")
+        + missing)
+    code = _sweep_outcome(engine.open_study(ref, spec.name)[0])
+    if code:
+        say("fix the cause, then re-run the same command with --retry-failed", file=sys.stderr)
     if out["failed_workers"]:
-        print(f"{out['failed_workers']} worker(s) stopped with an error (see above); re-run the same command to "
-              "finish their trials", file=sys.stderr)
+        say(f"{out['failed_workers']} worker(s) stopped with an error (see above); re-run the same command to "
+            "finish their trials", file=sys.stderr)
         return 1
-    return 0
+    return code
 
 
 @command("study")
@@ -104,23 +198,28 @@ def _study(args: argparse.Namespace) -> int:
 def _study_run(args: argparse.Namespace) -> int:
     from .config import parse_overrides
     from .engine import StorageRef
+    from .plugins import check_plugins
     from .study import run_study
-    from .study_spec import load_study_spec
+    from .study_spec import corner_specs, load_study_spec
     from .study_summary import log_study_summary
 
     spec = load_study_spec(args.file, parse_overrides(args.set), n_trials=args.n_trials, timeout=args.timeout,
                            seeds=args.seeds)
+    check_plugins(corner_specs(spec))  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     ref, uri = StorageRef.resolve(args.storage, spec.name, "study"), _uri(args)
-    print(f"study {spec.name}: {spec.n_trials} trials x {len(spec.seed_list)} seeds, sampler {spec.sampler.name}, "
-          f"pruner {spec.pruner.name}, objective " + ", ".join(f"{o.aggregate}({o.metric}) {o.direction}"
-                                                              for o in spec.objectives))
-    print(f"storage {ref.url}; MLflow {uri}")
-    study = run_study(spec, ref=ref, uri=uri, workers=workers, gpus=gpus)
+    _preflight(storage=ref.url, uri=uri)
+    say(f"study {spec.name}: {spec.n_trials} trials x {len(spec.seed_list)} seeds, sampler {spec.sampler.name}, "
+        f"pruner {spec.pruner.name}, objective " + ", ".join(f"{o.aggregate}({o.metric}) {o.direction}"
+                                                            for o in spec.objectives))
+    say(f"storage {mask_url(ref.url)}; MLflow {mask_url(uri)}")
+    objective = ", ".join(f"{o.aggregate}({o.metric})" for o in spec.objectives)
+    with _progress(ref, spec.name, label=spec.name, total=spec.n_trials or 0, value_name=objective):
+        study = run_study(spec, ref=ref, uri=uri, workers=workers, gpus=gpus, force_new=args.force_new)
     run_id, summary = log_study_summary(study, uri)
-    _print_status(study)
-    print(f"summary run {run_id}")
-    return 0
+    code = _print_status(study)
+    say(f"summary run {run_id}")
+    return code
 
 
 def _open_existing(args: argparse.Namespace):
@@ -132,74 +231,142 @@ def _open_existing(args: argparse.Namespace):
     if ref.is_journal and not Path(ref.url).is_file():
         raise SpecError([f"no study {args.name!r}: {ref.url} does not exist; fix: run `sal study run` first or "
                          "pass its --storage"])
+    _preflight(storage=ref.url, must_exist=True)
     try:
         return optuna.load_study(study_name=args.name, storage=ref.open())
     except KeyError:
-        raise SpecError([f"no study {args.name!r} in {ref.url}; fix: check the name or --storage"]) from None
+        raise SpecError([f"no study {args.name!r} in {mask_url(ref.url)}; fix: check the name or --storage"]) from None
 
 
-def _print_status(study) -> None:
+def _print_status(study) -> int:
+    """The study's trials by outcome and its best trial; 1 when trials failed."""
     from .engine import trials_by_state
     from .study import best_trial
 
-    states = trials_by_state(study)
-    print(f"study {study.study_name}: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())))
-    if states.get("COMPLETE"):
+    say(f"study {study.study_name}")
+    code = _sweep_outcome(study)
+    if trials_by_state(study).get("COMPLETE"):
         best = best_trial(study)
-        print(f"best trial {best.number}: value {best.values}")
+        say(f"best trial {best.number}: value {best.values}")
         for k, v in best.params.items():
-            print(f"  {k} = {v}")
+            say(f"  {k} = {v}")
         for k, v in best.user_attrs.items():
             if k.startswith("sal.per_seed"):
-                print(f"  per seed {k.removeprefix('sal.per_seed.')}: {v}")
+                say(f"  per seed {k.removeprefix('sal.per_seed.')}: {v}")
+    return code
 
 
 def _study_status(args: argparse.Namespace) -> int:
-    _print_status(_open_existing(args))
+    _print_status(_open_existing(args))  # a query: failed trials are shown, not an error of this command
     return 0
 
 
 def _study_best(args: argparse.Namespace) -> int:
     from .config import to_yaml
     from .engine import trials_by_state
+    from .outputs import check_output_file, write_text_atomic
     from .study import best_spec
 
+    header = "# best trial of study "  # sal replaces a file only when its first line says sal wrote it
+    out = check_output_file(args.out, header=header)
     study = _open_existing(args)
     if not trials_by_state(study).get("COMPLETE"):
         raise SpecError([f"study {args.name!r} has no complete trial yet; fix: let `sal study run` finish some"])
-    spec = best_spec(study)
-    text = to_yaml(spec)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(f"# best trial of study {args.name}; train it with: sal train --config {out}\n" + text)
-    tmp.replace(out)  # atomic
-    print(f"wrote {out}")
+    text = to_yaml(best_spec(study))
+    write_text_atomic(out, f"{header}{args.name}; train it with: sal train --config {args.out}\n" + text)
+    say(f"wrote {args.out}")
     return 0
 
 
 @command("report")
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .outputs import check_output_folder
+    from .tracking import check_filter
 
-    from .report import build_report
-
-    metrics = args.metric or ["test/acc"]
-    if not 0 < args.alpha < 1:
+    if args.alpha is not None and not 0 < args.alpha < 1:
         raise SpecError([f"--alpha={args.alpha} must be in (0, 1); fix: e.g. --alpha 0.05"])
-    if args.rope < 0:
+    if args.rope is not None and args.rope < 0:
         raise SpecError([f"--rope={args.rope} must be >= 0; fix: e.g. --rope 0.002 (0.2 accuracy points)"])
+    if args.filter:
+        check_filter(args.filter)
     out = Path(args.out or Path("reports") / args.name)
-    kwargs = dict(metrics=metrics, rope=args.rope, alpha=args.alpha, correction=args.correction, family=args.family,
-                  allow_unpaired=args.allow_unpaired, random_state=args.random_state)
-    folder, summary = build_report(_uri(args), args.name, out, baseline=args.baseline, filter_string=args.filter or "",
-                                   draw_figures=not args.no_figures, **kwargs)
-    primary = summary[(summary["metric"] == metrics[0]) & (summary["verdict"] != "reference")]
+    check_output_folder(out)  # before any work: a folder of the user's own files is never written into
+    _preflight(uri=_uri(args), must_exist=True)
+    from .report import build_report  # seaborn and matplotlib: imported once the inputs are known to be good
+
+    folder, summary = build_report(
+        _uri(args), args.name, out, baseline=args.baseline, metrics=args.metric, rope=args.rope, alpha=args.alpha,
+        correction=args.correction, family=args.family, allow_unpaired=args.allow_unpaired,
+        random_state=args.random_state, filter_string=args.filter or "", draw_figures=not args.no_figures)
+    compared = summary[summary["verdict"] != "reference"]
+    primary = compared[compared["metric"] == compared["metric"].iloc[0]] if len(compared) else compared
     for _, r in primary.iterrows():
         where = f"{r['dataset']} {r['context']}".strip()
-        print(f"  {where:24s} {r['method']:18s} delta {r['delta']:+.4f} [{r['delta_ci_low']:+.4f}, "
-              f"{r['delta_ci_high']:+.4f}]  p_holm {r['p_holm']:.3g}  {r['verdict']}")
-    print(f"report: {folder / 'report.html'} (also report.md, summary.csv, table.tex)")
+        exploratory = " (exploratory)" if r["exploratory"] is True else ""
+        ci = "no interval" if r["delta_ci_low"] != r["delta_ci_low"] else \
+            f"[{r['delta_ci_low']:+.4f}, {r['delta_ci_high']:+.4f}]"
+        say(f"  {where:16s} {r['method'] + ' vs ' + r['baseline']:30s} delta {r['delta']:+.4f} {ci}  "
+            f"p_holm {r['p_holm']:.3g}  {r['verdict']}{exploratory}")
+    say(f"report: {folder / 'report.html'} (also report.md, summary.csv, table.tex)")
+    return 0
+
+
+@command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
+    from .engine import StorageRef
+    from .outputs import check_output_folder
+    from .protocol import load_compare, looks_of, run_compare
+    from .protocol_report import write_compare_report
+
+    spec = load_compare(args.file, parse_overrides(args.set))
+    from .plugins import check_plugins
+    from .protocol import tuning_spec
+    from .study_spec import corner_specs
+
+    check_plugins(s for cell in spec.methods for s in corner_specs(tuning_spec(spec, cell)))  # issue 14
+    workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
+    ref, uri = StorageRef.resolve(args.storage, spec.name, "compare"), _uri(args)
+    t, e = spec.tuning, spec.evaluation
+    say(f"compare {spec.name}: {len(spec.methods)} methods ({', '.join(spec.methods)}), each tuned with "
+        f"{t.trials} trials x {len(t.seed_list)} seeds; evaluated on seeds from {e.seed_list[0]} "
+        + (f"at looks {looks_of(e)}" if e.sequential else f"({len(e.seed_list)} seeds)"))
+    out = Path(args.out or Path("reports") / spec.name)
+    check_output_folder(out)
+    _preflight(storage=ref.url, uri=uri)
+    say(f"storage {mask_url(ref.url)}; MLflow {mask_url(uri)}")
+    result = run_compare(spec, ref=ref, uri=uri, workers=workers, gpus=gpus)
+    for look in result.looks:
+        decided = sum(v in ("better", "worse", "equivalent") for v in look.verdicts.values())
+        say(f"  look at {look.seeds} seeds (p threshold {look.threshold:.4g}): {decided} of "
+            f"{len(look.verdicts)} contrasts decided")
+    say(f"stopped: {result.stop_reason}")
+    folder, analysis = write_compare_report(result, uri, out, draw_figures=not args.no_figures)
+    for r in analysis.summary[analysis.summary["verdict"] != "reference"].itertuples():
+        say(f"  {r.dataset:10s} {r.metric:10s} {r.method + ' vs ' + r.baseline:24s} delta {r.delta:+.4f}  "
+            f"{r.verdict}")
+    say(f"report: {folder / 'report.html'}")
+    return 0
+
+
+@command("landscape")  # ---- issue 13: sharpness and connectivity of an ablation's saved final weights
+def _landscape(args: argparse.Namespace) -> int:
+    from .flatness import LandscapeOptions, measure_ablation, parse_what
+
+    opts = LandscapeOptions(what=parse_what(args.what), device=args.device, samples=args.samples,
+                            probes=args.probes, fourier_steps=args.fourier_steps, slice_steps=args.slice_steps)
+    out = measure_ablation(_uri(args), args.name, opts, filter_string=args.filter or "")
+    runs, pairs = out["runs"], out["pairs"]
+    shown = [c for c in runs.columns if c.startswith("landscape/") and "/vs" not in c and "_vs/" not in c]
+    for _, r in runs.iterrows():
+        values = ", ".join(f"{c.removeprefix('landscape/')}={r[c]:.4g}" for c in shown if r[c] == r[c])
+        print(f"  {r['cell']:18s} seed {r['seed']:<3d} {values}")
+    if len(pairs):
+        for (kind, path), part in pairs.groupby(["kind", "path"]):
+            print(f"  {path} {kind}: mean {part['barrier'].mean():.4g} over {len(part)} pairs "
+                  f"({part['seconds'].mean():.3g} s each)")
+    print(f"logged to {len(runs)} runs in {_uri(args)} (metrics landscape/*, time/landscape_*_s"
+          + (", figures" if out["figures"] else "") + ")")
     return 0
 
 
@@ -210,7 +377,10 @@ def _ui(args: argparse.Namespace) -> int:
         from .tracking import client_for
 
         client_for(uri).search_experiments()  # creates the store (and its tables) if this is a first start
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
+    # MLflow 3.17's UI opens every experiment in its GenAI view unless the URL asks for model training
+    # (the choice is then remembered by the browser); sal's runs belong in the training view.
+    say(f"MLflow UI on http://127.0.0.1:{args.port}/#/experiments?workflowType=machine_learning "
+        f"(store {mask_url(uri)}); Ctrl-C stops it")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     try:
@@ -228,19 +398,30 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="stop when the queue is empty instead of waiting for other workers' running trials")
 
 
+def _common(*, suppress: bool) -> argparse.ArgumentParser:
+    """--tracking-uri and -v, accepted before and after the subcommand. After it they default to SUPPRESS,
+    so a subcommand that is not given them keeps what was given before it."""
+    c = argparse.ArgumentParser(add_help=False)
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    c.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or "
+                   "sqlite:///mlflow/mlflow.db)", **default)
+    c.add_argument("-v", "--verbose", action="store_true", help="log progress of every run", **default)
+    return c
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sal", description="Sweeps, ablations and significance reports for "
-                                "Stress-Aware Learning")
-    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress of every run")
+                                "Stress-Aware Learning", parents=[_common(suppress=False)])
     sub = p.add_subparsers(dest="command", required=True)
+    common = [_common(suppress=True)]  # every subcommand takes them too
 
-    t = sub.add_parser("train", help="train one run and log it to MLflow")
+    t = sub.add_parser("train", help="train one run and log it to MLflow", parents=common)
     t.add_argument("--config", help="YAML run spec (defaults apply to what it leaves out)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. method.rho=1e-3")
     t.add_argument("--experiment", help="MLflow experiment (default sal-train)")
 
-    a = sub.add_parser("ablate", help="run an ablation grid (cells x seeds), resumable, on Optuna's queue")
+    a = sub.add_parser("ablate", help="run an ablation grid (cells x seeds), resumable, on Optuna's queue",
+                       parents=common)
     a.add_argument("file", help="ablation YAML, e.g. ablations/quick.yaml")
     a.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key of the base spec")
     a.add_argument("--seeds", type=int, help="number of seeds (overrides the file)")
@@ -248,62 +429,91 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--retry-failed", action="store_true", help="run again the cells whose run crashed")
     a.add_argument("--dry-run", action="store_true", help="print the cells and their count, run nothing")
 
-    st = sub.add_parser("study", help="Optuna studies over SAL's knobs, multi-seed trials")
+    st = sub.add_parser("study", help="Optuna studies over SAL's knobs, multi-seed trials", parents=common)
     ssub = st.add_subparsers(dest="study_command", required=True)
-    sr = ssub.add_parser("run", help="run (or resume) a study from its YAML spec")
+    sr = ssub.add_parser("run", help="run (or resume) a study from its YAML spec", parents=common)
     sr.add_argument("file", help="study YAML, e.g. studies/quick.yaml")
     sr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key of the base spec")
     sr.add_argument("--n-trials", type=int, help="finished trials to reach (overrides the file)")
     sr.add_argument("--timeout", type=float, help="seconds for this invocation")
     sr.add_argument("--seeds", type=int, help="seeds per trial (overrides the file)")
+    sr.add_argument("--force-new", action="store_true", help="start a fresh study when the stored one was run with "
+                    "another base spec or space (the old one is kept as NAME@time)")
     _add_engine_args(sr)
     for name, text in (("status", "trials by state and the best so far"),
                        ("best", "write the best trial's run spec (for sal train or an ablation cell)")):
-        sp = ssub.add_parser(name, help=text)
+        sp = ssub.add_parser(name, help=text, parents=common)
         sp.add_argument("name", help="study name")
         sp.add_argument("--storage", help="the study's storage (default optuna/study-NAME.journal)")
         if name == "best":
             sp.add_argument("--out", required=True, help="YAML file to write")
 
-    r = sub.add_parser("report", help="significance report of an ablation (tables, tests, figures)")
+    r = sub.add_parser("report", help="significance report of an ablation (tables, tests, figures)", parents=common)
     r.add_argument("name", help="ablation name (the `name:` of its YAML)")
-    r.add_argument("--baseline", help="reference cell (default: the ablation's baseline)")
-    r.add_argument("--metric", action="append", help="metric to compare (repeatable; default test/acc)")
-    r.add_argument("--family", choices=["metric", "dataset"], default="metric",
-                   help="Holm family: every comparison of a metric (default) or per data set")
-    r.add_argument("--correction", choices=["holm", "bh"], default="holm", help="bh only for exploratory grids")
-    r.add_argument("--rope", type=float, default=0.002, help="equivalence margin for accuracies (fraction)")
-    r.add_argument("--alpha", type=float, default=0.05)
+    r.add_argument("--baseline", help="compare every cell with this one instead of the plan's contrasts")
+    r.add_argument("--metric", action="append", help="metric to compare (repeatable; default: the plan's)")
+    r.add_argument("--family", choices=["plan", "metric", "dataset"], default="plan",
+                   help="correction families: the plan's (default, across data sets), all contrasts of a metric, "
+                   "or per data set")
+    r.add_argument("--correction", choices=["holm", "bh"], help="default: the plan's; bh only for exploratory grids")
+    r.add_argument("--rope", type=float, help="equivalence margin for accuracies (fraction; default: the plan's)")
+    r.add_argument("--alpha", type=float, help="default: the plan's")
     r.add_argument("--out", help="report folder (default reports/NAME)")
     r.add_argument("--filter", help="extra MLflow filter, e.g. \"tags.dataset = 'digits'\"")
     r.add_argument("--allow-unpaired", action="store_true", help="compare on the seeds both methods have")
     r.add_argument("--random-state", type=int, default=0, help="seed of the bootstrap intervals")
     r.add_argument("--no-figures", action="store_true")
 
-    u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store")
+    c = sub.add_parser("compare", help="the fair protocol: tune every method with one budget, evaluate the "
+                       "best of each on fresh seeds (until decided), report", parents=common)
+    c.add_argument("file", help="compare YAML, e.g. compare/quick.yaml")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key of the base spec")
+    _add_engine_args(c)
+    c.add_argument("--out", help="report folder (default reports/NAME)")
+    c.add_argument("--no-figures", action="store_true")
+
+    ls = sub.add_parser("landscape", help="sharpness, slices and barriers of an ablation's saved final weights",
+                        parents=common)
+    ls.add_argument("name", help="ablation name (its runs need analysis.save_weights: true)")
+    ls.add_argument("--what", help="comma-separated: trace,eig,adaptive,slice2d,trajectory,barrier,fourier,kpca "
+                    "(default trace,eig,adaptive,barrier)")
+    ls.add_argument("--device", default="auto", help="where to measure (auto, cpu, cuda:N)")
+    ls.add_argument("--samples", type=int, help="training samples per measure (default: each run's analysis.samples)")
+    ls.add_argument("--probes", type=int, default=32, help="Hutchinson probes of the trace")
+    ls.add_argument("--fourier-steps", type=int, default=100, help="Adam steps of each Fourier path")
+    ls.add_argument("--slice-steps", type=int, default=21, help="grid points per side of the 2-D slice (odd)")
+    ls.add_argument("--filter", help="extra MLflow filter, e.g. \"tags.dataset = 'digits'\"")
+
+    u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store", parents=common)
     u.add_argument("--port", type=int, default=5000)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    interrupts.install()
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(message)s", "%H:%M:%S"))  # no log line shows a password
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     logging.getLogger("sal").setLevel(logging.INFO)  # progress of sweeps: one line per run
     import warnings
 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
+    if not args.verbose:
+        quiet_library_tracebacks()
     if not args.verbose:  # Optuna flags options it may change (TPE's group); they are ours to pin, not news
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        interrupts.check()  # a Ctrl-C some library swallowed still ends the command as interrupted
+        return code
     except SpecError as err:
-        print("error: invalid input\n" + "\n".join(f"  {line}" for line in err.problems), file=sys.stderr)
+        say("error: invalid input\n" + "\n".join(f"  {line}" for line in err.problems), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted; finished runs are kept, re-run the same command to resume", file=sys.stderr)
+        say("interrupted; finished runs are kept, re-run the same command to resume", file=sys.stderr)
         return 130
 
 

@@ -10,11 +10,16 @@ import copy
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from .methods import METHOD_SPECS
+from .spec_base import Strict
+from .yamlio import load_unique
 
 __all__ = [
     "SpecError",
@@ -22,15 +27,8 @@ __all__ = [
     "ModelSpec",
     "OptimSpec",
     "TrainSpec",
-    "BaseMethodSpec",
-    "SALSpec",
-    "RandomTriggerSpec",
-    "ShrinkPerturbSpec",
-    "SAMSpec",
-    "SWASpec",
-    "RollingBallSpec",
-    "LBFGSSpec",
     "RunSpec",
+    "RunAnalysisSpec",
     "METHOD_NAMES",
     "parse_overrides",
     "apply_overrides",
@@ -44,6 +42,9 @@ __all__ = [
     "DATA_ENV",
     "expand_data_env",
     "check_required_paths",
+    "missing_data_root",
+    "is_import_path",
+    "IMPORT_PATH",
 ]
 
 
@@ -55,13 +56,42 @@ class SpecError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
-class _Strict(BaseModel):
-    # Unknown keys are typos far more often than intent: reject them.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+_Strict = Strict
+
+
+# ---- plug-ins (issue 14): ``model.name`` / ``data.name`` may be a ``module:function`` path (sal/plugins.py)
+IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+DataName = Literal["digits", "mnist1d", "cifar10", "cifar100", "imagefolder", "synthetic"]
+ModelName = Literal[
+    "mlp", "cnn", "resnet18", "densenet121", "densenet201", "resnet50", "mobilenet_v2", "efficientnet_b2"
+]
+
+
+def is_import_path(name: str) -> bool:
+    """``mypkg.models:build`` names a user's function; built-in names have no colon."""
+    return ":" in name
+
+
+def _builtin_or_import_path(section: str, builtins: tuple[str, ...], name: Any) -> Any:
+    if isinstance(name, str) and name not in builtins and not IMPORT_PATH.match(name):
+        example = "mypkg.models:build" if section == "model" else "mypkg.data:load"
+        raise ValueError(f"{section}.name={name!r} is neither built in ({', '.join(builtins)}) nor a module:function "
+                         f"path; fix: pick a built-in name or write e.g. {section}.name={example} (importable from "
+                         "the working directory)")
+    return name
+
+
+def _args_only_for_import_paths(section: str, name: str, args: dict) -> None:
+    if args and not is_import_path(name):
+        raise ValueError(f"{section}.args={args!r} is set for the built-in {section}.name={name!r}, which takes no "
+                         f"args; fix: remove {section}.args or use a module:function {section}.name")
+# ---- end plug-ins
 
 
 class DataSpec(_Strict):
-    name: Literal["digits", "mnist1d", "cifar10", "cifar100", "imagefolder", "synthetic"] = "digits"
+    name: DataName | Annotated[str, Field(pattern=IMPORT_PATH.pattern)] = Field(
+        "digits", description="a built-in data set or a module:function loader (see sal/plugins.py)")
+    args: dict[str, Any] = Field({}, description="settings passed to a module:function loader")
     label: str | None = Field(None, description="name in tags and reports (e.g. imagenette); default: name")
     root: str | None = Field(None, description="folder of a torchvision or ImageFolder data set")
     resolution: int | None = Field(None, ge=4, description="resize images to this many pixels a side")
@@ -77,28 +107,65 @@ class DataSpec(_Strict):
     normalize: bool = Field(True, description="standardise channels with training-set statistics")
 
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_known(cls, v: Any) -> Any:
+        return _builtin_or_import_path("data", DataName.__args__, v)
+
+    @model_validator(mode="after")
+    def _args_for_plugins(self):
+        _args_only_for_import_paths("data", self.name, self.args)
+        return self
+
     @property
     def display_name(self) -> str:
         return self.label or self.name
 
 
 class ModelSpec(_Strict):
-    name: Literal[
-        "mlp", "cnn", "resnet18", "densenet121", "densenet201", "resnet50", "mobilenet_v2", "efficientnet_b2"
-    ] = "cnn"
+    name: ModelName | Annotated[str, Field(pattern=IMPORT_PATH.pattern)] = Field(
+        "cnn", description="a built-in model or a module:function builder (see sal/plugins.py)")
+    args: dict[str, Any] = Field({}, description="settings passed to a module:function builder")
     width: int = Field(32, ge=1, description="hidden units (mlp) or base channels (cnn, resnet18)")
     depth: int = Field(2, ge=1, description="hidden layers of the mlp")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     weights: str | None = Field(None, description="local path to backbone weights; never downloaded")
     freeze_backbone: bool = False
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_known(cls, v: Any) -> Any:
+        return _builtin_or_import_path("model", ModelName.__args__, v)
 
+    @model_validator(mode="after")
+    def _args_for_plugins(self):
+        _args_only_for_import_paths("model", self.name, self.args)
+        return self
+
+
+# ---- optimizers and schedules (issue 14): built in sal/methods/base.py and sal/schedules.py
 class OptimSpec(_Strict):
-    name: Literal["adam", "adamax", "nadam", "rmsprop", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    name: Literal["adam", "adamw", "adamax", "nadam", "rmsprop", "sgd", "lion"] = "adam"
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate (onecycle's max_lr); lion wants 3-10x less")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 in the gradient; decoupled for adamw and lion")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop only")
-    schedule: Literal["constant", "cosine"] = "constant"
+    nesterov: bool = Field(False, description="Nesterov momentum; sgd only, needs momentum > 0")
+    schedule: Literal["constant", "cosine", "warmup_cosine", "step", "onecycle"] = "constant"
+    warmup_epochs: int = Field(5, ge=1, description="warmup_cosine: epochs of linear warm-up before the cosine")
+    step_size: int = Field(30, ge=1, description="step: epochs between lr drops")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="step: factor per drop")
+    clip_grad_norm: float | None = Field(None, gt=0.0, description="clip the gradient's global norm; None = off")
+
+    @model_validator(mode="after")
+    def _nesterov_needs_sgd_momentum(self):
+        if self.nesterov and self.name != "sgd":
+            raise ValueError(f"optim.nesterov=True with optim.name={self.name!r}: only sgd has Nesterov momentum; "
+                             "fix: set optim.name=sgd or optim.nesterov=false (nadam is Adam with Nesterov)")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("optim.nesterov=True with optim.momentum=0: Nesterov needs momentum; "
+                             "fix: set optim.momentum to e.g. 0.9 or optim.nesterov=false")
+        return self
+# ---- end optimizers and schedules
 
 
 class TrainSpec(_Strict):
@@ -111,6 +178,17 @@ class TrainSpec(_Strict):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     infer_batches: int = Field(5, ge=1, description="timed test batches for time/infer_ms")
     sharpness_samples: int = Field(2048, ge=0, description="training samples for sharpness/grad_norm; 0: off")
+    # packed seeds (sal/packed.py): the seeds of one trial or ablation cell trained as one model
+    pack: Literal["auto", "on", "off"] = Field("auto", description="auto: pack when the method can and it fits")
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v):
+        # YAML 1.1 reads a bare on/off as a boolean: `pack: off` and `--set train.pack=off` mean "off"
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+    intervene_last_epoch: bool = Field(
+        False, description="False: no noise, deformation or revert after the last epoch, so the test metrics "
+        "describe the weights of the last validation row; True: intervene, then validate again")
 
     @model_validator(mode="after")
     def _device_known(self):
@@ -120,111 +198,50 @@ class TrainSpec(_Strict):
         return self
 
 
-class BaseMethodSpec(_Strict):
-    """The base optimizer alone: the reference every method is compared with."""
+# ---- analysis (issue 13): sharpness per epoch, weight trajectory and final weights; off by default
+class RunAnalysisSpec(_Strict):
+    """Landscape measurements during a run (sal.run_analysis), on a fixed seeded subset of the training data."""
 
-    name: Literal["base"] = "base"
-
-
-class SALSpec(_Strict):
-    """Stress-Aware Learning; defaults are the paper's (Sec. 3.1). The ablations share these knobs."""
-
-    name: Literal["sal", "sal_noise_only", "sal_deform_only", "sal_no_recovery"] = "sal"
-    rho: float = Field(0.0005, ge=0.0, description="stress decay on progress")
-    theta: float = Field(0.005, ge=0.0, description="stress growth on stagnation")
-    s_max: float = Field(1.0, gt=0.0, description="stress cap")
-    s_noise: float = Field(0.005, ge=0.0, description="noise threshold (noise when S > s_noise)")
-    s_yield: float = Field(0.01, gt=0.0, description="yield threshold (deformation when S >= s_yield)")
-    delta: float = Field(1e-7, ge=0.0, description="base noise std (Eq. 2)")
-    lambda_: float = Field(1e-5, ge=0.0, alias="lambda", description="stress-to-noise gain (Eq. 2)")
-    sigma_y: float = Field(0.02, ge=0.0, description="std of the deformation noise (Eq. 3)")
-    shrink: float = Field(0.9, gt=0.0, le=1.0, description="factor on deformed weights (Eq. 3)")
-    deform_layers: int = Field(3, ge=1, description="last trainable layers deformed")
-    warmup: int = Field(15, ge=0, description="epochs before any intervention")
-    eps_loss: float = Field(0.0, ge=0.0, description="loss drop that counts as progress")
-    eps_acc: float = Field(0.0, ge=0.0, description="accuracy gain that counts as progress")
-    yield_strict: bool = Field(False, description="True: deform at S > s_yield (Algorithm 1)")
-    stress_in_warmup: bool = Field(True, description="False: hold stress at 0 during warm-up")
-    signal: Literal["train", "val"] = Field("train", description="metrics that drive the stress")
-    recovery: bool = Field(True, description="revert a deformation that brings no progress")
-    recovery_patience: int = Field(3, ge=1, description="epochs a deformation has to bring progress")
-    revert_scope: Literal["model", "deformed"] = Field("model", description="weights restored on revert")
+    sharpness: list[Literal["trace", "eig", "adaptive"]] = Field(
+        default_factory=list, description="measures every `every` epochs: Hessian trace, top eigenvalue, "
+        "adaptive sharpness")
+    every: int = Field(1, ge=1, description="epochs between measurements (the last epoch is always measured)")
+    samples: int = Field(512, ge=1, description="training samples the measures use (a fixed seeded subset)")
+    probes: int = Field(16, ge=2, description="Rademacher probes of the Hutchinson trace")
+    eig_iters: int = Field(20, ge=1, description="power iterations for the top eigenvalue")
+    eig_tol: float = Field(1e-3, gt=0.0, description="relative change that stops the power iteration")
+    rho: float = Field(0.01, gt=0.0, description="std of the relative weight noise of adaptive sharpness")
+    adaptive_samples: int = Field(8, ge=2, description="noise draws of adaptive sharpness")
+    trajectory: bool = Field(False, description="keep a (down-projected) weight snapshot every epoch")
+    trajectory_dim: int = Field(512, ge=3, description="snapshot size above which weights are projected")
+    save_weights: bool = Field(False, description="keep the final weights (logged as the weights.pt artifact)")
 
     @model_validator(mode="after")
-    def _thresholds_ordered(self):
-        if self.s_noise > self.s_yield:
-            raise ValueError(
-                f"method.s_noise={self.s_noise} is above method.s_yield={self.s_yield}, so noise could never "
-                "precede deformation; fix: lower method.s_noise or raise method.s_yield"
-            )
-        if self.s_yield > self.s_max:
-            raise ValueError(
-                f"method.s_yield={self.s_yield} is above method.s_max={self.s_max}, so stress never yields; "
-                "fix: lower method.s_yield or raise method.s_max"
-            )
+    def _no_repeats(self):
+        repeated = sorted({m for m in self.sharpness if self.sharpness.count(m) > 1})
+        if repeated:
+            raise ValueError(f"analysis.sharpness={self.sharpness!r} names {repeated} twice; fix: list each "
+                             "measure once (trace, eig, adaptive)")
         return self
 
-
-class RandomTriggerSpec(SALSpec):
-    """Control: SAL's interventions at random epochs instead of when stress says so."""
-
-    name: Literal["random_trigger"] = "random_trigger"  # type: ignore[assignment]
-    trigger_prob: float = Field(0.1, gt=0.0, le=1.0, description="chance per epoch of an intervention")
-    trigger_count: int | None = Field(None, ge=0, description="exactly this many, at epochs drawn after the "
-                                      "warm-up (e.g. as many as a reference SAL run had); overrides trigger_prob")
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sharpness) or self.trajectory or self.save_weights
 
 
-class ShrinkPerturbSpec(_Strict):
-    """Control: SAL's deformation 0.9 * w + N(0, sigma_y) on a fixed schedule, no stress, no noise."""
-
-    name: Literal["shrink_perturb"] = "shrink_perturb"
-    every: int = Field(5, ge=1, description="epochs between deformations")
-    shrink: float = Field(0.9, gt=0.0, le=1.0)
-    sigma_y: float = Field(0.02, ge=0.0)
-    deform_layers: int = Field(3, ge=1)
-    warmup: int = Field(15, ge=0)
 
 
-class SAMSpec(_Strict):
-    name: Literal["sam"] = "sam"
-    rho: float = Field(0.05, gt=0.0, description="radius of the sharpness neighbourhood")
-    adaptive: bool = Field(False, description="ASAM: scale the ascent by |w|")
-    eta: float = Field(0.0, ge=0.0, description="ASAM's offset in T = |w| + eta")
 
 
-class SWASpec(_Strict):
-    name: Literal["swa"] = "swa"
-    swa_start: float = Field(0.75, ge=0.0, lt=1.0, description="fraction of epochs before averaging")
-    swa_lr: float | None = Field(None, gt=0.0, description="SWALR target; None = the base lr")
-    anneal_epochs: int = Field(1, ge=1)
 
 
-class RollingBallSpec(_Strict):
-    name: Literal["rolling_ball"] = "rolling_ball"
-    radius: float = Field(0.01, ge=0.0, description="ball radius r; r -> 0 is gradient descent")
-    inner_steps: int = Field(2, ge=0, description="K projection steps back onto the loss graph")
-    inner_lr: float = Field(1.0, gt=0.0, le=1.0, description="gamma of the (Gauss-Newton) projection steps")
 
 
-class LBFGSSpec(_Strict):
-    """Full-batch L-BFGS with a strong-Wolfe line search; replaces the base optimizer (optim.* unused)."""
+# Each method module declares its spec; the run spec's method section is their union (sal.methods).
+_METHOD_MODELS = METHOD_SPECS
+METHOD_NAMES = tuple(METHOD_SPECS)
+MethodSpec = Annotated[Union[tuple(dict.fromkeys(METHOD_SPECS.values()))], Field(discriminator="name")]  # noqa: UP007
 
-    name: Literal["lbfgs"] = "lbfgs"
-    lr: float = Field(1.0, gt=0.0, description="initial step of the line search")
-    history_size: int = Field(20, ge=1)
-    max_iter: int = Field(20, ge=1, description="L-BFGS iterations per epoch on the full batch")
-
-
-MethodSpec = Annotated[
-    BaseMethodSpec | SALSpec | RandomTriggerSpec | ShrinkPerturbSpec | SAMSpec | SWASpec | RollingBallSpec | LBFGSSpec,
-    Field(discriminator="name"),
-]
-_METHOD_MODELS = {
-    "base": BaseMethodSpec, "sal": SALSpec, "sal_noise_only": SALSpec, "sal_deform_only": SALSpec,
-    "sal_no_recovery": SALSpec, "random_trigger": RandomTriggerSpec, "shrink_perturb": ShrinkPerturbSpec,
-    "sam": SAMSpec, "swa": SWASpec, "rolling_ball": RollingBallSpec, "lbfgs": LBFGSSpec,
-}
-METHOD_NAMES = tuple(_METHOD_MODELS)
 
 
 class RunSpec(_Strict):
@@ -234,8 +251,28 @@ class RunSpec(_Strict):
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     optim: OptimSpec = OptimSpec()
-    method: MethodSpec = SALSpec()
+    method: MethodSpec = Field(default_factory=lambda: METHOD_SPECS["sal"]())
     train: TrainSpec = TrainSpec()
+    analysis: RunAnalysisSpec = RunAnalysisSpec()
+
+    @model_validator(mode="after")
+    def _schedule_fits_epochs(self):  # issue 14: the warm-up must leave epochs for the cosine
+        o, epochs = self.optim, self.train.epochs
+        if o.schedule == "warmup_cosine" and o.warmup_epochs >= epochs:
+            raise ValueError(f"optim.warmup_epochs={o.warmup_epochs} is not below train.epochs={epochs}, so the "
+                             "cosine never starts; fix: lower optim.warmup_epochs or raise train.epochs")
+        return self
+
+    @model_validator(mode="after")
+    def _interventions_can_happen(self):
+        # A stress-aware method whose warm-up outlasts training never intervenes: it is the base optimizer
+        # under another name, and a report would credit SAL with the base optimizer's result.
+        warmup = getattr(self.method, "warmup", None)
+        if warmup is not None and warmup >= self.train.epochs:
+            raise ValueError(
+                f"method.warmup={warmup} is not below train.epochs={self.train.epochs}, so method.name="
+                f"{self.method.name!r} would never intervene; fix: lower method.warmup or raise train.epochs")
+        return self
 
 
 # ---------------------------------------------------------------- overrides and loading
@@ -248,7 +285,12 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise SpecError([f"--set {item!r} is not key=value; fix: write e.g. --set method.rho=0.001"])
-        out[key.strip()] = _scalar(raw)
+        try:
+            out[key.strip()] = _scalar(raw)
+        except yaml.YAMLError as err:
+            problem = str(getattr(err, "problem", None) or err).strip()
+            raise SpecError([f"--set {key.strip()}={raw!r}: the value is not a YAML literal ({problem}); fix: write "
+                             "a number, a word, true/false or a complete list like [1, 2]"]) from None
     return out
 
 
@@ -294,7 +336,8 @@ def _dotted_loc(loc: tuple) -> str:
 def _section_model(section: str, raw: dict) -> type[BaseModel] | None:
     if section == "method":
         return _METHOD_MODELS.get(str((raw.get("method") or {}).get("name", "sal")))
-    return {"data": DataSpec, "model": ModelSpec, "optim": OptimSpec, "train": TrainSpec}.get(section)
+    return {"data": DataSpec, "model": ModelSpec, "optim": OptimSpec, "train": TrainSpec,
+            "analysis": RunAnalysisSpec}.get(section)
 
 
 def _known_keys(dotted: str, raw: dict, top: type[BaseModel]) -> list[str]:
@@ -332,8 +375,8 @@ def format_validation_error(err: ValidationError, raw: dict, *, prefix: str = ""
             problems.append(f"{key}.name={value.get('name')!r} is not a method; fix: use one of {list(METHOD_NAMES)}")
         elif e["type"] == "literal_error":
             problems.append(f"{key}={value!r}: {msg}; fix: pick one of the listed values")
-        elif "fix:" in msg:
-            problems.append(msg)
+        elif "fix:" in msg:  # our validators' messages start with the dotted key
+            problems.append(prefix + msg)
         else:
             default = _default_of(key.removeprefix(prefix), raw) if top in (None, RunSpec) else None
             hint = f" (default {default})" if default else ""
@@ -376,14 +419,35 @@ def check_required_paths(owner: str, paths: list[str]) -> None:
                          f"there or set {DATA_ENV}=/folder/holding/them" for p in missing])
 
 
+_ROOTED = ("cifar10", "cifar100", "imagefolder")  # data sets read from data.root (nothing is downloaded)
+
+
+def missing_data_root(spec: RunSpec) -> str | None:
+    """The problem with ``data.root`` of a spec whose data set is read from a folder, or None.
+
+    Checked for every grid cell and study base before anything runs: at train time each run would
+    crash on its own and leave a FAILED run behind."""
+    data = spec.data
+    if data.name not in _ROOTED:
+        return None
+    if not data.root:
+        return f"data.root is not set for data.name={data.name!r}; fix: set data.root=/path/to/the/data"
+    if not Path(data.root).expanduser().is_dir():
+        return (f"data.root={data.root!r} is not a folder (data.name={data.name!r}); fix: point it at the folder "
+                f"holding the data (nothing is downloaded), or set {DATA_ENV} for the presets")
+    return None
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise SpecError([f"config file {str(path)!r} does not exist; fix: pass the path of a YAML spec"])
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_unique(path.read_text())
     except yaml.YAMLError as err:
         raise SpecError([f"{path}: not valid YAML ({err}); fix: correct the syntax"]) from None
+    if raw is None:  # an empty file would otherwise run every default (a 10-seed ablation)
+        raise SpecError([f"{path} is empty; fix: write the spec into it (see the README for an example)"])
     if not isinstance(raw, dict):
         raise SpecError([f"{path}: the top level must be a mapping of settings"])
     return raw
@@ -391,7 +455,11 @@ def load_yaml(path: str | Path) -> dict:
 
 def load_run_spec(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunSpec:
     raw = load_yaml(path) if path else {}
-    return validate_run(apply_overrides(raw, overrides or {}))
+    spec = validate_run(apply_overrides(raw, overrides or {}))
+    problem = missing_data_root(spec)
+    if problem:
+        raise SpecError([problem])
+    return spec
 
 
 # ---------------------------------------------------------------- flattening and hashing
@@ -418,8 +486,9 @@ def to_yaml(spec: RunSpec) -> str:
 
 
 def config_hash(spec: RunSpec) -> str:
-    """Hash of everything but the seed and where it ran: runs of one configuration share it."""
-    flat = {k: v for k, v in flatten(spec).items() if k != "seed" and k != "train.device"}
+    """Hash of everything but the seed and where and how it ran (packed or not): runs of one
+    configuration share it."""
+    flat = {k: v for k, v in flatten(spec).items() if k not in ("seed", "train.device", "train.pack")}
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:12]
 
 

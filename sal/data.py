@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataSpec, SpecError
+from .config import DataSpec, SpecError, is_import_path
 
-__all__ = ["Split", "DataBundle", "load_data", "augment_batch"]
+__all__ = ["Split", "DataBundle", "load_data", "augment_batch", "standardize"]
 
 
 @dataclass
@@ -178,6 +178,13 @@ def _split(n: int, fraction: float, g: torch.Generator) -> tuple[torch.Tensor, t
     return perm[k:], perm[:k]
 
 
+def standardize(train: Split, val: Split, test: Split) -> tuple[Split, Split, Split]:
+    """Standardise each channel (dim 1; each feature of N x F data) with training-set statistics."""
+    dims = [0] + list(range(2, train.x.dim()))
+    mean, std = train.x.mean(dims, keepdim=True), train.x.std(dims, keepdim=True).clamp_min(1e-6)
+    return tuple(Split((s.x - mean) / std, s.y) for s in (train, val, test))
+
+
 @lru_cache(maxsize=4)
 def _prepared(spec_json: str) -> DataBundle:
     """CPU bundle for one DataSpec; cached so the trials of a study load a data set once."""
@@ -196,15 +203,17 @@ def _prepared(spec_json: str) -> DataBundle:
     train, val = Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
     test = Split(xt, yt)
     if spec.normalize:
-        dims = [0] + list(range(2, train.x.dim()))
-        mean, std = train.x.mean(dims, keepdim=True), train.x.std(dims, keepdim=True).clamp_min(1e-6)
-        train, val, test = (Split((s.x - mean) / std, s.y) for s in (train, val, test))
+        train, val, test = standardize(train, val, test)
     num_classes = int(max(y.max(), yt.max())) + 1
     return DataBundle(train, val, test, num_classes, tuple(train.x.shape[1:]))
 
 
 def load_data(spec: DataSpec, device: torch.device | str = "cpu") -> DataBundle:
     """The train/val/test split of ``spec`` as tensors on ``device``."""
+    if is_import_path(spec.name):  # issue 14: a user's module:function loader
+        from .plugins import load_plugin_data
+
+        return load_plugin_data(spec).to(torch.device(device))
     spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     return _prepared(spec_json).to(torch.device(device))
 

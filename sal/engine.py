@@ -14,9 +14,11 @@ A local worker that died (its pid is gone on this host) is reaped the same way o
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
 import os
+import signal
 import socket
 import threading
 import time
@@ -31,16 +33,22 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from . import interrupts
 from .config import SpecError
+from .redact import MaskingFormatter, mask_url, quiet_library_tracebacks
 
 __all__ = [
     "StorageRef", "open_study", "worker_id", "reap_dead_workers", "enqueue_missing", "claim_next", "finish",
-    "give_back", "wait_or_stop", "heartbeat", "spawn_workers", "trials_by_state", "KEY", "WORKER", "STATUS",
+    "claim_batch", "give_back", "wait_or_stop", "heartbeat", "spawn_workers", "exit_with_launcher",
+    "trials_by_state", "KEY", "WORKER", "STATUS", "RUN", "REPLACES", "MLFLOW_RUNS",
 ]
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY, WORKER, STATUS = "sal.key", "sal.worker", "sal.status"  # trial user attrs
+RUN = "sal.mlflow_run"  # the MLflow run of a finished trial
+REPLACES = "sal.replaces"  # finished trials whose MLflow run is gone from the store; this one redoes them
+MLFLOW_RUNS = "sal.mlflow_runs"  # the trial's MLflow run ids, set as soon as each is created (for the reaper)
 MAX_RETRY = 3
 
 
@@ -87,10 +95,16 @@ def open_study(ref: StorageRef, name: str, *, kind: str | None = None,
     """
     storage = ref.open()
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, **create_kwargs)
+    wanted = create_kwargs.get("direction")
+    if wanted is not None and len(study.directions) == 1 and study.direction.name.lower() != wanted:
+        # Optuna cannot change a stored study's direction; values stay right, only Optuna's "best" flips.
+        log.warning("study %s in %s was created to %s; its values are to %s, so optuna-dashboard's 'best' is "
+                    "the worst trial (a new storage or name fixes it)", name, ref.url,
+                    study.direction.name.lower(), wanted)
     if kind is not None:
         found = study.user_attrs.get("sal.kind")
         if found is not None and found != kind:
-            raise SpecError([f"{ref.url} already holds the {found} {name!r}; fix: give this {kind} another "
+            raise SpecError([f"{mask_url(ref.url)} already holds the {found} {name!r}; fix: give this {kind} another "
                              "name or another --storage"])
         if found is None:
             study.set_user_attr("sal.kind", kind)
@@ -116,15 +130,19 @@ def _trial_id(study: optuna.Study, storage, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
-def reap_dead_workers(study: optuna.Study, storage) -> list[int]:
+def reap_dead_workers(study: optuna.Study, storage, *,
+                      on_reaped: Callable[[list[str]], Any] | None = None) -> list[int]:
     """Fail RUNNING trials whose worker is gone and queue them again; returns their numbers.
 
     Heartbeat storages: Optuna's fail_stale_trials (after the grace period). Any storage: a worker of
-    this host whose pid no longer exists.
+    this host whose pid no longer exists. ``on_reaped`` gets the MLflow run ids of every trial failed
+    here (``MLFLOW_RUNS``), so the tracking side can end them KILLED.
     """
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running]
     host = socket.gethostname()
     reaped = []
     for t in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
@@ -140,6 +158,12 @@ def reap_dead_workers(study: optuna.Study, storage) -> list[int]:
                 reaped.append(t.number)
     if reaped:
         log.warning("re-queued trials %s of %s: their worker died", reaped, study.study_name)
+    if on_reaped is not None and (reaped or stale):
+        dead = set(reaped) | {t.number for t in stale}
+        run_ids = [r for t in study.get_trials(deepcopy=False) if t.number in dead
+                   for r in t.user_attrs.get(MLFLOW_RUNS, [])]
+        if run_ids:
+            on_reaped(run_ids)
     return reaped
 
 
@@ -150,18 +174,28 @@ def trials_by_state(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def enqueue_missing(study: optuna.Study, items: dict[str, dict[str, Any]], *, retry_failed: bool) -> dict[str, list]:
+def enqueue_missing(study: optuna.Study, items: dict[str, dict[str, Any]], *, retry_failed: bool,
+                    present_runs: set[str] | None = None) -> dict[str, list]:
     """Queue every key of ``items`` that has no COMPLETE, WAITING or RUNNING trial.
 
     Keys whose only trials failed (an exception, not a dead worker) are queued again only with
-    ``retry_failed``. Returns the keys by what happened to them.
+    ``retry_failed``. With ``present_runs`` (the MLflow run ids of the current store), a COMPLETE trial
+    whose run is not there counts as not done: its key is queued again, and the new trial names the
+    stale ones it replaces (``sal.replaces``) so it is not closed as their duplicate. Returns the keys
+    by what happened to them (``missing_run``: queued again for that reason).
     """
     states: dict[str, set[TrialState]] = {}
+    stale: dict[str, list[int]] = {}
     for t in study.get_trials(deepcopy=False):
         key = t.user_attrs.get(KEY)
-        if key is not None:
-            states.setdefault(key, set()).add(t.state)
-    report: dict[str, list] = {"done": [], "pending": [], "queued": [], "failed": []}
+        if key is None:
+            continue
+        state = t.state
+        if state == TrialState.COMPLETE and present_runs is not None and t.user_attrs.get(RUN) not in present_runs:
+            stale.setdefault(key, []).append(t.number)
+            continue
+        states.setdefault(key, set()).add(state)
+    report: dict[str, list] = {"done": [], "pending": [], "queued": [], "failed": [], "missing_run": []}
     live = {TrialState.WAITING, TrialState.RUNNING}
     for key, attrs in items.items():
         seen = states.get(key, set())
@@ -169,22 +203,26 @@ def enqueue_missing(study: optuna.Study, items: dict[str, dict[str, Any]], *, re
             report["done"].append(key)
         elif seen & live:
             report["pending"].append(key)
-        elif TrialState.FAIL in seen and not retry_failed:
+        elif TrialState.FAIL in seen and not retry_failed and key not in stale:
             report["failed"].append(key)
         else:
-            study.enqueue_trial({}, user_attrs={**attrs, KEY: key}, skip_if_exists=False)
-            report["queued"].append(key)
+            extra = {REPLACES: stale[key]} if key in stale else {}
+            study.enqueue_trial({}, user_attrs={**attrs, **extra, KEY: key}, skip_if_exists=False)
+            report["missing_run" if key in stale else "queued"].append(key)
     return report
 
 
-def claim_next(study: optuna.Study, storage) -> tuple[int, FrozenTrial] | None:
+def claim_next(study: optuna.Study, storage, *,
+               where: Callable[[FrozenTrial], bool] | None = None) -> tuple[int, FrozenTrial] | None:
     """Take the oldest WAITING trial for this worker: (trial id, trial), or None when the queue is empty.
 
     The storage moves a trial WAITING -> RUNNING for one caller only. A trial whose key an older live
     or finished trial already holds (two launchers queued the same cell) is closed as a duplicate,
-    so no cell trains twice.
+    so no cell trains twice. ``where``: only trials it accepts.
     """
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if where is not None and not where(t):
+            continue
         tid = _trial_id(study, storage, t.number)
         try:
             if not storage.set_trial_state_values(tid, TrialState.RUNNING):
@@ -193,14 +231,30 @@ def claim_next(study: optuna.Study, storage) -> tuple[int, FrozenTrial] | None:
             continue  # another worker got it and has already finished it (a journal storage raises)
         storage.set_trial_user_attr(tid, WORKER, worker_id())
         key = t.user_attrs.get(KEY)
+        replaced = set(t.user_attrs.get(REPLACES, []))
         older = [o.number for o in study.get_trials(deepcopy=False) if key is not None and o.number < t.number
-                 and o.user_attrs.get(KEY) == key and o.state != TrialState.FAIL]
+                 and o.user_attrs.get(KEY) == key and o.state != TrialState.FAIL and o.number not in replaced]
         if older:
             storage.set_trial_user_attr(tid, STATUS, f"duplicate of trial {older[0]}")
             storage.set_trial_state_values(tid, TrialState.FAIL)
             continue
         return tid, storage.get_trial(tid)
     return None
+
+
+def claim_batch(study: optuna.Study, storage, *, same_as: FrozenTrial, group: Callable[[FrozenTrial], Any],
+                limit: int | None = None) -> list[tuple[int, FrozenTrial]]:
+    """Claim the WAITING trials in the group of ``same_as`` (``group(t) == group(same_as)``; e.g. the other
+    seeds of one ablation cell, to train them together as one packed model), at most ``limit`` of them."""
+    wanted = group(same_as)
+    same = lambda t: group(t) == wanted  # noqa: E731
+    claimed: list[tuple[int, FrozenTrial]] = []
+    while limit is None or len(claimed) < limit:
+        got = claim_next(study, storage, where=same)
+        if got is None:
+            break
+        claimed.append(got)
+    return claimed
 
 
 def finish(study: optuna.Study, storage, trial_id: int, trial: FrozenTrial, *, value: float | None,
@@ -245,13 +299,43 @@ def heartbeat(storage, trial_id: int) -> Iterator[None]:
         thread.join()
 
 
-def _child(target: Callable[..., None], index: int, gpu: str | None, threads: int, kwargs: dict) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_launcher(launcher_pid: int, poll_s: float = 1.0) -> None:
+    """Stop this worker process when its launcher dies, so no orphan keeps training.
+
+    Linux: the kernel sends SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG). Everywhere: a daemon
+    thread sees the parent pid change (the orphan is re-parented) and exits. The trial it held stays
+    RUNNING and is reaped as a dead worker's by the next launcher, its MLflow run marked KILLED.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    def watch() -> None:
+        while os.getppid() == launcher_pid:
+            time.sleep(poll_s)
+        log.warning("launcher %d is gone; worker %d stops", launcher_pid, os.getpid())
+        os._exit(1)
+
+    if os.getppid() != launcher_pid:  # it died before we got here
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="launcher-watch").start()
+
+
+def _child(target: Callable[..., None], index: int, gpu: str | None, threads: int, kwargs: dict,
+           launcher_pid: int) -> None:
+    exit_with_launcher(launcher_pid)
+    interrupts.install()
     import torch
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_library_tracebacks()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker{index} %(message)s", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()  # worker log lines mask URL passwords as the CLI's do
+    handler.setFormatter(MaskingFormatter(f"%(asctime)s worker{index} %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("sal").setLevel(logging.INFO)
     try:
         target(worker_index=index, device=f"cuda:{gpu}" if gpu is not None else None, **kwargs)
@@ -267,8 +351,8 @@ def spawn_workers(target: Callable[..., None], n: int, *, gpus: list[str] | None
     """
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // n)
-    procs = [ctx.Process(target=_child, args=(target, i, gpus[i % len(gpus)] if gpus else None, threads, kwargs))
-             for i in range(n)]
+    procs = [ctx.Process(target=_child, args=(target, i, gpus[i % len(gpus)] if gpus else None, threads, kwargs,
+                                              os.getpid())) for i in range(n)]
     for p in procs:
         p.start()
     try:

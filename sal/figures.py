@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .methods import SAL_FAMILY as METHOD_SAL_FAMILY
+
 __all__ = ["strip", "slopes", "forest", "learning_curves", "stress_trace", "loss_vs_stress", "stress_histogram",
            "accuracy_gap", "cd_diagram"]
 
 SEED = 0  # seaborn's bootstrap CIs
-SAL_FAMILY = ("sal", "sal_noise_only", "sal_deform_only", "sal_no_recovery", "random_trigger")
+SAL_FAMILY = METHOD_SAL_FAMILY  # methods driven by SAL's stress signal (declared by sal.methods.sal)
 
 
 def _facet_label(df: pd.DataFrame) -> pd.Series:
@@ -38,7 +40,8 @@ def strip(tidy: pd.DataFrame, summary: pd.DataFrame, metric: str) -> plt.Figure:
         ax.scatter(part["method"].map({m: i for i, m in enumerate(order)}) + jitter, part["value"], alpha=0.6,
                    color=[sns.color_palette()[order.index(m) % 10] for m in part["method"]], s=22)
         ax.set_xticks(range(len(order)), order)
-        s = summary[(summary["metric"] == metric) & (_facet_label(summary) == block)].set_index("method").loc[order]
+        s = summary[(summary["metric"] == metric) & (_facet_label(summary) == block)]
+        s = s.drop_duplicates("method").set_index("method").loc[order]  # a cell's mean and CI, once
         ax.errorbar(range(len(order)), s["mean"], yerr=[s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]],
                     fmt="D", color="black", capsize=4, label="mean, 95% CI")
         ax.set(title=block, xlabel="", ylabel=metric)
@@ -66,9 +69,10 @@ def slopes(tidy: pd.DataFrame, metric: str, baseline: str) -> plt.Figure:
 
 
 def forest(summary: pd.DataFrame, metric: str, rope: float) -> plt.Figure:
-    """Delta to the baseline with its 95% t-interval per comparison; the ROPE as a band."""
+    """Delta of each contrast with its 95% t-interval; the ROPE as a band. Zero-variance contrasts (no
+    interval) show as a hollow point."""
     s = summary[(summary["metric"] == metric) & (summary["verdict"] != "reference")].copy()
-    s["label"] = _facet_label(s) + " | " + s["method"]
+    s["label"] = _facet_label(s) + " | " + s["method"] + " vs " + s["baseline"]
     s = s.iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(s) + 1.5))
     if rope:
@@ -76,19 +80,33 @@ def forest(summary: pd.DataFrame, metric: str, rope: float) -> plt.Figure:
     ax.axvline(0, color="grey", lw=1)
     colors = s["verdict"].map({"better": "tab:blue", "worse": "tab:red", "equivalent": "tab:green"}).fillna("black")
     for y, (delta, low, high, color) in enumerate(zip(s["delta"], s["delta_ci_low"], s["delta_ci_high"], colors)):
-        ax.errorbar(delta, y, xerr=[[delta - low], [high - delta]], fmt="o", color=color, capsize=3)
+        if np.isfinite(low) and np.isfinite(high):
+            ax.errorbar(delta, y, xerr=[[delta - low], [high - delta]], fmt="o", color=color, capsize=3)
+        elif np.isfinite(delta):
+            ax.plot(delta, y, "o", mfc="none", color=color)
     ax.set_yticks(range(len(s)), s["label"])
-    ax.set(xlabel=f"delta {metric} vs {s['baseline'].iloc[0] if len(s) else ''} (95% CI)", title="Paired differences")
+    ax.set(xlabel=f"delta {metric} (95% CI)", title="Paired differences")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 
 
+def _facets(history: pd.DataFrame) -> tuple[plt.Figure, list, list[str]]:
+    """One panel per data set (and context): curves of different data sets never share an axis."""
+    history = history.assign(block=_facet_label(history))
+    blocks = sorted(history["block"].unique())
+    fig, axes = plt.subplots(1, len(blocks), figsize=(7 * len(blocks), 4), squeeze=False)
+    return fig, list(zip(axes[0], blocks)), blocks
+
+
 def learning_curves(history: pd.DataFrame, metric: str = "val/acc") -> plt.Figure:
-    """Per-epoch metric per method, mean over seeds with a 95% bootstrap band."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=history, x="epoch", y=metric, hue="method", errorbar=("ci", 95), seed=SEED, ax=ax)
-    ax.set(title=f"Learning curves ({metric}, mean and 95% CI over seeds)")
+    """Per-epoch metric per method, mean over seeds with a 95% bootstrap band, one panel per data set."""
+    fig, panels, _ = _facets(history)
+    labelled = history.assign(block=_facet_label(history))
+    for ax, block in panels:
+        sns.lineplot(data=labelled[labelled["block"] == block], x="epoch", y=metric, hue="method",
+                     errorbar=("ci", 95), seed=SEED, ax=ax)
+        ax.set(title=f"{block}: {metric}, mean and 95% CI over seeds")
     fig.tight_layout()
     return fig
 
@@ -131,14 +149,19 @@ def stress_histogram(history: pd.DataFrame) -> plt.Figure:
 
 
 def accuracy_gap(history: pd.DataFrame, baseline: str, metric: str = "val/acc") -> plt.Figure:
-    """Fig. 10: per epoch, method minus baseline on the same seed; mean with a 95% band."""
-    base = history[history["method"] == baseline][["seed", "epoch", metric]].rename(columns={metric: "base"})
-    gap = history[history["method"] != baseline].merge(base, on=["seed", "epoch"])
+    """Fig. 10: per epoch, method minus baseline on the same seed of the same data set; mean with a 95%
+    band, one panel per data set."""
+    keys = ["dataset", "context", "seed", "epoch"]
+    base = history[history["method"] == baseline][keys + [metric]].rename(columns={metric: "base"})
+    gap = history[history["method"] != baseline].merge(base, on=keys)
     gap["gap"] = gap[metric] - gap["base"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.axhline(0, color="grey", lw=1)
-    sns.lineplot(data=gap, x="epoch", y="gap", hue="method", errorbar=("ci", 95), seed=SEED, ax=ax)
-    ax.set(ylabel=f"{metric} - {baseline}", title=f"Gap to {baseline} per epoch (paired by seed)")
+    fig, panels, _ = _facets(gap)
+    gap = gap.assign(block=_facet_label(gap))
+    for ax, block in panels:
+        ax.axhline(0, color="grey", lw=1)
+        sns.lineplot(data=gap[gap["block"] == block], x="epoch", y="gap", hue="method", errorbar=("ci", 95),
+                     seed=SEED, ax=ax)
+        ax.set(ylabel=f"{metric} - {baseline}", title=f"{block}: gap to {baseline} per epoch (paired by seed)")
     fig.tight_layout()
     return fig
 

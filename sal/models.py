@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import ModelSpec, SpecError
+from .config import ModelSpec, SpecError, is_import_path
 
 __all__ = ["build_model", "BACKBONES"]
 
@@ -120,6 +120,10 @@ def _paper_model(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) -> nn
 
 def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A fresh model; initialised from the global RNG, so callers seed it (train() does)."""
+    if is_import_path(spec.name):  # issue 14: a user's module:function builder
+        from .plugins import build_plugin_model
+
+        return build_plugin_model(spec, in_shape, num_classes)
     if spec.name in BACKBONES:
         if len(in_shape) != 3:
             raise SpecError([f"model.name={spec.name!r} needs images; fix: use model.name=cnn or mlp for "

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from scipy import stats
 
-__all__ = ["mean", "worst", "cvar", "lower_confidence_bound", "aggregate", "AGGREGATES"]
+from .scoring import is_bounded_fraction
+
+__all__ = ["mean", "worst", "cvar", "lower_confidence_bound", "aggregate", "trial_value", "AGGREGATES"]
 
 
 def mean(scores: Sequence[float], *, maximize: bool = True) -> float:
@@ -55,3 +57,18 @@ def aggregate(name: str, scores: Sequence[float], *, maximize: bool, alpha: floa
     if name == "cvar":
         return cvar(scores, maximize=maximize, alpha=alpha)
     return AGGREGATES[name](scores, maximize=maximize)
+
+
+def trial_value(name: str, scores: Sequence[float], diverged: Sequence[bool], *, metric: str, maximize: bool,
+                alpha: float = 0.25) -> float:
+    """The value Optuna ranks a multi-seed trial by.
+
+    ``scores`` already carry the diverged seeds' worst scores (sal.scoring.score). A trial whose every seed
+    diverged trained nothing: it gets the infinitely bad value, so it never ranks above a trial with a
+    trained seed (a pessimistic aggregate of trained seeds can go below an accuracy's worst of 0). An
+    accuracy's aggregate stays inside [0, 1], the range the metric lives in.
+    """
+    if diverged and all(diverged):
+        return -math.inf if maximize else math.inf
+    value = aggregate(name, scores, maximize=maximize, alpha=alpha)
+    return min(1.0, max(0.0, value)) if is_bounded_fraction(metric) else value

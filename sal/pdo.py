@@ -19,7 +19,10 @@ Choices where the paper is ambiguous (each a setting of ``SALSpec``):
   within ``recovery_patience`` epochs; the revert restores every trainable weight (``revert_scope``),
   resets the stress and skips that epoch's interventions (they would undo the revert);
 - "last three trainable layers" are the last three modules that own trainable parameters, in
-  registration order (for the paper's head: the three Dense layers).
+  registration order, skipping normalisation layers (a BatchNorm's gamma is a scale, not a layer of
+  the head: shrinking it to 0.9 and perturbing it would deform every channel): on the paper's head
+  and on sal's small nets the three Dense layers; on the CIFAR ResNet-18, whose head is one Linear,
+  the head and the last block's two convolutions.
 """
 
 from __future__ import annotations
@@ -27,11 +30,37 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
 
-__all__ = ["StressSignal", "Interventions", "EpochEvents", "PDO", "RandomTriggerPDO", "last_trainable_layers"]
+__all__ = ["StressSignal", "Interventions", "EpochEvents", "PDO", "RandomTriggerPDO", "last_trainable_layers",
+           "SALKnobs"]
+
+
+class SALKnobs(Protocol):
+    """The settings PDO reads; sal.methods.sal.SALSpec is the one place they are declared, with the
+    paper's defaults (Sec. 3.1)."""
+
+    rho: float
+    theta: float
+    s_max: float
+    s_noise: float
+    s_yield: float
+    delta: float
+    lambda_: float
+    sigma_y: float
+    shrink: float
+    deform_layers: int
+    warmup: int
+    eps_loss: float
+    eps_acc: float
+    yield_strict: bool
+    stress_in_warmup: bool
+    recovery: bool
+    recovery_patience: int
+    revert_scope: str
 
 
 @dataclass
@@ -57,9 +86,14 @@ class StressSignal:
         return self.stress
 
 
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+
+
 def last_trainable_layers(model: nn.Module, k: int) -> list[nn.Module]:
-    """The last k modules (registration order) that own trainable parameters directly."""
-    owners = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    """The last k modules (registration order) that own trainable parameters directly, normalisation
+    layers (BatchNorm, LayerNorm, GroupNorm, InstanceNorm) left out."""
+    owners = [m for m in model.modules() if not isinstance(m, _NORM_LAYERS)
+              and any(p.requires_grad for p in m.parameters(recurse=False))]
     return owners[-k:]
 
 
@@ -133,43 +167,23 @@ class EpochEvents:
 class PDO:
     """Stress-aware interventions around any base optimizer. Call ``end_epoch`` once per epoch."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        generator: torch.Generator,
-        rho: float = 0.0005,
-        theta: float = 0.005,
-        s_max: float = 1.0,
-        s_noise: float = 0.005,
-        s_yield: float = 0.01,
-        delta: float = 1e-7,
-        lambda_: float = 1e-5,
-        sigma_y: float = 0.02,
-        shrink: float = 0.9,
-        deform_layers: int = 3,
-        warmup: int = 15,
-        eps_loss: float = 0.0,
-        eps_acc: float = 0.0,
-        yield_strict: bool = False,
-        stress_in_warmup: bool = True,
-        recovery: bool = True,
-        recovery_patience: int = 3,
-        revert_scope: str = "model",
-        use_noise: bool = True,
-        use_deform: bool = True,
-    ):
+    def __init__(self, model: nn.Module, knobs: SALKnobs, *, generator: torch.Generator, use_noise: bool = True,
+                 use_deform: bool = True, recovery: bool | None = None):
+        """``knobs``: SAL's settings (sal.methods.sal.SALSpec holds them with the paper's defaults); the
+        ablations switch parts off with use_noise, use_deform and recovery (default: knobs.recovery)."""
+        k = knobs
         params = [p for p in model.parameters() if p.requires_grad]
-        deform_params = [p for m in last_trainable_layers(model, deform_layers)
+        deform_params = [p for m in last_trainable_layers(model, k.deform_layers)
                          for p in m.parameters(recurse=False) if p.requires_grad]
         self.act = Interventions(params, deform_params, generator)
-        self.signal = StressSignal(rho, theta, s_max, eps_loss, eps_acc)
-        self.s_noise, self.s_yield = s_noise, s_yield
-        self.delta, self.lambda_, self.sigma_y, self.shrink = delta, lambda_, sigma_y, shrink
-        self.warmup, self.yield_strict, self.stress_in_warmup = warmup, yield_strict, stress_in_warmup
-        self.recovery, self.recovery_patience, self.revert_scope = recovery, recovery_patience, revert_scope
+        self.signal = StressSignal(k.rho, k.theta, k.s_max, k.eps_loss, k.eps_acc)
+        self.s_noise, self.s_yield = k.s_noise, k.s_yield
+        self.delta, self.lambda_, self.sigma_y, self.shrink = k.delta, k.lambda_, k.sigma_y, k.shrink
+        self.warmup, self.yield_strict, self.stress_in_warmup = k.warmup, k.yield_strict, k.stress_in_warmup
+        self.recovery = k.recovery if recovery is None else recovery
+        self.recovery_patience, self.revert_scope = k.recovery_patience, k.revert_scope
         self.use_noise, self.use_deform = use_noise, use_deform
-        self.eps_loss = eps_loss
+        self.eps_loss = k.eps_loss
         self._watch: tuple[int, float, bool] | None = None  # (deform epoch, loss there, progress seen)
 
     def noise_std(self, stress: float) -> float:
@@ -195,13 +209,16 @@ class PDO:
             return True
         return False
 
-    def end_epoch(self, epoch: int, loss: float, acc: float) -> EpochEvents:
-        """Update stress from this epoch's (1-based) metrics and intervene in place."""
+    def end_epoch(self, epoch: int, loss: float, acc: float, *, act: bool = True) -> EpochEvents:
+        """Update stress from this epoch's (1-based) metrics and intervene in place; ``act=False`` only
+        updates the stress (after the last epoch, when no training follows to absorb an intervention)."""
         if epoch <= self.warmup and not self.stress_in_warmup:
             self.signal.prev_loss, self.signal.prev_acc = loss, acc
             return EpochEvents(stress=0.0)
         stress = self.signal.update(loss, acc)
         events = EpochEvents(stress=stress)
+        if not act:
+            return events
         if self.recovery and self._check_recovery(epoch, loss):
             # Back at the yield point, where stress had been reset: a new intervention in the same
             # epoch would undo the revert.
@@ -233,9 +250,9 @@ class RandomTriggerPDO(PDO):
     epoch it deforms. Draws come from a host RNG seeded by the run, so no device sync is needed.
     """
 
-    def __init__(self, model: nn.Module, *, trigger_prob: float, trigger_seed: int, count: int | None = None,
-                 epochs: int | None = None, **knobs):
-        super().__init__(model, **knobs)
+    def __init__(self, model: nn.Module, knobs: SALKnobs, *, trigger_prob: float, trigger_seed: int,
+                 count: int | None = None, epochs: int | None = None, **parts):
+        super().__init__(model, knobs, **parts)
         self.trigger_prob = trigger_prob
         self._rng = random.Random(trigger_seed)
         self._planned: set[int] | None = None

@@ -7,13 +7,10 @@ import math
 
 import pandas as pd
 
-from .compare import ReportOptions
+from .factorial import factorial_sentence
+from .summary import ReportOptions
 
-__all__ = ["render_markdown", "render_html", "render_latex", "table_frame"]
-
-_SHOWN = ["dataset", "context", "method", "n", "mean", "ci", "delta", "delta_ci", "p_ttest", "p_holm", "p_wilcoxon",
-          "effect_dz", "cliffs_delta", "win_rate", "mde", "verdict"]
-
+__all__ = ["render_markdown", "render_html", "render_latex", "table_frame", "factorial_frame"]
 
 def _num(v: float, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -27,25 +24,55 @@ def _p(v: float) -> str:
     return "<0.0001" if v < 1e-4 else f"{v:.4f}"
 
 
+def _verdict_label(verdict: str, exploratory) -> str:
+    return f"{verdict} (exploratory)" if exploratory is True and verdict != "reference" else verdict
+
+
 def table_frame(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The columns a reader scans first, formatted, for one metric."""
+    """The columns a reader scans first, formatted, for one metric: one row per contrast, then the
+    cells that are only references."""
     s = summary[summary["metric"] == metric]
     out = pd.DataFrame({
-        "dataset": s["dataset"], "context": s["context"], "method": s["method"], "n": s["n"].astype(int),
-        "mean": s["mean"].map(_num), "ci": [f"[{_num(a)}, {_num(b)}]" for a, b in zip(s["ci_low"], s["ci_high"])],
+        "dataset": s["dataset"], "context": s["context"], "family": s["family"].fillna(""),
+        "method": s["method"], "vs": s["baseline"].fillna(""), "n": s["n"].astype(int),
+        "diverged": s["n_diverged"].fillna(0).astype(int),
+        "mean": s["mean"].map(_num), "ci": [f"[{_num(a)}, {_num(b)}]" if a == a else "" for a, b in
+                                            zip(s["ci_low"], s["ci_high"])],
         "delta": s["delta"].map(lambda v: "" if math.isnan(v) else f"{v:+.4f}"),
         "delta_ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(s["delta_ci_low"],
                                                                                       s["delta_ci_high"])],
-        "p_ttest": s["p_ttest"].map(_p), "p_holm": s["p_holm"].map(_p), "p_wilcoxon": s["p_wilcoxon"].map(_p),
+        "p_ttest": s["p_ttest"].map(_p), "p_holm": s["p_holm"].map(_p), "p_signflip_holm": s["p_signflip_holm"].map(_p),
         "effect_dz": s["effect_dz"].map(lambda v: _num(v, 2)),
         "cliffs_delta": s["cliffs_delta"].map(lambda v: _num(v, 2)),
-        "win_rate": s["win_rate"].map(lambda v: _num(v, 2)), "mde": s["mde"].map(_num), "verdict": s["verdict"],
+        "win_rate": s["win_rate"].map(lambda v: _num(v, 2)), "mde": s["mde"].map(_num),
+        "verdict": [_verdict_label(v, e) for v, e in zip(s["verdict"], s["exploratory"])],
     })
     if "paper" in s:
-        out.insert(5, "paper (1 run)", s["paper"].map(_num))
+        out.insert(7, "paper (1 run)", s["paper"].map(_num))
     if (out["context"] == "").all():
         out = out.drop(columns="context")
     return out
+
+
+def factorial_frame(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    t = table[table["metric"] == metric]
+    return pd.DataFrame({
+        "dataset": t["dataset"], "context": t["context"], "effect": t["effect"], "n": t["n"].astype(int),
+        "estimate": t["estimate"].map(lambda v: f"{v:+.4f}"),
+        "ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(t["ci_low"], t["ci_high"])],
+        "p_ttest": t["p_ttest"].map(_p), "p_holm": t["p_holm"].map(_p), "p_signflip_holm": t["p_signflip_holm"].map(_p),
+        "verdict": [_verdict_label(v, n <= 5) for v, n in zip(t["verdict"], t["n"])],
+    })
+
+
+def interventions_frame(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "cell": table["cell"], "dataset": table["dataset"], "method": table["method"], "seeds": table["seeds"],
+        "noise / seed": table["noise_per_seed"].map(lambda v: f"{v:.1f}"),
+        "deform / seed": table["deform_per_seed"].map(lambda v: f"{v:.1f}"),
+        "revert / seed": table["revert_per_seed"].map(lambda v: f"{v:.1f}"),
+        "seeds with none": table["idle_seeds"],
+    })
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -54,17 +81,35 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _setup_lines(name, opts: ReportOptions, n_runs, families, uri) -> list[str]:
+_CORRECTION = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+
+
+def _setup_lines(name, opts: ReportOptions, n_runs, families, uri, departures) -> list[str]:
+    plan = opts.plan
     fam = ", ".join(f"{k} (m={m})" for k, m in families.items())
+    correction = _CORRECTION[opts.correction]
+    if plan.source == "legacy":
+        status = "no analysis plan was stored with this ablation (launched before plans existed): every cell " \
+                 f"is compared with {opts.reference!r}"
+    elif departures:
+        status = f"departs from the plan (hash {plan.hash}, {plan.source}): " + "; ".join(departures)
+    else:
+        status = f"as planned (plan hash {plan.hash}, {plan.source})"
+    treatment = f"; treatment **{plan.treatment}**" if plan.treatment else ""
     return [
-        f"- ablation `{name}`: {n_runs} runs read from `{uri}`; baseline **{opts.baseline}**",
-        f"- metrics: {', '.join(opts.metrics)}; pairs are matched on seed (same init, same batches)",
-        f"- family for multiplicity: {opts.family} -> {fam}; correction: {opts.correction}; alpha = {opts.alpha}",
-        f"- ROPE for accuracies: +-{opts.rope} ({opts.rope * 100:g} points); intervals are 95% t-intervals "
-        f"(bootstrap BCa as a check in summary.csv, seeded {opts.random_state})",
-        "- verdict: better/worse = Holm-adjusted paired t-test p < alpha and the delta CI excludes 0; equivalent ="
-        " the delta CI inside the ROPE; otherwise inconclusive. effect_dz = mean(d)/sd(d) (Cohen's d_z); "
-        "mde = smallest delta detectable at power 0.8 with these seeds and alpha/m.",
+        f"- ablation `{name}`: {n_runs} runs read from `{uri}`{treatment}",
+        f"- analysis: {status}",
+        f"- metrics: {', '.join(opts.metrics)}; pairs are matched on seed (same init, same batches); a diverged "
+        "seed counts with the metric's worst score (0 for accuracies)",
+        f"- families for multiplicity ({opts.family}): {fam}; correction: {correction}, within each family "
+        f"across data sets and contexts; alpha = {opts.alpha}",
+        f"- ROPE used for accuracies: +-{opts.rope:g} ({opts.rope * 100:g} points); intervals are 95% t-intervals, "
+        f"clipped to the range of the metric (bootstrap BCa as a check in summary.csv, seeded {opts.random_state})",
+        f"- verdict, first rule that holds: equivalent = the delta CI inside the ROPE; better/worse = the "
+        f"{correction}-adjusted paired t-test p < alpha and the CI excludes 0 (with fewer than 10 seeds the "
+        "adjusted exact sign-flip p too; with no spread in the differences, the sign-flip p alone); else "
+        "inconclusive. effect_dz = mean(d)/sd(d) (Cohen's d_z); mde = smallest delta detectable at power 0.8 "
+        "with these seeds and alpha/m; win rate counts ties as half.",
     ]
 
 
@@ -88,14 +133,33 @@ def _cross_lines(cross: dict) -> list[str]:
     return lines
 
 
-def render_markdown(*, name, summary, opts, notes, cross, figures, n_runs, families, uri) -> str:
-    lines = [f"# Significance report: {name}", "", "## Setup", *_setup_lines(name, opts, n_runs, families, uri), ""]
+def _factorial_intro(factorial: pd.DataFrame) -> str:
+    cells = factorial["cells"].iloc[0].split("/")
+    return (f"The 2x2 factorial of the cells {cells[0]} (neither part), {cells[1]} (noise), {cells[2]} "
+            f"(deformation) and {cells[3]} (both), paired by seed; Holm across the three effects and data sets.")
+
+
+def render_markdown(*, name, summary, opts, notes, cross, figures, n_runs, families, uri, departures, factorial,
+                    interventions, sections=()) -> str:
+    lines = [f"# Significance report: {name}", "", "## Setup",
+             *_setup_lines(name, opts, n_runs, families, uri, departures), ""]
     if notes:
         lines += ["## Warnings", *[f"- {n}" for n in notes], ""]
     for metric in opts.metrics:
         lines += [f"## {metric}", "", _md_table(table_frame(summary, metric)), ""]
+        if not factorial.empty and metric in set(factorial["metric"]):
+            lines += [f"### Which part of SAL matters ({metric})", "", _factorial_intro(factorial), "",
+                      _md_table(factorial_frame(factorial, metric)), "", factorial_sentence(factorial, metric), ""]
+    if not interventions.empty:
+        lines += ["## Interventions per stress-aware cell", "", _md_table(interventions_frame(interventions)), ""]
     if cross:
         lines += ["## Across data sets", *_cross_lines(cross)]
+    for section, files in sections:
+        lines += [f"## {section.title}", ""]
+        lines += [line for p in section.paragraphs for line in (p, "")]
+        for caption, table in section.tables:
+            lines += [f"**{caption}**", "", _md_table(table), ""]
+        lines += [f"### {title}\n![{title}](figures/{f})\n" for title, f in files.items()]
     if figures:
         lines += ["## Figures", *[f"### {title}\n![{title}](figures/{f})\n" for title, f in figures.items()]]
     return "\n".join(lines) + "\n"
@@ -109,49 +173,71 @@ th{background:#f3f3f3}td:first-child,td:nth-child(2),td:nth-child(3){text-align:
 img{max-width:100%;display:block;margin:1em 0}"""
 
 
-def render_html(*, name, summary, opts, notes, cross, figures, images, n_runs, families, uri) -> str:
+def _html_table(table: pd.DataFrame) -> str:
+    esc = html.escape
+    rows = "".join("<tr>" + "".join(f"<td class='{esc(str(v).split(' ')[0])}'>{esc(str(v))}</td>" for v in r)
+                   + "</tr>" for r in table.itertuples(index=False))
+    head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _img(title: str, data: str) -> str:
+    # onload marks a decoded image, so a browser test can check that every figure rendered
+    return (f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}' "
+            "onload=\"this.dataset.loaded='1'\">")
+
+
+def render_html(*, name, summary, opts, notes, cross, figures, images, n_runs, families, uri, departures, factorial,
+                interventions, sections=()) -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(name)}: significance report</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>Significance report: {esc(name)}</h1>", "<h2>Setup</h2><ul>"]
-    parts += [f"<li>{esc(line[2:])}</li>" for line in _setup_lines(name, opts, n_runs, families, uri)]
+    parts += [f"<li>{esc(line[2:])}</li>" for line in _setup_lines(name, opts, n_runs, families, uri, departures)]
     parts.append("</ul>")
     if notes:
         items = "".join(f"<li>{esc(n)}</li>" for n in notes)
         parts.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
     for metric in opts.metrics:
-        table = table_frame(summary, metric)
-        rows = "".join("<tr>" + "".join(f"<td class='{esc(str(v))}'>{esc(str(v))}</td>" for v in r) + "</tr>"
-                       for r in table.itertuples(index=False))
-        head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
-        parts.append(f"<h2>{esc(metric)}</h2><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        parts.append(f"<h2>{esc(metric)}</h2>{_html_table(table_frame(summary, metric))}")
+        if not factorial.empty and metric in set(factorial["metric"]):
+            parts.append(f"<h3>Which part of SAL matters ({esc(metric)})</h3><p>{esc(_factorial_intro(factorial))}</p>"
+                         f"{_html_table(factorial_frame(factorial, metric))}"
+                         f"<p><b>{esc(factorial_sentence(factorial, metric))}</b></p>")
+    if not interventions.empty:
+        parts.append(f"<h2>Interventions per stress-aware cell</h2>{_html_table(interventions_frame(interventions))}")
     if cross:
         parts.append("<h2>Across data sets</h2>")
         parts += [f"<p>{esc(line)}</p>" for line in _cross_lines(cross) if line]
+    for section, files in sections:
+        parts.append(f"<h2>{esc(section.title)}</h2>")
+        parts += [f"<p>{esc(p)}</p>" for p in section.paragraphs]
+        parts += [f"<p><b>{esc(caption)}</b></p>{_html_table(table)}" for caption, table in section.tables]
+        parts += [_img(title, images[f]) for title, f in files.items()]
     if figures:
         parts.append("<h2>Figures</h2>")
-        for title, f in figures.items():
-            # onload marks a decoded image, so a browser test can check that every figure rendered
-            parts.append(f"<h3>{esc(title)}</h3><img alt='{esc(title)}' src='data:image/png;base64,{images[f]}' "
-                         "onload=\"this.dataset.loaded='1'\">")
+        parts += [_img(title, images[f]) for title, f in figures.items()]
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def render_latex(summary: pd.DataFrame, opts: ReportOptions) -> str:
-    """One booktabs table per metric: mean +- sd, delta with its CI, Holm p, d_z, verdict."""
+    """One booktabs table per metric: mean +- sd, delta with its CI, corrected p, verdict."""
     out = []
+    correction = _CORRECTION[opts.correction]
     for metric in opts.metrics:
         s = summary[summary["metric"] == metric]
-        out += [f"% {metric}; baseline {opts.baseline}; {opts.correction} over family '{opts.family}'",
-                "\\begin{tabular}{lllrlrlrl}", "\\toprule",
-                "Data set & Context & Method & $n$ & Mean $\\pm$ SD & $\\Delta$ & 95\\% CI of $\\Delta$ & "
-                "$p_\\mathrm{Holm}$ & Verdict \\\\", "\\midrule"]
+        out += [f"% {metric}; {correction} within each family ({opts.family}); plan {opts.plan.hash}",
+                "\\begin{tabular}{llllrlrlrl}", "\\toprule",
+                "Data set & Context & Method & vs & $n$ & Mean $\\pm$ SD & $\\Delta$ & 95\\% CI of $\\Delta$ & "
+                f"$p_\\mathrm{{{correction}}}$ & Verdict \\\\", "\\midrule"]
         for _, r in s.iterrows():
             delta = "" if math.isnan(r["delta"]) else f"{r['delta']:+.4f}"
             ci = "" if math.isnan(r["delta_ci_low"]) else f"[{r['delta_ci_low']:+.4f}, {r['delta_ci_high']:+.4f}]"
             p = "" if math.isnan(r["p_holm"]) else f"{r['p_holm']:.4f}"
-            cells = [r["dataset"], r["context"], r["method"], str(int(r["n"])),
-                     f"{r['mean']:.4f} $\\pm$ {0 if math.isnan(r['sd']) else r['sd']:.4f}", delta, ci, p, r["verdict"]]
+            vs = "" if not isinstance(r["baseline"], str) else r["baseline"]
+            cells = [r["dataset"], r["context"], r["method"], vs, str(int(r["n"])),
+                     f"{r['mean']:.4f} $\\pm$ {0 if math.isnan(r['sd']) else r['sd']:.4f}", delta, ci, p,
+                     _verdict_label(r["verdict"], r["exploratory"])]
             out.append(" & ".join(str(c).replace("_", "\\_") for c in cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(out)

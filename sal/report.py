@@ -6,21 +6,26 @@ from __future__ import annotations
 import base64
 import logging
 import math
-import shutil
-import tempfile
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import figures, stats
-from .compare import ReportOptions, across_datasets, family_sizes, summarize, tidy_scores
+from . import figures
+from .analysis import Plan, legacy_plan, override_plan
 from .config import SpecError
+from .factorial import factorial
+from .findings import interventions, notes
+from .outputs import report_folder
+from .redact import mask_url
 from .render import render_html, render_latex, render_markdown
-from .tracking import client_for, experiment_name, log_summary, run_history, runs_frame
+from .selection import Selection, select_runs, tidy_scores
+from .summary import FAMILY_MODES, ReportOptions, across_datasets, family_sizes, summarize
+from .tracking import client_for, experiment_name, get_experiment_record, log_summary, run_history, runs_frame
 
-__all__ = ["load_runs", "build_report", "paper_numbers"]
+__all__ = ["load_runs", "analyse", "write_report", "build_report", "paper_numbers", "Analysis", "Section"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,7 @@ def paper_numbers(summary: pd.DataFrame, tidy: pd.DataFrame, table: int) -> pd.S
         value = math.nan
         if row["metric"] in column and (row["dataset"], row["context"], row["method"]) in meta.index:
             m = meta.loc[(row["dataset"], row["context"], row["method"])]
-            method = "baseline" if row["method"] == row["baseline"] else row["method"]
+            method = "baseline" if m["method.name"] == "base" else m["method.name"]
             hit = paper[(paper["dataset"] == row["dataset"]) & (paper["model"] == m["model.name"]) &
                         (paper["optimizer"] == m["optim.name"]) & (paper["method"] == method) &
                         (paper["resolution"].astype(str) == str(m["data.resolution"] or 64))]
@@ -70,22 +75,6 @@ def paper_numbers(summary: pd.DataFrame, tidy: pd.DataFrame, table: int) -> pd.S
                 value = float(hit.iloc[0][column[row["metric"]]]) / 100
         values.append(value)
     return pd.Series(values, index=summary.index)
-
-
-def _notes(summary: pd.DataFrame, opts: ReportOptions) -> list[str]:
-    """Warnings a reader must see before the numbers: too few seeds, exploratory results."""
-    notes = []
-    for family, m in family_sizes(summary, opts).items():
-        n = int(summary[(summary["verdict"] != "reference")]["n"].min())
-        if stats.too_few_seeds(n, alpha=opts.alpha, m=m):
-            need = next(k for k in range(n, 64) if not stats.too_few_seeds(k, alpha=opts.alpha, m=m))
-            notes.append(f"Family {family}: with {n} seeds, exact tests (Wilcoxon, sign-flip) cannot go below "
-                         f"p = 2/2^{n} = {stats.exact_p_floor(n):.4g} > alpha/m = {opts.alpha / m:.4g}: they cannot "
-                         f"reach significance after correction; {need} seeds are needed.")
-    n_min = int(summary["n"].min())
-    if 3 <= n_min <= 5:
-        notes.append(f"{n_min} seeds per cell: results are exploratory. Use 10 or more seeds for claims.")
-    return notes
 
 
 def _save(fig: plt.Figure, folder: Path, name: str) -> str:
@@ -98,70 +87,184 @@ def _draw(tidy, summary, history, opts, cross, folder: Path) -> dict[str, str]:
     """Every figure that the data supports: {title: file name}."""
     out, primary = {}, opts.metrics[0]
     out["Per-seed scores with mean and 95% CI"] = _save(figures.strip(tidy, summary, primary), folder, "strip.png")
-    out["Paired by seed"] = _save(figures.slopes(tidy, primary, opts.baseline), folder, "slopes.png")
-    out["Forest plot of paired differences"] = _save(figures.forest(summary, primary, opts.rope), folder, "forest.png")
+    paired = opts.reference is not None
+    if paired:
+        out["Paired by seed"] = _save(figures.slopes(tidy, primary, opts.reference), folder, "slopes.png")
+        out["Forest plot of paired differences"] = _save(figures.forest(summary, primary, opts.rope), folder,
+                                                         "forest.png")
     if not history.empty:
         if "val/acc" in history:
             out["Learning curves"] = _save(figures.learning_curves(history), folder, "learning_curves.png")
+        if "val/acc" in history and paired:
             out["Accuracy gap to the baseline per epoch (paper Fig. 10)"] = _save(
-                figures.accuracy_gap(history, opts.baseline), folder, "accuracy_gap.png")
+                figures.accuracy_gap(history, opts.reference), folder, "accuracy_gap.png")
         sal_like = [m for m in figures.SAL_FAMILY if m in set(history["method"])]
         if sal_like and "sal/stress" in history:
             out["Stress trace with interventions (paper Fig. 5)"] = _save(
                 figures.stress_trace(history, sal_like[0]), folder, "stress_trace.png")
-            sal_hist = history[history["method"].isin(sal_like + [opts.baseline])]
+            sal_hist = history[history["method"].isin(sal_like + ([opts.reference] if paired else []))]
             out["Training loss vs stress (paper Fig. 6)"] = _save(figures.loss_vs_stress(sal_hist), folder,
                                                                  "loss_vs_stress.png")
             out["Stress histogram (paper Fig. 9)"] = _save(figures.stress_histogram(sal_hist), folder,
                                                           "stress_histogram.png")
+    for metric in ("sharpness/trace", "sharpness/eig"):  # measured during training (the analysis section)
+        if not history.empty and metric in history and history[metric].notna().any():
+            from .landscape_plots import sharpness_figure
+
+            out[f"{metric} per epoch with plastic events (paper Fig. 7)"] = _save(
+                sharpness_figure(history, metric), folder, f"{metric.replace('/', '_')}.png")
+            break
     fr = (cross.get(primary) or {}).get("friedman")
     if fr:
         out["Critical difference diagram"] = _save(figures.cd_diagram(fr["avg_ranks"], fr["cd"]), folder, "cd.png")
     return out
 
 
-def build_report(uri: str, name: str, out_dir: Path, *, opts: ReportOptions | None = None, baseline: str | None = None,
-                 filter_string: str = "", draw_figures: bool = True, **option_kwargs) -> tuple[Path, pd.DataFrame]:
-    """Write the report of ablation ``name`` to ``out_dir`` (replaced atomically); returns it and the summary."""
-    runs = load_runs(uri, name, filter_string=filter_string)
-    if opts is None:
+def _plan_for(uri: str, name: str, selection: Selection, *, baseline: str | None, metrics: list[str] | None,
+              rope: float | None, alpha: float | None, correction: str | None) -> tuple[Plan, list[str]]:
+    """The plan stored when the ablation started, with the command line's overrides applied."""
+    runs = selection.runs
+    cells = sorted(set(runs.get("tags.sal.cell", runs["tags.method"]).fillna(runs["tags.method"])))
+    stored = get_experiment_record(uri, experiment_name("ablation", name), "sal.plan")
+    if stored is not None:
+        plan = Plan.from_json(stored)
+    else:
         tagged = runs.get("tags.sal.baseline", pd.Series(dtype=object)).dropna()
-        baseline = baseline or (tagged.iloc[0] if len(tagged) else None)
-        if not baseline:
-            raise SpecError([f"ablation {name!r} declares no baseline; fix: pass --baseline with one of "
-                             f"{sorted(set(runs.get('tags.sal.cell', runs['tags.method'])))}"])
-        opts = ReportOptions(baseline=baseline, **option_kwargs)
-    tidy = tidy_scores(runs, opts.metrics)
+        legacy_baseline = baseline or (tagged.iloc[0] if len(tagged) else None)
+        if not legacy_baseline:
+            raise SpecError([f"ablation {name!r} has no stored analysis plan and declares no baseline; fix: "
+                             f"re-launch it with `sal ablate FILE` or pass --baseline with one of {cells}"])
+        plan = legacy_plan(cells, legacy_baseline, metrics or ["test/acc"])
+    return override_plan(plan, cells=cells, baseline=baseline, metrics=metrics, rope=rope, alpha=alpha,
+                         correction=correction)
+
+
+def _restrict(plan: Plan, selection: Selection, filter_string: str, departures: list[str]) -> Plan:
+    """Contrasts whose cells have no runs: dropped (and said) when a --filter removed them, else an error."""
+    runs = selection.runs
+    cells = set(runs.get("tags.sal.cell", runs["tags.method"]).fillna(runs["tags.method"]))
+    dropped = [c for c in plan.contrasts if c.method not in cells or c.baseline not in cells]
+    if not dropped:
+        return plan
+    missing = sorted({x for c in dropped for x in (c.method, c.baseline)} - cells)
+    if not filter_string:
+        raise SpecError([f"the analysis plan names cell(s) {missing} that have no runs; fix: run them (sal ablate "
+                         f"FILE), or compare the cells that exist ({sorted(cells)}) with --baseline"])
+    departures.append(f"contrasts dropped because --filter left no runs of {missing}: "
+                      + ", ".join(f"{c.method} vs {c.baseline}" for c in dropped))
+    kept = [c for c in plan.contrasts if c not in dropped]
+    if plan.contrasts and not kept:
+        raise SpecError([f"--filter={filter_string!r} leaves no contrast of the plan; fix: loosen the filter"])
+    return Plan(kept, plan.metrics, plan.alpha, plan.rope, plan.correction, plan.treatment, plan.source)
+
+
+def _check_metrics(runs: pd.DataFrame, metrics: list[str]) -> None:
+    known = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
+    unknown = [m for m in metrics if f"metrics.{m}" not in runs]
+    if unknown:
+        raise SpecError([f"--metric={m!r}: no run of this ablation logged it; fix: use one of {known}"
+                         for m in unknown])
+
+
+@dataclass
+class Section:
+    """An extra part of a report (e.g. `sal compare`'s protocol): text, tables and figures."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
+    figures: dict[str, plt.Figure] = field(default_factory=dict)  # title -> figure
+
+
+@dataclass
+class Analysis:
+    """Everything a report says, computed in memory (sal compare looks at it between sequential looks)."""
+
+    name: str
+    uri: str
+    opts: ReportOptions
+    selection: Selection
+    tidy: pd.DataFrame
+    summary: pd.DataFrame
+    departures: list[str]
+    factorial: pd.DataFrame
+    interventions: pd.DataFrame
+    cross: dict
+
+
+def analyse(uri: str, name: str, *, baseline: str | None = None, metrics: list[str] | None = None,
+            rope: float | None = None, alpha: float | None = None, correction: str | None = None,
+            family: str = "plan", allow_unpaired: bool = False, random_state: int = 0, n_boot: int = 2000,
+            level: float = 0.95, filter_string: str = "") -> Analysis:
+    """The stored analysis plan of ablation ``name`` run on its current runs; each argument left None keeps
+    the plan's value, and every departure from the plan is listed."""
+    if family not in FAMILY_MODES:
+        raise SpecError([f"--family={family!r} is not a family layout; fix: use one of {list(FAMILY_MODES)}"])
+    runs = load_runs(uri, name, filter_string=filter_string)
+    definition = get_experiment_record(uri, experiment_name("ablation", name), "sal.definition")
+    selection = select_runs(runs, definition)
+    if selection.runs.empty:
+        raise SpecError([f"ablation {name!r} has runs, but none of its current definition; fix: run `sal ablate "
+                         "FILE` to train them"])
+    plan, departures = _plan_for(uri, name, selection, baseline=baseline, metrics=metrics, rope=rope, alpha=alpha,
+                                 correction=correction)
+    if family != "plan":
+        departures.append(f"correction families: per {family} (--family {family}) instead of the plan's families")
+    plan = _restrict(plan, selection, filter_string, departures)
+    _check_metrics(selection.runs, plan.metrics)
+    opts = ReportOptions(plan=plan, family=family, allow_unpaired=allow_unpaired, n_boot=n_boot,
+                         random_state=random_state, level=level)
+    tidy = tidy_scores(selection.runs, opts.metrics)
     summary = summarize(tidy, opts)
-    table = runs.get("tags.sal.paper_table", pd.Series(dtype=object)).dropna()
+    table = selection.runs.get("tags.sal.paper_table", pd.Series(dtype=object)).dropna()
     if len(table):
         summary["paper"] = paper_numbers(summary, tidy, int(table.iloc[0]))
     cross = {m: across_datasets(tidy, opts, m) for m in opts.metrics}
-    cross = {m: c for m, c in cross.items() if c["n_sets"] >= 2}
-    notes = _notes(summary, opts)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    return Analysis(name, uri, opts, selection, tidy, summary, departures, factorial(tidy, opts),
+                    interventions(selection.runs), {m: c for m, c in cross.items() if c["n_sets"] >= 2})
+
+
+def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), draw_figures: bool = True) -> Path:
+    """Write the analysis as summary.csv, report.md, report.html, table.tex and figures; log it to MLflow."""
+    from .flatness_report import flatness_sections  # ---- issue 13: flatness section when runs carry sharpness
+
+    sections = [*sections, *flatness_sections(a.selection.runs, reference=a.opts.reference,
+                                              contrasts=a.opts.plan.contrasts, correction=a.opts.correction)]
+    context = dict(name=a.name, summary=a.summary, opts=a.opts, cross=a.cross, n_runs=len(a.selection.runs),
+                   notes=notes(a.summary, a.opts, a.selection, a.interventions), uri=mask_url(a.uri),
+                   families=family_sizes(a.summary, a.opts), departures=a.departures, factorial=a.factorial,
+                   interventions=a.interventions)
+    # Writing: only sal's own files, staged and moved into place (sal.outputs); never a user's files.
+    with report_folder(out_dir) as staging:
         (staging / "figures").mkdir()
-        figs = _draw(tidy, summary, _histories(uri, runs) if draw_figures else pd.DataFrame(), opts, cross,
-                     staging / "figures") if draw_figures else {}
-        context = dict(name=name, summary=summary, opts=opts, notes=notes, cross=cross, figures=figs,
-                       n_runs=len(runs), families=family_sizes(summary, opts), uri=uri)
-        summary.to_csv(staging / "summary.csv", index=False)
-        (staging / "report.md").write_text(render_markdown(**context))
-        images = {f: base64.b64encode((staging / "figures" / f).read_bytes()).decode() for f in figs.values()}
-        (staging / "report.html").write_text(render_html(images=images, **context))
-        (staging / "table.tex").write_text(render_latex(summary, opts))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    log_summary(uri, experiment_name("ablation", name), run_name="report",
-                tags={"sal.kind": "report", "sal.ablation": name, "sal.baseline": opts.baseline},
+        history = _histories(a.uri, a.selection.runs) if draw_figures else pd.DataFrame()
+        figs = _draw(a.tidy, a.summary, history, a.opts, a.cross, staging / "figures") if draw_figures else {}
+        extra = [(sec, {title: _save(fig, staging / "figures", f"{_slug(sec.title)}-{i}.png")
+                        for i, (title, fig) in enumerate(sec.figures.items())}) for sec in sections]
+        a.summary.to_csv(staging / "summary.csv", index=False)
+        if not a.factorial.empty:
+            a.factorial.to_csv(staging / "factorial.csv", index=False)
+        (staging / "report.md").write_text(render_markdown(figures=figs, sections=extra, **context))
+        files = list(figs.values()) + [f for _, names in extra for f in names.values()]
+        images = {f: base64.b64encode((staging / "figures" / f).read_bytes()).decode() for f in files}
+        (staging / "report.html").write_text(render_html(figures=figs, images=images, sections=extra, **context))
+        (staging / "table.tex").write_text(render_latex(a.summary, a.opts))
+    out_dir = Path(out_dir).expanduser().absolute()
+    opts = a.opts
+    log_summary(a.uri, experiment_name("ablation", a.name), run_name="report",
+                tags={"sal.kind": "report", "sal.ablation": a.name, "sal.plan_hash": opts.plan.hash},
                 params={"metrics": ",".join(opts.metrics), "rope": opts.rope, "alpha": opts.alpha,
-                        "correction": opts.correction, "family": opts.family},
-                metrics={"report/comparisons": float((summary["verdict"] != "reference").sum())}, folder=out_dir)
-    return out_dir, summary
+                        "correction": opts.correction, "family": opts.family, "as_planned": not a.departures},
+                metrics={"report/comparisons": float((a.summary["verdict"] != "reference").sum())}, folder=out_dir)
+    return out_dir
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:40]
+
+
+def build_report(uri: str, name: str, out_dir: Path, *, draw_figures: bool = True, sections: list[Section] = (),
+                 **analysis_options) -> tuple[Path, pd.DataFrame]:
+    """Analyse ablation ``name`` (see analyse) and write its report to ``out_dir``; returns it and the summary."""
+    a = analyse(uri, name, **analysis_options)
+    return write_report(a, out_dir, sections=sections, draw_figures=draw_figures), a.summary

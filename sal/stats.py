@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats
@@ -17,25 +18,32 @@ from statsmodels.stats.power import TTestPower
 from statsmodels.stats.proportion import proportion_confint
 
 __all__ = [
-    "describe", "paired", "cliffs_delta", "cliffs_magnitude", "p_outperform", "adjust", "verdict",
+    "describe", "paired", "sign_flip_p", "exploratory", "cliffs_delta", "cliffs_magnitude", "p_outperform", "adjust",
+    "verdict",
     "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm", "aggregate_scores",
     "probability_of_improvement", "stratified_bootstrap_ci", "normalized_delta_across", "friedman",
-    "nemenyi_cd",
+    "nemenyi_cd", "obrien_fleming_spending", "sequential_alphas",
+    "sequential_alphas_normal",
 ]
 
 Array = Sequence[float] | np.ndarray
 
 
-def describe(values: Array, *, level: float = 0.95) -> dict[str, float]:
-    """n, mean, sd (ddof 1) and the t-interval of the mean. values: (n,)."""
+def describe(values: Array, *, level: float = 0.95, bounds: tuple[float, float] | None = None) -> dict[str, float]:
+    """n, mean, sd (ddof 1) and the t-interval of the mean. values: (n,).
+
+    ``bounds``: the range the values live in (accuracies: (0, 1)); the interval is clipped to it. With no
+    spread (or one value) the t-interval is undefined and left NaN, never a zero-width interval.
+    """
     x = np.asarray(values, dtype=float)
     n = len(x)
     mean = float(x.mean()) if n else math.nan
     sd = float(x.std(ddof=1)) if n > 1 else math.nan
-    if n > 1 and sd > 0:
+    low = high = math.nan
+    if n > 1 and sd > 0 and math.isfinite(sd):
         low, high = stats.t.interval(level, n - 1, loc=mean, scale=sd / math.sqrt(n))
-    else:
-        low = high = mean if n == 1 or sd == 0 else math.nan
+        if bounds is not None:
+            low, high = max(bounds[0], low), min(bounds[1], high)
     return {"n": n, "mean": mean, "sd": sd, "ci_low": float(low), "ci_high": float(high)}
 
 
@@ -57,42 +65,74 @@ def p_outperform(a: Array, b: Array) -> float:
     return float(((x > y).sum() + 0.5 * (x == y).sum()) / (x.size * y.size))
 
 
-def paired(a: Array, b: Array, *, level: float = 0.95, n_boot: int = 2000, random_state: int = 0) -> dict[str, float]:
+def sign_flip_p(d: Array, *, n_exact: int = 16, n_resamples: int = 20000, random_state: int = 0) -> float:
+    """Two-sided p of the paired sign-flip permutation test on the mean of d (scipy.stats.permutation_test,
+    permutation_type='samples'): exact over all 2^n sign patterns up to n_exact pairs, else seeded Monte
+    Carlo. All n differences of one sign give the floor 2/2^n; all zero give 1."""
+    x = np.asarray(d, float)
+    if len(x) == 0:
+        return math.nan
+    if not np.any(x != 0):
+        return 1.0
+    res = stats.permutation_test((x,), np.mean, permutation_type="samples", alternative="two-sided",
+                                 n_resamples=np.inf if len(x) <= n_exact else n_resamples,
+                                 rng=np.random.default_rng(random_state))
+    return float(min(1.0, res.pvalue))
+
+
+def paired(a: Array, b: Array, *, level: float = 0.95, n_boot: int = 2000, random_state: int = 0,
+           bounds: tuple[float, float] | None = None) -> dict[str, float]:
     """Paired comparison of A against B over seeds (a[i], b[i] share seed i). a, b: (n,).
 
     delta = mean(d) with its t-interval (primary) and a seeded BCa bootstrap interval (secondary);
-    p-values of the paired t-test and the exact Wilcoxon signed-rank test; Cohen's d_z = mean(d)/sd(d);
-    Cliff's delta; win rate k/n (d > 0) with its Wilson interval; P(A > B); corr(A, B).
+    p-values of the paired t-test, the exact sign-flip test and the exact Wilcoxon signed-rank test;
+    Cohen's d_z = mean(d)/sd(d); Cliff's delta; win rate (ties count half) with its Wilson interval;
+    P(A > B); corr(A, B). ``bounds``: the range of A and B (accuracies: (0, 1)), so delta's interval is
+    clipped to the differences that can occur.
+
+    When every seed differs by the same amount the t-test and t-interval are undefined: p_ttest and the
+    interval are NaN and the sign-flip p (2/2^n for one sign) is the evidence (reference/statistics.md).
     """
     x, y = np.asarray(a, float), np.asarray(b, float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"paired() needs two equal-length 1-d arrays, got {x.shape} and {y.shape}")
-    d = x - y
+    d = np.where(x == y, 0.0, x - y)  # two seeds that both diverged on a loss (inf, inf) tie
     n = len(d)
-    desc = describe(d, level=level)
+    delta_bounds = None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
+    desc = describe(d, level=level, bounds=delta_bounds)
     out = {"n": n, "delta": desc["mean"], "delta_sd": desc["sd"], "delta_ci_low": desc["ci_low"],
            "delta_ci_high": desc["ci_high"]}
-    if n > 1 and np.all(d == d[0]):  # no spread: the tests are undefined; a zero difference is no evidence
-        out["p_ttest"] = 1.0 if d[0] == 0 else 0.0
-        out["p_wilcoxon"] = 1.0 if d[0] == 0 else exact_p_floor(n)
-    else:
-        out["p_ttest"] = float(stats.ttest_rel(x, y).pvalue) if n > 1 else math.nan
-        out["p_wilcoxon"] = float(stats.wilcoxon(x, y).pvalue) if n > 1 and np.any(d != 0) else math.nan
+    spread = n > 1 and bool(np.all(np.isfinite(d))) and not np.all(d == d[0])
+    out["p_ttest"] = float(stats.ttest_rel(x, y).pvalue) if spread else math.nan
+    out["p_signflip"] = sign_flip_p(d, random_state=random_state) if np.all(np.isfinite(d)) else _sign_test_p(d)
+    out["p_wilcoxon"] = float(stats.wilcoxon(x, y).pvalue) if n > 1 and np.any(d != 0) else (1.0 if n > 1 else
+                                                                                             math.nan)
     out["boot_ci_low"], out["boot_ci_high"] = _bootstrap_mean_ci(d, level, n_boot, random_state)
-    out["effect_dz"] = desc["mean"] / desc["sd"] if desc["sd"] and desc["sd"] > 0 else math.nan
+    out["effect_dz"] = desc["mean"] / desc["sd"] if spread else math.nan
     out["cliffs_delta"] = cliffs_delta(x, y)
-    wins = int((d > 0).sum())
-    out["wins"], out["ties"] = wins, int((d == 0).sum())
-    out["win_rate"] = wins / n if n else math.nan
-    low, high = proportion_confint(wins, n, alpha=1 - level, method="wilson") if n else (math.nan, math.nan)
+    wins, ties = int((d > 0).sum()), int((d == 0).sum())
+    out["wins"], out["ties"] = wins, ties
+    score = wins + 0.5 * ties  # a tie is half a win (reference/statistics.md)
+    out["win_rate"] = score / n if n else math.nan
+    low, high = proportion_confint(score, n, alpha=1 - level, method="wilson") if n else (math.nan, math.nan)
     out["win_ci_low"], out["win_ci_high"] = float(low), float(high)
     out["p_outperform"] = p_outperform(x, y)
-    out["corr"] = float(np.corrcoef(x, y)[0, 1]) if n > 2 and x.std() > 0 and y.std() > 0 else math.nan
+    finite = np.all(np.isfinite(x)) and np.all(np.isfinite(y))
+    out["corr"] = float(np.corrcoef(x, y)[0, 1]) if finite and n > 2 and x.std() > 0 and y.std() > 0 else math.nan
     return out
 
 
+def _sign_test_p(d: np.ndarray) -> float:
+    """Exact two-sided sign test: the sign-flip test when differences are infinite (a diverged run scored
+    on a loss); zero differences are dropped as in a sign test."""
+    nonzero = d[d != 0]
+    if len(nonzero) == 0:
+        return 1.0
+    return float(stats.binomtest(int((nonzero > 0).sum()), len(nonzero)).pvalue)
+
+
 def _bootstrap_mean_ci(d: np.ndarray, level: float, n_boot: int, random_state: int) -> tuple[float, float]:
-    if len(d) < 3 or np.all(d == d[0]):
+    if len(d) < 3 or np.all(d == d[0]) or not np.all(np.isfinite(d)):
         return (math.nan, math.nan)
     res = stats.bootstrap((d,), np.mean, confidence_level=level, n_resamples=n_boot, method="BCa",
                           rng=np.random.default_rng(random_state))
@@ -109,18 +149,39 @@ def adjust(pvalues: Array, method: str = "holm") -> np.ndarray:
     return out
 
 
-def verdict(p_adjusted: float, ci_low: float, ci_high: float, *, rope: float, alpha: float = 0.05,
-            higher_is_better: bool = True) -> str:
-    """better/worse: adjusted p < alpha and the delta CI excludes 0; equivalent: the CI lies inside
-    +-rope; inconclusive otherwise."""
-    if any(math.isnan(v) for v in (ci_low, ci_high)):
-        return "inconclusive"
-    if not math.isnan(p_adjusted) and p_adjusted < alpha and (ci_low > 0 or ci_high < 0):
-        up = ci_low > 0
-        return "better" if up == higher_is_better else "worse"
-    if rope > 0 and -rope < ci_low and ci_high < rope:
+SEEDS_FOR_T_ALONE = 10  # below this, a better/worse verdict also needs the exact sign-flip test
+EXPLORATORY_MAX_SEEDS = 5  # verdicts on this many seeds or fewer are exploratory
+
+
+def verdict(*, delta: float, ci_low: float, ci_high: float, p_ttest_adj: float, p_signflip_adj: float, n: int,
+            rope: float, alpha: float = 0.05, higher_is_better: bool = True) -> str:
+    """reference/statistics.md's verdict; the first rule that holds wins:
+
+    1. ``equivalent``: the delta CI lies inside +-rope, whatever the p-value (a significant but
+       negligible gain is not a gain);
+    2. ``better``/``worse``: the corrected t-test p < alpha and the CI excludes 0, and with fewer than
+       SEEDS_FOR_T_ALONE seeds the corrected exact sign-flip p < alpha too. With zero-variance
+       differences (no t-test, no interval) the corrected sign-flip p alone decides;
+    3. ``inconclusive`` otherwise.
+    """
+    has_ci = math.isfinite(ci_low) and math.isfinite(ci_high)
+    if rope > 0 and has_ci and -rope < ci_low and ci_high < rope:
         return "equivalent"
+    sign_flip_ok = not math.isnan(p_signflip_adj) and p_signflip_adj < alpha
+    if has_ci and not math.isnan(p_ttest_adj):
+        significant = p_ttest_adj < alpha and (ci_low > 0 or ci_high < 0)
+        if n < SEEDS_FOR_T_ALONE:
+            significant = significant and sign_flip_ok
+    else:
+        significant = sign_flip_ok and delta != 0 and not math.isnan(delta)
+    if significant:
+        return "better" if (delta > 0) == higher_is_better else "worse"
     return "inconclusive"
+
+
+def exploratory(n: int) -> bool:
+    """Verdicts on 5 seeds or fewer are exploratory (reference/statistics.md)."""
+    return n <= EXPLORATORY_MAX_SEEDS
 
 
 def min_detectable_effect(n: int, sd_diff: float, *, alpha: float = 0.05, power: float = 0.8, m: int = 1) -> float:
@@ -209,3 +270,119 @@ def nemenyi_cd(k: int, n: int, *, alpha: float = 0.05) -> float:
     """Critical difference of average ranks: q_alpha sqrt(k (k + 1) / (6 n)), q from the studentized range."""
     q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
     return float(q * math.sqrt(k * (k + 1) / (6 * n)))
+
+
+# ------------------------------------------------------------------ group-sequential looks (seeds until decided)
+
+
+def obrien_fleming_spending(t: float, alpha: float) -> float:
+    """Lan-DeMets alpha spent by information fraction t with the O'Brien-Fleming-type function
+    alpha(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t))."""
+    if t <= 0:
+        return 0.0
+    return float(2 - 2 * stats.norm.cdf(stats.norm.ppf(1 - alpha / 2) / math.sqrt(min(t, 1.0))))
+
+
+def _crossing(boundary: float, grid: np.ndarray, weights: np.ndarray, sd: float) -> float:
+    """P(|S_prev + N(0, sd^2)| >= boundary) over the previous look's continuation density (as weights)."""
+    return float(np.sum(weights * (stats.norm.cdf((-boundary - grid) / sd) + stats.norm.sf((boundary - grid) / sd))))
+
+
+def sequential_alphas(looks: list[int], alpha: float, *, test: str = "t", paths: int = 200_000,
+                      random_state: int = 0) -> list[float]:
+    """Nominal two-sided p thresholds, one per look, of a group-sequential design for the paired t-test.
+
+    looks: the seed counts at which the paired comparison is looked at, increasing; the last is the
+    maximum (information fraction t_k = looks[k] / looks[-1]). The alpha spent by look k follows Lan-DeMets
+    with the O'Brien-Fleming-type function (obrien_fleming_spending); a look rejects when its p-value is
+    below its threshold, and the probabilities of first rejecting at each look add up to ``alpha``.
+
+    ``test="normal"``: the thresholds of z statistics (Brownian motion on the information scale), by
+    recursive numerical integration (sequential_alphas_normal). With paired t-tests on few seeds these
+    leak: estimating the variance afresh at each look loosens the dependence between looks, and 20,000
+    simulated null sequences reject about 5.25% of the time at alpha = 5%. ``test="t"`` (the default)
+    therefore solves the same spending on the joint null distribution of the paired t-test's p-values
+    at the looks, from ``paths`` seeded simulations of normal differences (the t-test's p-values do not
+    depend on the differences' mean or sd under the null): exact for the test the reports use.
+    """
+    if test == "normal":
+        return sequential_alphas_normal(looks, alpha)
+    _check_looks(looks, alpha)
+    return list(_t_thresholds(tuple(looks), alpha, paths, random_state))
+
+
+def _check_looks(looks: list[int], alpha: float) -> None:
+    if not looks or any(b <= a for a, b in zip(looks, looks[1:])) or looks[0] < 2:
+        raise ValueError(f"looks={looks} must be increasing seed counts of at least 2")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha} must be in (0, 1)")
+
+
+@lru_cache(maxsize=32)
+def _t_thresholds(looks: tuple[int, ...], alpha: float, paths: int, random_state: int) -> tuple[float, ...]:
+    rng = np.random.default_rng(random_state)
+    pvalues = []  # (paths, looks) p-values of the paired t-test on the first n differences of each path
+    for size in [min(50_000, paths - i) for i in range(0, paths, 50_000)]:
+        d = rng.standard_normal((size, looks[-1]))
+        s1, s2 = np.cumsum(d, axis=1), np.cumsum(d * d, axis=1)
+        cols = []
+        for n in looks:
+            mean = s1[:, n - 1] / n
+            sd = np.sqrt(np.maximum(s2[:, n - 1] - n * mean**2, 1e-300) / (n - 1))
+            cols.append(2 * stats.t.sf(np.abs(mean / (sd / math.sqrt(n))), n - 1))
+        pvalues.append(np.stack(cols, axis=1))
+    p = np.concatenate(pvalues)
+    alive = np.ones(len(p), bool)
+    thresholds, spent = [], 0.0
+    for k, n in enumerate(looks):
+        spend = obrien_fleming_spending(n / looks[-1], alpha) - spent
+        spent += spend
+        candidates = np.sort(p[alive, k])
+        count = int(round(spend * len(p)))  # paths allowed to first cross here
+        threshold = float(candidates[count]) if count < len(candidates) else 1.0
+        thresholds.append(threshold)
+        alive &= p[:, k] >= threshold
+    return tuple(thresholds)
+
+
+def sequential_alphas_normal(looks: list[int], alpha: float, *, grid: int = 2001) -> list[float]:
+    """Nominal two-sided p thresholds, one per look, for z statistics.
+
+    looks: the seed counts at which the paired comparison is looked at, increasing; the last is the
+    maximum (information fraction t_k = looks[k] / looks[-1]). The alpha spent up to look k follows
+    Lan-DeMets with the O'Brien-Fleming-type function; the boundary z_k of look k is solved so that the
+    probability under no effect of first crossing at look k (and never before) is exactly the alpha spent
+    there, on the joint distribution of the sequential z statistics (Brownian motion on the information
+    scale, by the recursive numerical integration of Armitage, McPherson and Rowe). A look rejects when
+    its p-value is below its threshold; the spent alphas add up to ``alpha``.
+    """
+    _check_looks(looks, alpha)
+    thresholds, spent = [], 0.0
+    points = weights = None  # the score S = Z sqrt(t) on the last continuation region, and its mass there
+    prev_t = 0.0
+    for n in looks:
+        t = n / looks[-1]
+        spend = obrien_fleming_spending(t, alpha) - spent
+        spent += spend
+        if points is None:
+            boundary = stats.norm.isf(spend / 2) * math.sqrt(t)
+        else:
+            sd = math.sqrt(t - prev_t)
+            low, high = 0.0, 12.0 * math.sqrt(t)
+            for _ in range(80):  # bisection: the crossing probability falls as the boundary rises
+                mid = (low + high) / 2
+                low, high = (mid, high) if _crossing(mid, points, weights, sd) > spend else (low, mid)
+            boundary = high
+        new_points = np.linspace(-boundary, boundary, grid)
+        step = new_points[1] - new_points[0]
+        simpson = np.ones(grid)  # Simpson's rule weights (grid is odd)
+        simpson[1:-1:2], simpson[2:-1:2] = 4, 2
+        simpson *= step / 3
+        if points is None:
+            density = stats.norm.pdf(new_points / math.sqrt(t)) / math.sqrt(t)
+        else:
+            sd = math.sqrt(t - prev_t)
+            density = (stats.norm.pdf((new_points[:, None] - points[None, :]) / sd) / sd) @ weights
+        points, weights, prev_t = new_points, density * simpson, t
+        thresholds.append(float(2 * stats.norm.sf(boundary / math.sqrt(t))))
+    return thresholds

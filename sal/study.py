@@ -7,23 +7,40 @@ one after another and each seed's score is a paired observation for Optuna's Wil
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import time
+import traceback
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from . import engine
-from .config import RunSpec, apply_overrides, flatten, validate_run
-from .objectives import aggregate
+from . import engine, scoring
+from .config import RunSpec, SpecError, apply_overrides, config_hash, flatten, nest, validate_run
+from .objectives import trial_value
+from .redact import mask_text
+from .seeds import start_seeds
 from .study_spec import StudySpec, build_pruner, build_sampler, ordered_space
-from .tracking import ensure_experiment, experiment_name, log_result
-from .train import Result, TrainingRun, train
+from .tracking import (
+    LiveRun,
+    annotate_run,
+    end_parent,
+    ensure_experiment,
+    experiment_name,
+    kill_runs,
+    start_parent,
+)
+from .train import Result, train
 
-__all__ = ["suggest", "MultiSeedObjective", "study_worker", "run_study", "create_study", "best_trial", "best_spec"]
+__all__ = ["suggest", "MultiSeedObjective", "study_worker", "run_study", "create_study", "best_trial", "best_spec",
+           "definition_hash", "archive_study"]
 
 log = logging.getLogger(__name__)
+DEFINITION = "sal.definition_hash"  # study user attr: see definition_hash
+TRIAL_SPEC = "sal.spec"  # trial user attr: the flattened spec the trial trained (seed and device left out)
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -56,69 +73,120 @@ class MultiSeedObjective:
 
     def score(self, result: Result, objective_index: int) -> float:
         """A seed's score: the metric at the last epoch, or the final metric; the worst value if diverged."""
-        o = self.spec.objectives[objective_index]
-        if result.status == "diverged":
-            return 0.0 if o.metric.endswith("acc") or o.metric.endswith("top5") else \
-                (-math.inf if o.direction == "maximize" else math.inf)
-        return result.metric(o.metric)
+        metric = self.spec.objectives[objective_index].metric
+        return scoring.score(result.metric(metric), status=result.status, metric=metric)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         trial.set_user_attr(engine.WORKER, engine.worker_id())
-        specs = self.run_specs(suggest(trial, self.spec))
-        results = self._per_seed(trial, specs) if self.spec.prunes_per_seed else self._lockstep(trial, specs)
+        params = suggest(trial, self.spec)
+        specs = self.run_specs(params)
+        # What this trial trained, so `sal study best` writes exactly that (never base + params re-resolved).
+        trained = {k: v for k, v in flatten(specs[0]).items() if k not in ("seed", "train.device")}
+        trial.set_user_attr(TRIAL_SPEC, trained)
+        parent = start_parent(self.uri, self.experiment, kind="trial", key=f"{self.spec.name}|trial={trial.number}",
+                              run_name=f"trial{trial.number}", params=params, spec=specs[0],
+                              tags={**self.spec.tags, "sal.study": self.spec.name, "sal.trial": trial.number,
+                                    "config_hash": config_hash(specs[0])})
+        self._run_ids = [parent]
+        trial.set_user_attr(engine.MLFLOW_RUNS, self._run_ids)
+        try:
+            return self._trial(trial, parent, specs)
+        except optuna.TrialPruned:
+            end_parent(self.uri, parent, status="KILLED", metrics=self._parent_metrics)
+            raise
+        except BaseException as err:
+            end_parent(self.uri, parent, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            raise
+
+    def _trial(self, trial: optuna.Trial, parent: str, specs: list[RunSpec]) -> float | list[float]:
+        self._parent_metrics: dict[str, float] = {}
+        lives = [self._live(trial, parent, s) for s in specs]
+        try:
+            results = self._per_seed(trial, specs, lives) if self.spec.prunes_per_seed else \
+                self._lockstep(trial, specs, lives)
+        except Exception as err:  # a crash fails this trial, never the study; the summary groups the messages
+            trial.set_user_attr("sal.message", mask_text("".join(traceback.format_exception_only(err))).strip()[:500])
+            raise
         pruned = any(r.status == "pruned" for r in results) or trial.user_attrs.get("sal.pruned", False)
         values = []
         for i, o in enumerate(self.spec.objectives):
             scores = [self.score(r, i) for r in results]
-            value = aggregate(o.aggregate, scores, maximize=o.direction == "maximize", alpha=o.cvar_alpha)
+            value = trial_value(o.aggregate, scores, [r.status == scoring.DIVERGED for r in results],
+                                metric=o.metric, maximize=o.direction == "maximize", alpha=o.cvar_alpha)
             trial.set_user_attr(f"sal.per_seed.{o.metric}", {str(r.spec.seed): s for r, s in zip(results, scores)})
             trial.set_user_attr(f"sal.{o.aggregate}.{o.metric}", value)
             values.append(value)
-        self._log(trial, results, values, pruned)
+        self._log(trial, results, lives, values, pruned)
         if pruned:
             raise optuna.TrialPruned(f"pruned after {len(results[-1].history)} epochs / {len(results)} seeds")
+        shown = ", ".join(f"{v:.4g} {o.aggregate}({o.metric})" for o, v in zip(self.spec.objectives, values))
+        end_parent(self.uri, parent, status="FINISHED", metrics=self._parent_metrics,
+                   run_name=f"trial{trial.number}: {shown}")  # the runs table shows names, not metrics
         return values[0] if len(values) == 1 else values
 
-    def _lockstep(self, trial: optuna.Trial, specs: list[RunSpec]) -> list[Result]:
-        runs = [TrainingRun(s) for s in specs]
-        prune = len(self.spec.objectives) == 1 and self.spec.pruner.name != "none"
-        for epoch in range(1, specs[0].train.epochs + 1):
-            live = [r for r in runs if not r.done]
-            if not live:
-                break
-            for r in live:
-                r.step()
-            scores = [self.score(r.result, 0) for r in runs]
-            if prune and not any(math.isnan(s) for s in scores):
-                trial.report(sum(scores) / len(scores), epoch)
-                if trial.should_prune():
-                    for r in live:  # a diverged seed keeps its status
-                        if r.result.status == "finished":
-                            r.stop("pruned", f"seed-mean {self.spec.objectives[0].metric} pruned at epoch {epoch}")
-                    break
-        return [r.finish() for r in runs]
+    def _live(self, trial: optuna.Trial, parent: str, spec: RunSpec) -> LiveRun:
+        tags = {**self.spec.tags, "sal.study": self.spec.name, "sal.trial": trial.number}
+        return LiveRun(self.uri, self.experiment, kind="study", tags=tags, parent_run_id=parent,
+                       run_name=f"trial{trial.number}-s{spec.seed}")
 
-    def _per_seed(self, trial: optuna.Trial, specs: list[RunSpec]) -> list[Result]:
+    def _started(self, trial: optuna.Trial, live: LiveRun, spec: RunSpec) -> None:
+        """Create the seed's run (RUNNING) and put its id on the trial at once, for the reaper."""
+        self._run_ids.append(live.start(spec))
+        trial.set_user_attr(engine.MLFLOW_RUNS, self._run_ids)
+
+    def _lockstep(self, trial: optuna.Trial, specs: list[RunSpec], lives: list[LiveRun]) -> list[Result]:
+        group = start_seeds(specs)  # packed into one model when train.pack allows (sal/packed.py)
+        for live, s in zip(lives, specs):
+            self._started(trial, live, s)
+        prune = len(self.spec.objectives) == 1 and self.spec.pruner.name != "none"
+        try:
+            for epoch in range(1, specs[0].train.epochs + 1):
+                if group.done:
+                    break
+                for row, result, live in zip(group.step(), group.results, lives):
+                    if row is not None and result.status == "finished":
+                        live.log_epoch(epoch, row)
+                scores = [self.score(r, 0) for r in group.results]
+                if prune and not any(math.isnan(s) for s in scores):
+                    trial.report(sum(scores) / len(scores), epoch)
+                    if trial.should_prune():  # a diverged seed keeps its status
+                        group.prune(f"seed-mean {self.spec.objectives[0].metric} pruned at epoch {epoch}")
+                        break
+            results = group.finish()
+        except BaseException as err:
+            for lv in lives:
+                lv.__exit__(type(err), err, None)
+            raise
+        for lv, r in zip(lives, results):
+            lv.finish(r)
+        return results
+
+    def _per_seed(self, trial: optuna.Trial, specs: list[RunSpec], lives: list[LiveRun]) -> list[Result]:
         results = []
-        for i, s in enumerate(specs):
-            results.append(train(s))
+        for i, (s, live) in enumerate(zip(specs, lives)):
+            with live:
+                self._started(trial, live, s)
+                results.append(train(s, on_epoch=live.log_epoch))
+                live.finish(results[-1])
             trial.report(self.score(results[-1], 0), i)
             if i + 1 < len(specs) and trial.should_prune():
                 trial.set_user_attr("sal.pruned", True)
                 break
         return results
 
-    def _log(self, trial: optuna.Trial, results: list[Result], values: list[float], pruned: bool) -> None:
-        tags = {"sal.study": self.spec.name, "sal.trial": trial.number, "sal.trial_state": "pruned" if pruned else
-                "complete"}
-        run_ids = []
-        for r in results:
+    def _log(self, trial: optuna.Trial, results: list[Result], lives: list[LiveRun], values: list[float],
+             pruned: bool) -> None:
+        """The trial's aggregate on every seed's run (``study/...``) and on the parent, once all are known."""
+        for r, live in zip(results, lives):
+            metrics = {}
             for i, (o, value) in enumerate(zip(self.spec.objectives, values)):
-                r.final[f"study/{o.aggregate}/{o.metric}"] = value
-                r.final[f"study/seed/{o.metric}"] = self.score(r, i)
-            run_ids.append(log_result(r, uri=self.uri, experiment=self.experiment, kind="study", tags=tags,
-                                      run_name=f"trial{trial.number}-s{r.spec.seed}"))
-        trial.set_user_attr("sal.mlflow_runs", run_ids)
+                metrics[f"study/{o.aggregate}/{o.metric}"] = value
+                metrics[f"study/seed/{o.metric}"] = self.score(r, i)
+            r.final.update(metrics)
+            annotate_run(self.uri, live.run_id, metrics=metrics, step=len(r.history),
+                         tags={"sal.trial_state": "pruned" if pruned else "complete"})
+        self._parent_metrics = {f"{o.aggregate}_{o.metric.replace('/', '_')}": v
+                                for o, v in zip(self.spec.objectives, values) if v == v and abs(v) != math.inf}
 
 
 def create_study(spec: StudySpec, ref: engine.StorageRef, worker_index: int = 0) -> optuna.Study:
@@ -135,7 +203,7 @@ def study_worker(*, worker_index: int, device: str | None, ref: engine.StorageRe
     """Run trials until the study has n_trials finished ones (or the timeout passes)."""
     spec = StudySpec.model_validate_json(spec_json)
     study = create_study(spec, ref, worker_index)
-    engine.reap_dead_workers(study, ref.open())
+    engine.reap_dead_workers(study, ref.open(), on_reaped=lambda ids: kill_runs(uri, ids))
     target = spec.n_trials
     remaining = None if target is None else target - _finished(study)
     if remaining is not None and remaining <= 0:
@@ -144,18 +212,56 @@ def study_worker(*, worker_index: int, device: str | None, ref: engine.StorageRe
     if target is not None:
         callbacks.append(optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     study.optimize(MultiSeedObjective(spec, uri=uri, device=device), n_trials=remaining, timeout=spec.timeout,
-                   callbacks=callbacks, catch=(RuntimeError, ValueError))
+                   callbacks=callbacks, catch=(Exception,))
+
+
+def definition_hash(spec: StudySpec) -> str:
+    """What makes trials of one study comparable: the resolved base spec, the space, the seeds and the
+    objectives (not n_trials or the timeout, which a resumed study may raise)."""
+    body = {"base": config_hash(validate_run(spec.base)),
+            **spec.model_dump(mode="json", include={"space", "seeds", "objectives"})}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def archive_study(ref: engine.StorageRef, name: str) -> str | None:
+    """Move study ``name`` aside (copied to ``name@UTC-time``, then removed) so a fresh one can start;
+    returns the archive's name, or None when there was no such study. Nothing is lost."""
+    storage = ref.open()
+    if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        return None
+    archive = f"{name}@{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=storage, to_study_name=archive)
+    optuna.delete_study(study_name=name, storage=storage)
+    return archive
+
+
+def _check_same_study(study: optuna.Study, spec: StudySpec, ref: engine.StorageRef) -> None:
+    stored = study.user_attrs.get(DEFINITION)
+    if stored is not None and stored != definition_hash(spec) and study.get_trials(deepcopy=False):
+        raise SpecError([f"study {spec.name!r} in {ref.url} was run with another base spec, space, seeds or "
+                         f"objectives (definition {stored}, now {definition_hash(spec)}), so its trials would not "
+                         "compare; fix: give the study a new name, or pass --force-new to start a fresh one (the "
+                         "old one is kept under NAME@time)"])
 
 
 def run_study(spec: StudySpec, *, ref: engine.StorageRef, uri: str, workers: int = 1,
-              gpus: list[str] | None = None) -> optuna.Study:
-    ensure_experiment(uri, experiment_name("study", spec.name))
+              gpus: list[str] | None = None, force_new: bool = False) -> optuna.Study:
+    if force_new:
+        archived = archive_study(ref, spec.name)
+        if archived:
+            log.warning("study %s moved aside as %s; starting a fresh one", spec.name, archived)
     study = create_study(spec, ref)
+    _check_same_study(study, spec, ref)
+    ensure_experiment(uri, experiment_name("study", spec.name))
+    study.set_user_attr(DEFINITION, definition_hash(spec))
     study.set_user_attr("sal.base", spec.base)
     study.set_user_attr("sal.spec", spec.model_dump(mode="json"))
     if spec.enqueue_defaults and not study.get_trials(deepcopy=False):
         defaults = flatten(validate_run(spec.base))
-        study.enqueue_trial({k: defaults[k] for k in spec.space if k in defaults}, skip_if_exists=True)
+        # a default the space cannot take (None, e.g. SWA's swa_lr = the base lr; or outside the range) is
+        # left to the sampler: Optuna fails a trial whose enqueued value is not in its distribution
+        fixed = {k: defaults[k] for k, p in spec.space.items() if k in defaults and p.contains(defaults[k])}
+        study.enqueue_trial(fixed, skip_if_exists=True)
     kwargs = dict(ref=ref, spec_json=spec.model_dump_json(), uri=uri)
     if workers == 1:
         study_worker(worker_index=0, device=f"cuda:{gpus[0]}" if gpus else None, **kwargs)
@@ -174,6 +280,10 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 
 def best_spec(study: optuna.Study) -> RunSpec:
-    """A run spec with the best trial's knobs on the study's base spec (seed 1), ready for `sal train`."""
+    """The configuration the best trial trained (seed 1), ready for `sal train`."""
+    best = best_trial(study)
+    if TRIAL_SPEC in best.user_attrs:
+        return validate_run(nest(best.user_attrs[TRIAL_SPEC]))
+    # Trials logged before sal recorded each trial's spec: the base spec stored with the study
     base = study.user_attrs.get("sal.base", {})
-    return validate_run(apply_overrides(base, dict(best_trial(study).params)))
+    return validate_run(apply_overrides(base, dict(best.params)))

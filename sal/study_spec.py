@@ -15,17 +15,20 @@ import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import (
+    RunSpec,
     SpecError,
     apply_overrides,
     check_required_paths,
     expand_data_env,
     format_validation_error,
     load_yaml,
+    missing_data_root,
     validate_run,
 )
+from .scoring import higher_is_better
 
 __all__ = ["ParamSpace", "Objective", "SamplerSpec", "PrunerSpec", "StudySpec", "load_study_spec", "build_sampler",
-           "build_pruner", "ordered_space"]
+           "build_pruner", "ordered_space", "check_study_spec", "corner_specs"]
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -67,6 +70,12 @@ class ParamSpace(_Strict):
             problems.append(f"{where}: log and step cannot be combined; fix: drop one")
         return problems
 
+    def contains(self, value: Any) -> bool:
+        """Whether a trial of this space can take ``value`` (the base spec's default, enqueued first)."""
+        if self.type == "categorical":
+            return value in (self.choices or [])
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
     def edge_values(self) -> list[Any]:
         if self.type == "categorical":
             return list(self.choices or [])
@@ -105,6 +114,7 @@ class StudySpec(_Strict):
     timeout: float | None = Field(None, gt=0, description="seconds per invocation")
     enqueue_defaults: bool = Field(True, description="first trial = the base spec's values (the paper's)")
     requires: list[str] = Field(default_factory=list, description="folders that must exist (data sets)")
+    tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow tags on every run (sal compare)")
 
     @property
     def seed_list(self) -> list[int]:
@@ -125,6 +135,17 @@ def ordered_space(space: dict[str, ParamSpace]) -> list[tuple[str, ParamSpace]]:
     return [(k, space[k]) for k in keys]
 
 
+def _corners(spec: StudySpec) -> list[dict[str, Any]]:
+    lows = {k: p.edge_values()[0] for k, p in spec.space.items()}
+    corners = [lows, {k: p.edge_values()[-1] for k, p in spec.space.items()}]
+    return corners + [{**lows, k: c} for k, p in spec.space.items() if p.type == "categorical" for c in p.choices]
+
+
+def corner_specs(spec: StudySpec) -> list[RunSpec]:
+    """Run specs at the corners a trial can reach (for checks before compute, e.g. of plug-ins)."""
+    return [validate_run(apply_overrides(spec.base, corner)) for corner in _corners(spec)]
+
+
 def _check(spec: StudySpec) -> list[str]:
     problems = []
     if not _NAME.match(spec.name):
@@ -135,14 +156,17 @@ def _check(spec: StudySpec) -> list[str]:
         problems += p.check(key)
     if problems:
         return problems
+    try:  # the base spec itself first, so its own errors are not blamed on the space
+        validate_run(spec.base, prefix="base.")
+    except SpecError as err:
+        return err.problems
     # Every key at its low end together, then at its high end, then each choice: the spec must be valid
     # at every corner a trial can reach (S_noise and S_yield move together, so they are checked jointly).
-    lows = {k: p.edge_values()[0] for k, p in spec.space.items()}
-    corners = [lows, {k: p.edge_values()[-1] for k, p in spec.space.items()}]
-    corners += [{**lows, k: c} for k, p in spec.space.items() if p.type == "categorical" for c in p.choices]
-    for corner in corners:
+    for corner in _corners(spec):
         try:
-            validate_run(apply_overrides(spec.base, corner))
+            root_problem = missing_data_root(validate_run(apply_overrides(spec.base, corner)))
+            if root_problem and f"base.{root_problem}" not in problems:
+                problems.append(f"base.{root_problem}")
         except SpecError as err:
             problems += [f"space.{line}" for line in err.problems if f"space.{line}" not in problems]
     if "method.s_noise" in spec.space and "method.s_yield" in spec.space:
@@ -157,6 +181,11 @@ def _check(spec: StudySpec) -> list[str]:
         if o.metric.startswith("test/"):
             problems.append(f"objectives.{i}.metric={o.metric!r} selects on test data; "
                             "fix: use a val/ or train/ metric")
+        natural = "maximize" if higher_is_better(o.metric) else "minimize"
+        if o.direction != natural:
+            # A diverged seed scores the metric's worst value; that only ranks last in its natural direction.
+            problems.append(f"objectives.{i}.direction={o.direction!r} for {o.metric!r}, which is better "
+                            f"{'higher' if natural == 'maximize' else 'lower'}; fix: direction: {natural}")
     if len(spec.objectives) > 1 and spec.pruner.name != "none":
         problems.append(f"pruner.name={spec.pruner.name!r}: Optuna cannot prune multi-objective studies; "
                         "fix: pruner: {name: none}")
@@ -167,6 +196,13 @@ def _check(spec: StudySpec) -> list[str]:
             if p.type == "float" and p.step is None:
                 problems.append(f"space.{key}: the grid sampler needs choices or a step; fix: add step or choices")
     return problems
+
+
+def check_study_spec(spec: StudySpec) -> None:
+    """Every check of a study spec before its first trial; SpecError lists what is wrong."""
+    problems = _check(spec)
+    if problems:
+        raise SpecError(problems)
 
 
 def load_study_spec(path: str | Path, base_overrides: dict[str, Any] | None = None, **fields: Any) -> StudySpec:
@@ -182,9 +218,7 @@ def load_study_spec(path: str | Path, base_overrides: dict[str, Any] | None = No
     if base_overrides:
         spec = spec.model_copy(update={"base": apply_overrides(spec.base, base_overrides)})
     check_required_paths(f"study {spec.name!r}", spec.requires)
-    problems = _check(spec)
-    if problems:
-        raise SpecError(problems)
+    check_study_spec(spec)
     if spec.prunes_per_seed and len(spec.seed_list) < 5:
         log.warning("WilcoxonPruner compares per-seed scores: with %d seeds it can never reach significance and "
                     "will not prune; use 5 or more seeds", len(spec.seed_list))

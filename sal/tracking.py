@@ -7,10 +7,14 @@ tracking server included.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import json
 import logging
 import os
 import subprocess
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -18,18 +22,28 @@ from typing import Any
 
 import pandas as pd
 
-from .config import RunSpec, config_hash, flatten, to_yaml
+from .config import RunSpec, SpecError, config_hash, flatten, to_yaml
+from .storelock import store_creation_lock
 from .train import Result
 
 __all__ = [
     "default_tracking_uri", "client_for", "ensure_experiment", "log_result", "runs_frame", "run_history",
-    "experiment_name", "log_artifact_dir", "log_summary", "RUN_STATUS",
+    "experiment_name", "log_artifact_dir", "log_summary", "RUN_STATUS", "LiveRun", "kill_runs", "runs_with_tag",
+    "start_parent", "end_parent", "compare_parent", "end_compare_parents",
+    "annotate_run", "dataset_input", "PARENT_TAG", "PARENT_KEY", "EXPERIMENT_KIND",
+    "set_experiment_record", "get_experiment_record", "run_ids", "check_filter",
+    "WEIGHTS_ARTIFACT", "TRAJECTORY_ARTIFACT", "run_tensors", "run_spec_yaml", "log_run_metrics", "log_run_figure",
 ]
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # train() status -> MLflow run status
 RUN_STATUS = {"finished": "FINISHED", "diverged": "FAILED", "pruned": "KILLED", "failed": "FAILED"}
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI groups children under their parent
+PARENT_KEY = "sal.group"  # names the group a parent run stands for (ablation cell or study trial)
+# MLflow 3 picks an experiment's view by this tag; without it a new experiment may open in the GenAI
+# (traces) view. "custom_model_development" is the UI's model-training view (runs table, charts).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def default_tracking_uri() -> str:
@@ -53,7 +67,11 @@ def client_for(uri: str):
     from mlflow.tracking import MlflowClient
 
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # First use creates the store's tables: serialise it across launchers that start together.
+        with store_creation_lock(uri.removeprefix("sqlite:///")):
+            client = MlflowClient(tracking_uri=uri)
+            _retry(client.search_experiments, max_results=1)
+        return client
     return MlflowClient(tracking_uri=uri)
 
 
@@ -70,10 +88,13 @@ def ensure_experiment(uri: str, name: str) -> str:
     client = client_for(uri)
     exp = _retry(client.get_experiment_by_name, name)
     if exp is not None:
+        if EXPERIMENT_KIND[0] not in exp.tags:  # an experiment of an older sal: open it in the training view too
+            _retry(client.set_experiment_tag, exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     try:
         root = _artifact_root(uri)
-        return _retry(client.create_experiment, name, artifact_location=f"{root}/{name}" if root else None)
+        return _retry(client.create_experiment, name, artifact_location=f"{root}/{name}" if root else None,
+                      tags=dict([EXPERIMENT_KIND]))
     except MlflowException:
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -121,33 +142,271 @@ def _chunks(items: list, n: int):
         yield items[i:i + n]
 
 
+def _metrics(rows: list[dict[str, float]]):
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, int(row["epoch"])) for row in rows for k, v in row.items() if k != "epoch"]
+
+
+def dataset_input(spec: RunSpec):
+    """The run's data set as an MLflow input: its name, a digest of its DataSpec and where it comes from."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    data = spec.data.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    source = {"uri": spec.data.root or f"sal://{spec.data.name}"}
+    dataset = Dataset(name=spec.data.display_name, digest=digest, source_type="local", source=json.dumps(source),
+                      profile=json.dumps({k: v for k, v in data.items() if v is not None}))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
+
+
+class LiveRun:
+    """One training run in MLflow while it trains: created RUNNING with its tags, params and data set,
+    per-epoch metrics streamed by a background thread, ended with the result's status.
+
+    ``log_epoch(epoch, row)`` has the shape of ``train(on_epoch=...)`` and only appends to a buffer:
+    a thread writes the buffer every ``flush_s`` seconds in one batch, so an epoch never waits for
+    the store. Used as a context manager, an exception ends the run FAILED (KILLED on Ctrl-C).
+    """
+
+    def __init__(self, uri: str, experiment: str, *, kind: str, tags: dict[str, Any] | None = None,
+                 run_name: str | None = None, parent_run_id: str | None = None, flush_s: float = 2.0):
+        self.uri, self.experiment, self.kind, self.run_name = uri, experiment, kind, run_name
+        self.tags = dict(tags or {})
+        if parent_run_id:
+            self.tags[PARENT_TAG] = parent_run_id
+        self.flush_s = flush_s
+        self.run_id: str | None = None
+        self._buffer: list = []
+        self._streamed = 0  # last epoch handed to the buffer
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, spec: RunSpec) -> str:
+        from mlflow.entities import Param, RunTag
+
+        client = client_for(self.uri)
+        tags = run_tags(spec, kind=self.kind, extra={**self.tags, "sal.status": "running"})
+        run = _retry(client.create_run, ensure_experiment(self.uri, self.experiment), run_name=self.run_name,
+                     tags=tags)
+        self.run_id = run.info.run_id
+        params = [Param(k, "" if v is None else str(v)) for k, v in flatten(spec).items()]
+        _retry(client.log_batch, self.run_id, params=params, tags=[RunTag("sal.device", spec.train.device)])
+        try:
+            _retry(client.log_inputs, self.run_id, datasets=[dataset_input(spec)])
+        except Exception as err:  # noqa: BLE001 - a store without dataset support still gets the run
+            log.warning("data set input not logged: %s", err)
+        self._thread = threading.Thread(target=self._flush_loop, daemon=True, name=f"mlflow-{self.run_id[:8]}")
+        self._thread.start()
+        return self.run_id
+
+    def log_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        """Queue one epoch's row (step = epoch); the background thread writes it."""
+        metrics = _metrics([{**row, "epoch": epoch}])
+        with self._lock:
+            self._buffer.extend(metrics)
+        self._streamed = max(self._streamed, epoch)
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._buffer = self._buffer, []
+        for chunk in _chunks(pending, 1000):
+            _retry(self.client.log_batch, self.run_id, metrics=chunk)
+
+    @property
+    def client(self):
+        return client_for(self.uri)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self._flush()
+            except Exception as err:  # noqa: BLE001 - a lost batch costs a curve point, never the run
+                log.warning("epoch metrics of run %s not written: %s", self.run_id, err)
+
+    def _stop_streaming(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._flush()
+
+    def finish(self, result: Result) -> str:
+        """Epochs not streamed yet, final metrics, artifacts, then FINISHED/FAILED/KILLED by the result."""
+        from mlflow.entities import Metric, RunTag
+
+        self._stop_streaming()
+        client = self.client
+        now = int(time.time() * 1000)
+        metrics = _metrics([row for row in result.history if int(row["epoch"]) > self._streamed])
+        last_step = int(result.history[-1]["epoch"]) if result.history else 0
+        metrics += [Metric(k, float(v), now, last_step) for k, v in result.final.items()]
+        tags = [RunTag(k, str(v)) for k, v in {"sal.status": result.status, "sal.message": result.message[:4000],
+                                               "sal.device": result.device,
+                                               "sal.n_params": result.n_params}.items()]
+        for i, chunk in enumerate(_chunks(metrics, 1000) if metrics else [[]]):
+            _retry(client.log_batch, self.run_id, metrics=chunk, tags=tags if i == 0 else [])
+        client.log_text(self.run_id, to_yaml(result.spec), "spec.yaml")
+        client.log_text(self.run_id, pd.DataFrame(result.history).to_csv(index=False), "history.csv")
+        _log_analysis(client, self.run_id, result.analysis)  # weights.pt / trajectory.pt when enabled
+        _retry(client.set_terminated, self.run_id, RUN_STATUS.get(result.status, "FAILED"))
+        return self.run_id
+
+    def __enter__(self) -> LiveRun:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None or self.run_id is None:
+            return
+        self._stop_streaming()
+        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        _retry(self.client.set_tag, self.run_id, "sal.status", "killed" if status == "KILLED" else "failed")
+        _retry(self.client.set_terminated, self.run_id, status)
+
+
 def log_result(result: Result, *, uri: str, experiment: str, kind: str, tags: dict[str, Any] | None = None,
-               run_name: str | None = None) -> str:
-    """Log one training run: tags, flattened spec as params, per-epoch and final metrics, artifacts."""
-    from mlflow.entities import Metric, Param, RunTag
+               run_name: str | None = None, parent_run_id: str | None = None) -> str:
+    """Log a run that has already trained (``sal train``): the same run a LiveRun leaves."""
+    live = LiveRun(uri, experiment, kind=kind, tags=tags, run_name=run_name, parent_run_id=parent_run_id)
+    live.start(result.spec)
+    return live.finish(result)
+
+
+def kill_runs(uri: str, run_ids: list[str], reason: str = "worker died") -> list[str]:
+    """End the RUNNING ones of ``run_ids`` as KILLED (their worker is gone); returns those it ended."""
+    client = client_for(uri)
+    killed = []
+    for run_id in run_ids:
+        try:
+            run = _retry(client.get_run, run_id)
+        except Exception as err:  # noqa: BLE001 - a run another store holds, or deleted by the user
+            log.warning("run %s not found: %s", run_id, err)
+            continue
+        if run.info.status == "RUNNING":
+            _retry(client.set_tag, run_id, "sal.status", "killed")
+            _retry(client.set_tag, run_id, "sal.message", reason)
+            _retry(client.set_terminated, run_id, "KILLED")
+            killed.append(run_id)
+    if killed:
+        log.warning("marked %d MLflow run(s) KILLED: %s", len(killed), reason)
+    return killed
+
+
+def runs_with_tag(uri: str, experiment: str, key: str, value: str) -> list:
+    """Runs of ``experiment`` whose tag ``key`` equals ``value``, newest first (MLflow Run objects)."""
+    client = client_for(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    escaped = value.replace("'", "\\'")
+    return list(_retry(client.search_runs, [exp.experiment_id], filter_string=f"tags.`{key}` = '{escaped}'",
+                       max_results=1000, order_by=["attributes.start_time DESC"]))
+
+
+def start_parent(uri: str, experiment: str, *, kind: str, key: str, run_name: str, tags: dict[str, Any],
+                 params: dict[str, Any] | None = None, spec: RunSpec | None = None) -> str:
+    """The parent run that groups the seeds of one ablation cell or study trial: the existing one of
+    ``key`` (set RUNNING again when a sweep resumes) or a new one. Runs of a `sal compare` (tag
+    ``sal.compare``) nest one level higher, under the compare's own parent run in this experiment."""
+    from mlflow.entities import Param
 
     client = client_for(uri)
-    all_tags = run_tags(result.spec, kind=kind, extra=tags)
-    all_tags.update({"sal.status": result.status, "sal.message": result.message[:4000],
-                     "sal.device": result.device, "sal.n_params": str(result.n_params)})
-    run = _retry(client.create_run, ensure_experiment(uri, experiment), run_name=run_name)
-    run_id = run.info.run_id
+    found = runs_with_tag(uri, experiment, PARENT_KEY, key)
+    if found:
+        run_id = found[0].info.run_id
+        if found[0].info.status != "RUNNING":
+            _retry(client.update_run, run_id, status="RUNNING")
+        return run_id
+    all_tags = {"sal.kind": kind, PARENT_KEY: key, "git_sha": _git_sha(), **{k: str(v) for k, v in tags.items()}}
+    if kind != "compare" and "sal.compare" in tags:
+        all_tags[PARENT_TAG] = compare_parent(uri, experiment, str(tags["sal.compare"]), str(tags.get("sal.stage")))
+    run = _retry(client.create_run, ensure_experiment(uri, experiment), run_name=run_name, tags=all_tags)
+    if params:
+        _retry(client.log_batch, run.info.run_id,
+               params=[Param(k[:250], "" if v is None else str(v)[:6000]) for k, v in params.items()])
+    if spec is not None:  # fills the runs table's Dataset column, one of the few it shows by default
+        with contextlib.suppress(Exception):
+            _retry(client.log_inputs, run.info.run_id, datasets=[dataset_input(spec)])
+    return run.info.run_id
+
+
+def compare_parent(uri: str, experiment: str, name: str, stage: str) -> str:
+    """The run of one `sal compare` stage (tune|evaluate) in one experiment, parent of its cells or trials."""
+    return start_parent(uri, experiment, kind="compare", key=f"compare|{name}|{stage}",
+                        run_name=f"compare {name}: {stage}", tags={"sal.compare": name, "sal.stage": stage})
+
+
+def end_compare_parents(uri: str, experiments: list[str], name: str) -> None:
+    """A compare is over: its stage runs end FINISHED."""
+    for experiment in experiments:
+        for run in runs_with_tag(uri, experiment, "sal.compare", name):
+            if run.data.tags.get("sal.kind") == "compare" and run.info.status == "RUNNING":
+                _retry(client_for(uri).set_terminated, run.info.run_id, "FINISHED")
+
+
+def annotate_run(uri: str, run_id: str, *, metrics: dict[str, float], step: int = 0,
+                 tags: dict[str, Any] | None = None) -> None:
+    """Metrics and tags known only after a run ended (a study trial's aggregate over its seeds)."""
+    from mlflow.entities import Metric, RunTag
+
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, int(row["epoch"])) for row in result.history
-               for k, v in row.items() if k != "epoch"]
-    last_step = int(result.history[-1]["epoch"]) if result.history else 0
-    metrics += [Metric(k, float(v), now, last_step) for k, v in result.final.items()]
-    params = [Param(k, "" if v is None else str(v)) for k, v in flatten(result.spec).items()]
-    tag_list = [RunTag(k, v) for k, v in all_tags.items()]
-    for i, chunk in enumerate(_chunks(metrics, 1000)):
-        _retry(client.log_batch, run_id, metrics=chunk, params=params if i == 0 else [],
-               tags=tag_list if i == 0 else [])
-    if not metrics:
-        _retry(client.log_batch, run_id, params=params, tags=tag_list)
-    client.log_text(run_id, to_yaml(result.spec), "spec.yaml")
-    client.log_text(run_id, pd.DataFrame(result.history).to_csv(index=False), "history.csv")
-    _retry(client.set_terminated, run_id, RUN_STATUS.get(result.status, "FAILED"))
-    return run_id
+    _retry(client_for(uri).log_batch, run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+           tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def end_parent(uri: str, run_id: str, *, status: str, metrics: dict[str, float] | None = None,
+               run_name: str | None = None) -> None:
+    """Key metrics of the group (e.g. the mean over seeds) and its end status (FINISHED/FAILED/KILLED).
+
+    ``run_name`` may carry the group's result: MLflow 3.17's runs table shows no metric column until a
+    user picks one (by default: name, created, dataset, duration, source, models), but it shows names.
+    """
+    from mlflow.entities import Metric
+
+    client = client_for(uri)
+    if _retry(client.get_run, run_id).info.status != "RUNNING":
+        return  # ended already (by the worker that ran its last seed); its end time stays
+    if run_name:
+        _retry(client.update_run, run_id, name=run_name)
+    now = int(time.time() * 1000)
+    if metrics:
+        _retry(client.log_batch, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    _retry(client.set_terminated, run_id, status)
+
+
+_TAG_CHUNK = 15000  # below MLflow's 20000-character limit on an experiment tag's value
+
+
+def set_experiment_record(uri: str, experiment: str, name: str, value: Any) -> None:
+    """Store a JSON value on the experiment as tags ``name.0``, ``name.1``, ... (and ``name.chunks``), so a
+    report reads what a launch declared (the ablation's definition, its analysis plan) from MLflow alone."""
+    import json
+
+    client = client_for(uri)
+    exp_id = ensure_experiment(uri, experiment)
+    text = json.dumps(value, sort_keys=True)
+    chunks = [text[i:i + _TAG_CHUNK] for i in range(0, len(text), _TAG_CHUNK)] or [""]
+    for i, chunk in enumerate(chunks):
+        _retry(client.set_experiment_tag, exp_id, f"{name}.{i}", chunk)
+    _retry(client.set_experiment_tag, exp_id, f"{name}.chunks", str(len(chunks)))
+
+
+def get_experiment_record(uri: str, experiment: str, name: str) -> Any:
+    """The JSON value set_experiment_record stored, or None."""
+    import json
+
+    exp = client_for(uri).get_experiment_by_name(experiment)
+    if exp is None or f"{name}.chunks" not in exp.tags:
+        return None
+    return json.loads("".join(exp.tags[f"{name}.{i}"] for i in range(int(exp.tags[f"{name}.chunks"]))))
+
+
+def run_ids(uri: str, experiment: str) -> set[str]:
+    """The ids of the experiment's active runs (deleted runs are gone for sal too)."""
+    runs = runs_frame(uri, [experiment])
+    return set(runs["run_id"]) if len(runs) else set()
 
 
 def log_artifact_dir(uri: str, run_id: str, folder: Path) -> None:
@@ -180,6 +439,18 @@ def runs_frame(uri: str, experiments: list[str] | None = None, filter_string: st
     return pd.DataFrame(rows)
 
 
+def check_filter(filter_string: str) -> None:
+    """A malformed ``--filter`` as a SpecError (MLflow's parse error), before anything is read or written."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchUtils
+
+    try:
+        SearchUtils.parse_search_filter(filter_string)
+    except MlflowException as err:
+        raise SpecError([f"--filter={filter_string!r}: {err.message}; fix: write MLflow search syntax, e.g. "
+                         "--filter \"tags.dataset = 'digits'\" or \"params.`optim.lr` = '0.003'\""]) from None
+
+
 def run_history(uri: str, run_id: str) -> pd.DataFrame:
     """The per-epoch history a run logged as ``history.csv``."""
     from mlflow.artifacts import download_artifacts
@@ -207,3 +478,69 @@ def log_summary(uri: str, experiment: str, *, run_name: str, tags: dict[str, Any
         client.log_artifacts(run.info.run_id, str(folder))
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+# ---------------------------------------------------------------- landscape artifacts (issue 13)
+
+WEIGHTS_ARTIFACT = "weights.pt"  # the final state_dict; torch.load(..., weights_only=True)
+TRAJECTORY_ARTIFACT = "trajectory.pt"  # {"epochs": (T,), "weights": (T, d)} snapshots
+
+
+def _log_analysis(client, run_id: str, analysis: dict) -> None:
+    import tempfile
+
+    import torch
+
+    parts = {WEIGHTS_ARTIFACT: analysis.get("weights"), TRAJECTORY_ARTIFACT: analysis.get("trajectory")}
+    parts = {name: obj for name, obj in parts.items() if obj is not None}
+    if not parts:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, obj in parts.items():
+            torch.save(obj, Path(tmp) / name)
+            _retry(client.log_artifact, run_id, str(Path(tmp) / name))
+
+
+def _download(uri: str, run_id: str, artifact: str) -> Path | None:
+    """A run's artifact as a local file, or None if the run has none of that name."""
+    from mlflow.artifacts import download_artifacts
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    names = {f.path for f in client_for(uri).list_artifacts(run_id)}
+    if artifact not in names:
+        return None
+    return Path(download_artifacts(run_id=run_id, artifact_path=artifact, tracking_uri=uri))
+
+
+def run_tensors(uri: str, run_id: str, artifact: str = WEIGHTS_ARTIFACT):
+    """A tensor artifact (``weights.pt``, ``trajectory.pt``) of a run, loaded with weights_only=True; None
+    if the run did not save it."""
+    import torch
+
+    path = _download(uri, run_id, artifact)
+    return None if path is None else torch.load(path, map_location="cpu", weights_only=True)
+
+
+def run_spec_yaml(uri: str, run_id: str) -> str | None:
+    """The resolved spec a run logged as ``spec.yaml``."""
+    path = _download(uri, run_id, "spec.yaml")
+    return None if path is None else path.read_text()
+
+
+def log_run_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
+    """Add metrics to an existing (finished) run, e.g. sharpness measured after the fact."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    for chunk in _chunks(batch, 1000):
+        _retry(client_for(uri).log_batch, run_id, metrics=chunk)
+
+
+def log_run_figure(uri: str, run_id: str, fig, name: str) -> None:
+    """A matplotlib Figure as a PNG artifact ``name`` of a run."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fig.savefig(Path(tmp) / name, dpi=110, bbox_inches="tight")
+        _retry(client_for(uri).log_artifact, run_id, str(Path(tmp) / name))

@@ -9,7 +9,6 @@ Each epoch does one host-device sync: every on-device sum is read in one ``tolis
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import resource
 import time
@@ -20,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import interrupts
 from .config import RunSpec
 from .data import DataBundle, Split, augment_batch, load_data
-from .methods import EpochStats, MethodContext, build_method
+from .methods import REGISTRY, EpochStats, MethodContext, build_method
 from .models import build_model
+from .rng import RngStream, derive_seed
 
 __all__ = ["Result", "PruneRun", "TrainingRun", "train", "derive_seed", "resolve_device"]
 
@@ -45,6 +46,7 @@ class Result:
     message: str = ""
     n_params: int = 0
     device: str = "cpu"
+    analysis: dict = field(default_factory=dict)  # sal.run_analysis output: final "weights", "trajectory"
 
     @property
     def ok(self) -> bool:
@@ -58,11 +60,6 @@ class Result:
         """A per-epoch metric at the last epoch, else the final metric of that name, else nan."""
         value = self.last(name)
         return self.final.get(name, math.nan) if math.isnan(value) else value
-
-
-def derive_seed(seed: int, purpose: str) -> int:
-    """Independent 63-bit seeds per purpose, stable across processes and platforms."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -141,7 +138,8 @@ class TrainingRun:
         self.spec = spec
         self.device = device = resolve_device(spec.train.device)
         self.cuda = cuda = device.type == "cuda"
-        with self._own_rng(fresh=True):
+        self._dropout_rng = RngStream(derive_seed(spec.seed, "dropout"), device)
+        with self._dropout_rng.active():
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             self.data = data = (data or load_data(spec.data, device)).to(device)
@@ -158,38 +156,28 @@ class TrainingRun:
             self.net = torch.compile(self.model) if t.compile else self.model
             self.data_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "data"))
             method_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
+            n_train = len(data.train)
+            # Batches are known before the method is built: per-batch schedules (onecycle) need their count.
+            full_batch = getattr(REGISTRY.get(spec.method.name), "full_batch", False)
+            self.bs = n_train if full_batch else min(t.batch_size, n_train)
+            self.n_batches = n_train // self.bs  # drop the ragged batch: static shapes, no 1-sample BN
+            self.eval_bs = max(self.bs, 512)
             self.method = build_method(MethodContext(
                 model=self.net, spec=spec, generator=method_gen,
                 method_seed=derive_seed(spec.seed, "method-host"),
                 loss_fn=lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing),
-                autocast=self.autocast, train_batches=self._full_batches,
+                autocast=self.autocast, train_batches=self._full_batches, steps_per_epoch=self.n_batches,
+                side_rng=lambda purpose: RngStream(derive_seed(spec.seed, f"dropout-{purpose}"), device),
             ))
-            n_train = len(data.train)
-            self.bs = n_train if self.method.full_batch else min(t.batch_size, n_train)
-            self.n_batches = n_train // self.bs  # drop the ragged batch: static shapes, no 1-sample BN
-            self.eval_bs = max(self.bs, 512)
         self.result = Result(spec=spec, status="finished", n_params=sum(p.numel() for p in model.parameters()),
                              device=str(device))
         self.epoch = 0
         self.train_s = 0.0
+        self.analysis = None  # ---- analysis hook (issue 13): landscape measures, off by default
+        if spec.analysis.enabled:
+            from .run_analysis import RunAnalysis
 
-    @contextlib.contextmanager
-    def _own_rng(self, fresh: bool = False):
-        """Swap this run's dropout RNG state in for the duration (CPU, and the CUDA device if used)."""
-        devices = [self.device] if self.cuda else []
-        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            if fresh:
-                torch.manual_seed(derive_seed(self.spec.seed, "dropout"))
-            else:
-                torch.set_rng_state(self._cpu_rng)
-                if self.cuda:
-                    torch.cuda.set_rng_state(self._cuda_rng, self.device)
-            try:
-                yield
-            finally:
-                self._cpu_rng = torch.get_rng_state()
-                if self.cuda:
-                    self._cuda_rng = torch.cuda.get_rng_state(self.device)
+            self.analysis = RunAnalysis(spec, data.train, model=self.model)
 
     def _full_batches(self):
         train_set = self.data.train
@@ -202,11 +190,16 @@ class TrainingRun:
 
     def step(self) -> dict[str, float]:
         """Train and evaluate one more epoch; returns its history row (also kept in the result)."""
+        interrupts.check()
         t0 = time.perf_counter()
-        with self._own_rng():
+        with self._dropout_rng.active():
             row = self._epoch()
         row["time/epoch_s"] = time.perf_counter() - t0
         self.train_s += row["time/epoch_s"]
+        if self.analysis is not None and self.result.status == "finished":
+            # Not timed as training; any RNG draw inside (none expected) is thrown away, not the run's
+            with torch.random.fork_rng(devices=[self.device] if self.cuda else [], device_type=self.device.type):
+                row.update(self.analysis.after_epoch(self.epoch, self.method.eval_model()))
         self.result.history.append(row)
         return row
 
@@ -244,9 +237,16 @@ class TrainingRun:
         if bad:
             self.stop("diverged", f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; the run was stopped")
             return row
+        last = epoch == self.spec.train.epochs
         stats = EpochStats(epoch, row["train/loss"], row["train/acc"], row.get("val/loss", math.nan),
-                           row.get("val/acc", math.nan))
+                           row.get("val/acc", math.nan), act=not last or self.spec.train.intervene_last_epoch)
         row.update(method.end_epoch(stats))
+        acted = any(row.get(k) for k in ("sal/noise", "sal/deform", "sal/revert"))
+        if last and acted and has_val:
+            # The last row must describe the weights the test metrics will measure (intervene_last_epoch).
+            loss, correct = torch.stack(_evaluate(method.eval_model(), self.data.val, self.eval_bs,
+                                                  self.autocast)[:2]).tolist()
+            row["val/loss"], row["val/acc"] = loss / len(self.data.val), correct / len(self.data.val)
         return row
 
     def stop(self, status: str, message: str) -> None:
@@ -256,8 +256,11 @@ class TrainingRun:
         """Test metrics, timing and memory; call once, after the last step."""
         result = self.result
         result.final["time/train_s"] = self.train_s
+        result.final["test/n_samples"] = float(len(self.data.test))  # a report's ROPE is judged against 1/n
+        for event in ("noise", "deform", "revert"):  # a stress-aware cell that never acted is flagged
+            result.final[f"sal/n_{event}"] = float(sum(row.get(f"sal/{event}", 0.0) for row in result.history))
         if result.status != "diverged":
-            with self._own_rng():
+            with self._dropout_rng.active():
                 final_model = self.method.eval_model()
                 loss, top1, top5 = torch.stack(_evaluate(final_model, self.data.test, self.eval_bs,
                                                          self.autocast)).tolist()
@@ -269,6 +272,8 @@ class TrainingRun:
                     result.final["sharpness/grad_norm"] = _grad_norm(
                         final_model, self.data.train, self.eval_bs, self.spec.train.sharpness_samples, self.autocast)
         result.final["mem/peak_mb"] = _peak_mb(self.device)
+        if self.analysis is not None:
+            result.analysis = self.analysis.finish(self.method.eval_model() if result.status != "diverged" else None)
         return result
 
 

@@ -47,7 +47,7 @@ def start_until(cmd: list[str], journal, study: str, *, complete: int, timeout: 
     from sal.engine import StorageRef
 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + timeout
+    deadline, states = time.time() + timeout, None
     while time.time() < deadline:
         time.sleep(0.3)
         if journal.exists():
@@ -59,4 +59,6 @@ def start_until(cmd: list[str], journal, study: str, *, complete: int, timeout: 
             if states.count("COMPLETE") >= complete and "RUNNING" in states:
                 return proc
     proc.kill()
-    raise AssertionError(f"{study}: no running trial after {complete} complete ones within {timeout} s")
+    _, err = proc.communicate()
+    raise AssertionError(f"{study}: no running trial after {complete} complete ones within {timeout} s (last "
+                         f"seen: {states}); its stderr ended with: {err[-2000:]}")

@@ -20,7 +20,7 @@ from tests.conftest import start_until
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BASE = {"data": {"name": "synthetic", "num_samples": 300}, "model": {"name": "mlp", "width": 8},
-             "train": {"epochs": 2, "batch_size": 32}}
+             "method": {"name": "base"}, "train": {"epochs": 2, "batch_size": 32}}
 
 
 def _write(tmp_path, name, **fields) -> Path:
@@ -37,7 +37,8 @@ def _trials(ref, name):
 
 
 def _finished_runs(uri, name):
-    runs = runs_frame(uri, [f"sal-ablation-{name}"])
+    """The FINISHED training runs (seed runs, not the parent runs that group them)."""
+    runs = runs_frame(uri, [f"sal-ablation-{name}"], filter_string="tags.`sal.kind` = 'ablation'")
     return runs[runs["status"] == "FINISHED"] if len(runs) else runs
 
 
@@ -73,7 +74,7 @@ def test_bad_grids_fail_before_any_run(tmp_path):
 def test_paper_presets_name_their_missing_data(tmp_path, monkeypatch):
     monkeypatch.setenv("SAL_DATA", str(tmp_path))
     for preset in sorted((REPO / "ablations").glob("*.yaml")):
-        if preset.stem != "quick":
+        if preset.stem not in ("quick", "flatness_quick"):  # the CPU presets need no data
             with pytest.raises(SpecError, match=f"needs '{tmp_path}/"):
                 load_ablation(preset)
 
@@ -84,7 +85,7 @@ def test_every_preset_expands_when_its_data_is_there(tmp_path, monkeypatch):
         (tmp_path / folder).mkdir()
     (tmp_path / "weights" / "densenet201.pth").touch()
     counts = {p.stem: len(load_ablation(p)[1]) for p in (REPO / "ablations").glob("*.yaml")}
-    assert counts == {"quick": 35, "paper_table1": 200, "paper_table2": 140, "paper_table3": 80,
+    assert counts == {"quick": 35, "flatness_quick": 9, "paper_table1": 200, "paper_table2": 140, "paper_table3": 80,
                       "paper_table4": 80, "stable_vs_degraded": 180}
 
 
@@ -162,22 +163,27 @@ def test_a_killed_worker_is_reaped_and_the_grid_completes_without_duplicates(tmp
     assert len(runs) == 8 and len(set(zip(runs["tags.sal.cell"], runs["tags.seed"]))) == 8
 
 
-def test_ctrl_c_gives_the_running_trial_back_and_stops(tmp_path, mlflow_uri):
+@pytest.mark.slow
+@pytest.mark.parametrize("pack,running", [("off", 1), ("on", 3)])  # packed: the cell's 3 seeds run together
+def test_ctrl_c_gives_the_running_trial_back_and_stops(tmp_path, mlflow_uri, pack, running):
+    # packed seeds train fast: enough epochs that the interrupt always lands while the first cell trains
     path = _write(tmp_path, "interrupted", seeds=3, base={**TINY_BASE, "data": {"name": "digits"},
-                                                          "train": {"epochs": 10}})
+                                                          "train": {"epochs": 10 if pack == "off" else 600,
+                                                                    "pack": pack}})
     journal = tmp_path / "q.journal"
     cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "ablate", str(path), "--storage", str(journal)]
     proc = start_until(cmd, journal, "interrupted", complete=0)
     ref = StorageRef(str(journal))
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "re-run the same command to resume" in err
+    assert proc.returncode == 130 and "re-run the same command to resume" in err, err[-3000:]
     trials = _trials(ref, "interrupted")
     given_back = [t for t in trials if t.state.name == "FAIL"]
-    assert len(given_back) == 1 and given_back[0].user_attrs["sal.status"] == "interrupted"
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == given_back[0].number]
-    assert len(retries) == 1 and retries[0].state.name == "WAITING"
-    assert retries[0].user_attrs["sal.key"] == given_back[0].user_attrs["sal.key"]
+    assert len(given_back) == running and all(t.user_attrs["sal.status"] == "interrupted" for t in given_back)
+    for back in given_back:
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == back.number]
+        assert len(retries) == 1 and retries[0].state.name == "WAITING"
+        assert retries[0].user_attrs["sal.key"] == back.user_attrs["sal.key"]
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     complete = [t.user_attrs["sal.key"] for t in _trials(ref, "interrupted") if t.state.name == "COMPLETE"]
     assert len(complete) == 6 and len(set(complete)) == 6

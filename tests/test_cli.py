@@ -68,7 +68,8 @@ def test_sal_ui_serves_the_store_on_localhost(mlflow_uri):
     import time
     import urllib.request
 
-    assert main(["--tracking-uri", mlflow_uri, "train", "--experiment", "cli-ui", "--set", "train.epochs=1"]) == 0
+    assert main(["--tracking-uri", mlflow_uri, "train", "--experiment", "cli-ui", "--set", "train.epochs=1",
+                 "--set", "method.name=base"]) == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -96,3 +97,14 @@ def test_sal_ui_serves_the_store_on_localhost(mlflow_uri):
 
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_a_run_that_crashes_is_one_line_and_exit_1(tmp_path, capsys):
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    code = main(["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "train", "--set", "data.name=imagefolder",
+                 "--set", f"data.root={empty}", "--set", "method.name=base", "--set", "train.epochs=1"])
+    out = capsys.readouterr().out
+    # old main: a traceback (exit 1 from Python) and no MLflow run
+    assert code == 1 and "status failed: FileNotFoundError" in out
+    assert runs_frame(f"sqlite:///{tmp_path / 'm.db'}", ["sal-train"])["status"].tolist() == ["FAILED"]

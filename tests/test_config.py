@@ -74,3 +74,8 @@ def test_missing_config_file(tmp_path):
 def test_bad_set_syntax():
     with pytest.raises(SpecError, match="key=value"):
         parse_overrides(["method.rho"])
+
+
+def test_yaml_on_and_off_are_pack_modes_not_booleans():
+    assert validate_run({"train": {"pack": False}}).train.pack == "off"  # YAML 1.1 reads `pack: off` as false
+    assert validate_run(apply_overrides({}, parse_overrides(["train.pack=on"]))).train.pack == "on"

@@ -48,7 +48,9 @@ class _Net(nn.Module):
 
 
 def _pdo(model, **knobs):
-    return PDO(model, generator=torch.Generator().manual_seed(0), **knobs)
+    from sal.methods.sal import SALSpec
+
+    return PDO(model, SALSpec(**knobs), generator=torch.Generator().manual_seed(0))
 
 
 def _feed(pdo, seq):
@@ -177,3 +179,17 @@ def test_interventions_are_in_place():
     _feed(pdo, [STALL] * 8)
     assert ptrs == [p.data_ptr() for p in net.parameters()]
     assert math.isfinite(sum(p.sum().item() for p in net.parameters()))
+
+
+def test_deformed_layers_skip_normalisation_layers():
+    from sal.config import ModelSpec
+    from sal.models import build_model
+
+    resnet = build_model(ModelSpec(name="resnet18", width=4), (3, 8, 8), 10)
+    chosen = last_trainable_layers(resnet, 3)
+    # old main chose the last BatchNorm (gamma shrunk to 0.9 plus noise) among the three
+    assert [type(m).__name__ for m in chosen] == ["Conv2d", "Conv2d", "Linear"]
+    assert chosen[-1] is resnet[-1]  # the head
+    for name in ("cnn", "mlp"):
+        net = build_model(ModelSpec(name=name, width=8), (1, 8, 8), 10)
+        assert [type(m).__name__ for m in last_trainable_layers(net, 3)] == ["Linear"] * 3

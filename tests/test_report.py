@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from sal.ablation import load_ablation, run_ablation
+from sal.analysis import legacy_plan
 from sal.cli import main
-from sal.compare import SUMMARY_COLUMNS, ReportOptions, summarize
 from sal.engine import StorageRef
 from sal.report import paper_numbers
 from sal.stats import adjust
+from sal.summary import SUMMARY_COLUMNS, ReportOptions, summarize
 from sal.tracking import runs_frame
 
 CONTRACT = ["dataset", "metric", "method", "baseline", "n", "mean", "sd", "ci_low", "ci_high", "delta", "delta_ci_low",
@@ -49,17 +50,25 @@ def test_report_writes_every_output_with_the_contract_columns(ablation, mlflow_u
     out = ablation / "report"
     assert _report(mlflow_uri, out, "--metric", "test/acc", "--metric", "test/loss", "--filter",
                    "tags.`sal.cell` != 'blowup'") == 0
-    assert {p.name for p in out.iterdir()} == {"summary.csv", "report.md", "report.html", "table.tex", "figures"}
+    assert {p.name for p in out.iterdir()} == {"summary.csv", "report.md", "report.html", "table.tex", "figures",
+                                               ".sal-report"}  # the marker lists the files sal wrote
     summary = pd.read_csv(out / "summary.csv", keep_default_na=False, na_values=[""])
     assert set(CONTRACT) <= set(summary.columns)
-    assert len(summary) == 1 * 2 * 3  # (dataset, metric, method)
-    assert not summary.duplicated(["dataset", "metric", "method"]).any()
-    acc = summary[summary["metric"] == "test/acc"].set_index("method")
-    assert acc.loc["adam", "verdict"] == "reference" and (acc["n"] == 5).all()
-    # p_holm is Holm over the family {sal, sam} for this metric
-    assert acc.loc[["sal", "sam"], "p_holm"].tolist() == pytest.approx(adjust(acc.loc[["sal", "sam"], "p_ttest"]))
+    # default plan: the treatment sal against every other cell (blowup filtered out), one family per metric;
+    # one row per (dataset, metric, contrast) plus a reference row for each cell that is only compared with
+    assert len(summary) == 2 * (2 + 2)
+    assert not summary.duplicated(["dataset", "metric", "method", "baseline"]).any()
+    acc = summary[summary["metric"] == "test/acc"]
+    contrasts = acc[acc["verdict"] != "reference"]
+    assert sorted(zip(contrasts["method"], contrasts["baseline"])) == [("sal", "adam"), ("sal", "sam")]
+    assert set(contrasts["treatment"]) == {"sal"} and set(contrasts["family"]) == {"all"}
+    assert sorted(acc.loc[acc["verdict"] == "reference", "method"]) == ["adam", "sam"] and (acc["n"] == 5).all()
+    # p_holm is Holm over the family {sal vs adam, sal vs sam} for this metric
+    assert contrasts["p_holm"].tolist() == pytest.approx(adjust(contrasts["p_ttest"]))
+    assert contrasts["exploratory"].all()
     md = (out / "report.md").read_text()
     assert "cannot reach significance" in md and "exploratory" in md
+    assert "contrasts dropped because --filter left no runs of ['blowup']" in md
     figures = {p.name for p in (out / "figures").iterdir()}
     assert {"strip.png", "slopes.png", "forest.png", "learning_curves.png", "stress_trace.png", "loss_vs_stress.png",
             "stress_histogram.png", "accuracy_gap.png"} <= figures
@@ -69,14 +78,18 @@ def test_report_writes_every_output_with_the_contract_columns(ablation, mlflow_u
     reports = runs_frame(mlflow_uri, ["sal-ablation-rep"], "tags.`sal.kind` = 'report'")
     assert len(reports) >= 1
     printed = capsys.readouterr().out
-    assert re.search(r"sal\s+delta [+-]\d\.\d{4}", printed)
+    assert re.search(r"sal vs adam\s+delta [+-]\d\.\d{4}", printed)
 
 
-def test_unpaired_seeds_are_named(ablation, mlflow_uri, capsys):
-    assert _report(mlflow_uri, ablation / "r2") == 2
-    err = capsys.readouterr().err
-    assert "blowup has no value for seed(s) 1, 2, 3, 4, 5" in err and "--allow-unpaired" in err
-    assert not (ablation / "r2").exists()
+def test_diverged_seeds_count_against_the_method_with_the_worst_score(ablation, mlflow_uri, capsys):
+    # old main: exit 2 with "--retry-failed", which re-runs nothing for a diverged run
+    assert _report(mlflow_uri, ablation / "r2", "--baseline", "adam") == 0
+    summary = pd.read_csv(ablation / "r2" / "summary.csv", keep_default_na=False, na_values=[""])
+    blowup = summary[(summary["method"] == "blowup") & (summary["metric"] == "test/acc")].iloc[0]
+    assert (blowup["n"], blowup["n_diverged"], blowup["diverged_seeds"]) == (5, 5, "1,2,3,4,5")
+    assert blowup["mean"] == 0.0 and blowup["delta"] < -0.5  # every seed scored 0 accuracy
+    md = (ablation / "r2" / "report.md").read_text()
+    assert "blowup diverged on seed(s) 1,2,3,4,5" in md and "departs from the plan" in md
 
 
 def test_unknown_ablation_and_missing_baseline_exit_2(ablation, mlflow_uri, capsys):
@@ -104,10 +117,10 @@ def test_report_html_renders_with_every_figure_in_chromium(ablation, mlflow_uri)
 
 
 def _tidy(deltas: dict[str, list[float]], base: list[float]) -> pd.DataFrame:
-    rows = [("d", "", "test/acc", "base", s + 1, v) for s, v in enumerate(base)]
+    rows = [("d", "", "test/acc", "base", s + 1, v, False) for s, v in enumerate(base)]
     for method, d in deltas.items():
-        rows += [("d", "", "test/acc", method, s + 1, b + x) for s, (b, x) in enumerate(zip(base, d))]
-    return pd.DataFrame(rows, columns=["dataset", "context", "metric", "method", "seed", "value"])
+        rows += [("d", "", "test/acc", method, s + 1, b + x, False) for s, (b, x) in enumerate(zip(base, d))]
+    return pd.DataFrame(rows, columns=["dataset", "context", "metric", "method", "seed", "value", "diverged"])
 
 
 def test_verdicts_on_crafted_ablations():
@@ -115,7 +128,8 @@ def test_verdicts_on_crafted_ablations():
     rng = np.random.default_rng(0)
     tidy = _tidy({"win": list(0.01 + rng.normal(0, 0.001, 10)), "same": list(rng.normal(0, 0.0003, 10)),
                   "noisy": list(rng.normal(0.002, 0.01, 10))}, base)
-    s = summarize(tidy, ReportOptions(baseline="base")).set_index("method")
+    plan = legacy_plan(["base", "win", "same", "noisy"], "base", ["test/acc"])
+    s = summarize(tidy, ReportOptions(plan=plan)).set_index("method")
     assert list(s.columns) == [c for c in SUMMARY_COLUMNS if c != "method"]
     assert s.loc["win", "verdict"] == "better" and s.loc["same", "verdict"] == "equivalent"
     assert s.loc["noisy", "verdict"] == "inconclusive" and s.loc["base", "verdict"] == "reference"
@@ -124,7 +138,8 @@ def test_verdicts_on_crafted_ablations():
 
 def test_paper_numbers_sit_beside_ours():
     tidy = pd.DataFrame({"dataset": ["imagenette"] * 2, "context": ["model=resnet50"] * 2, "method": ["adam", "sal"],
-                         "model.name": ["resnet50"] * 2, "optim.name": ["adam"] * 2, "data.resolution": [64, 64]})
+                         "model.name": ["resnet50"] * 2, "optim.name": ["adam"] * 2, "data.resolution": [64, 64],
+                         "method.name": ["base", "sal"]})
     summary = pd.DataFrame({"dataset": ["imagenette"] * 2, "context": ["model=resnet50"] * 2, "method": ["adam", "sal"],
                             "metric": ["test/acc"] * 2, "baseline": ["adam"] * 2})
     assert paper_numbers(summary, tidy, 1).tolist() == pytest.approx([0.8143, 0.8204])

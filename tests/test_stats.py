@@ -105,17 +105,73 @@ def test_cliffs_delta_and_magnitudes():
     assert [stats.cliffs_magnitude(v) for v in (0.1, -0.2, 0.4, 0.5)] == ["negligible", "small", "medium", "large"]
 
 
+def _verdict(p: dict, *, rope: float = 0.002, flip: bool = False, **kw) -> str:
+    """stats.verdict on one paired() result, uncorrected (a family of one); flip mirrors the delta."""
+    sign = -1 if flip else 1
+    low, high = sorted((sign * p["delta_ci_low"], sign * p["delta_ci_high"]))
+    return stats.verdict(delta=sign * p["delta"], ci_low=low, ci_high=high, p_ttest_adj=p["p_ttest"],
+                         p_signflip_adj=p["p_signflip"], n=p["n"], rope=rope, **kw)
+
+
 def test_verdicts_follow_their_definition():
     a = 0.90 + np.linspace(0, 0.002, 10)
-    win = stats.paired(a + 0.01, a)  # clear win
-    assert stats.verdict(win["p_ttest"], win["delta_ci_low"], win["delta_ci_high"], rope=0.002) == "better"
-    assert stats.verdict(win["p_ttest"], -win["delta_ci_high"], -win["delta_ci_low"], rope=0.002) == "worse"
+    win = stats.paired(a + 0.01 + RNG.normal(0, 0.001, 10), a)  # clear win
+    assert _verdict(win) == "better" and _verdict(win, flip=True) == "worse"
     same = stats.paired(a + RNG.normal(0, 0.0003, 10), a)  # inside +-0.2 points
-    assert stats.verdict(1.0, same["delta_ci_low"], same["delta_ci_high"], rope=0.002) == "equivalent"
+    assert _verdict(same) == "equivalent"
     noisy = stats.paired(a + RNG.normal(0.001, 0.01, 10), a)
-    assert stats.verdict(0.4, noisy["delta_ci_low"], noisy["delta_ci_high"], rope=0.002) == "inconclusive"
+    assert _verdict(noisy) == "inconclusive"
     # lower is better (a loss): a significant drop is "better"
-    assert stats.verdict(0.001, -0.3, -0.1, rope=0.0, higher_is_better=False) == "better"
+    assert _verdict(stats.paired(a - 0.3 + RNG.normal(0, 0.01, 10), a), rope=0.0, higher_is_better=False) == "better"
+
+
+def test_equivalence_is_checked_before_significance():
+    # +0.05 points with a tight CI inside the ROPE: significant, and negligible. Old main called it "better".
+    base = 0.90 + np.linspace(-0.004, 0.004, 12)
+    tiny_win = stats.paired(base + 0.0005 + RNG.normal(0, 0.0001, 12), base)
+    assert tiny_win["p_ttest"] < 1e-6 and 0 < tiny_win["delta_ci_low"] and tiny_win["delta_ci_high"] < 0.002
+    assert _verdict(tiny_win) == "equivalent"
+
+
+def test_zero_variance_differences_have_no_t_test_and_the_sign_flip_decides():
+    base = np.array([0.91, 0.93])
+    r = stats.paired(base + 0.01, base)  # every seed +1 point: old main gave p_ttest = 0 and "better" on 2 seeds
+    assert math.isnan(r["p_ttest"]) and math.isnan(r["delta_ci_low"]) and math.isnan(r["delta_ci_high"])
+    assert r["p_signflip"] == pytest.approx(2 / 2**2)
+    assert _verdict(r) == "inconclusive"
+    eight = stats.paired(np.full(8, 0.95), np.full(8, 0.94))
+    assert eight["p_signflip"] == pytest.approx(2 / 2**8) and _verdict(eight) == "better"
+    tied = stats.paired(np.full(6, 0.9), np.full(6, 0.9))
+    assert tied["p_signflip"] == 1.0 and tied["win_rate"] == 0.5 and _verdict(tied) == "inconclusive"
+
+
+def test_small_samples_need_the_sign_flip_test_too():
+    # 6 seeds, 5 clear wins and one small loss: the t-test is significant, the exact sign-flip test is not.
+    d = np.array([0.010, 0.011, 0.012, 0.009, 0.013, -0.001])
+    base = np.full(6, 0.9)
+    r = stats.paired(base + d, base)
+    assert r["p_ttest"] < 0.05 and r["p_signflip"] > 0.05
+    assert _verdict(r) == "inconclusive"
+
+
+def test_sign_flip_p_is_scipys_exact_permutation_test():
+    d = RNG.normal(0.002, 0.01, 9)
+    exact = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf).pvalue
+    assert stats.sign_flip_p(d) == pytest.approx(exact, abs=1e-12)
+    # by hand: 4 pairs, all positive -> 2 of 16 sign patterns are as extreme
+    assert stats.sign_flip_p([0.1, 0.2, 0.3, 0.4]) == pytest.approx(2 / 16)
+
+
+def test_win_rate_counts_ties_as_half_and_accuracy_intervals_stay_in_range():
+    r = stats.paired([0.9, 0.8, 0.7, 0.6], [0.8, 0.8, 0.8, 0.8])
+    assert r["win_rate"] == pytest.approx((1 + 0.5) / 4)
+    near_one = stats.describe([1.0, 0.999, 1.0, 0.97], bounds=(0.0, 1.0))
+    assert near_one["ci_high"] == 1.0 and near_one["ci_low"] >= 0.0
+    assert stats.describe([1.0, 0.999, 1.0, 0.97])["ci_high"] > 1.0  # unclipped, it would leave [0, 1]
+
+
+def test_exploratory_up_to_five_seeds():
+    assert stats.exploratory(2) and stats.exploratory(5) and not stats.exploratory(6)
 
 
 def test_small_n_facts():

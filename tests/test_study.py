@@ -23,6 +23,7 @@ from sal.study_spec import load_study_spec
 from sal.tracking import runs_frame
 from tests.conftest import start_until
 
+SEED_RUNS = "tags.`sal.kind` = 'study'"  # the training runs, not the trial runs that group them
 KNOBS = ["method.rho", "method.theta", "method.s_noise", "method.s_yield", "method.delta", "method.lambda",
          "method.sigma_y"]
 BASE = {"data": {"name": "synthetic", "num_samples": 300}, "model": {"name": "mlp", "width": 8},
@@ -65,7 +66,7 @@ def test_a_short_study_records_knobs_seeds_and_aggregates(tmp_path, mlflow_uri):
         assert set(per_seed) == {"1", "2"}
         assert t.value == pytest.approx(aggregate("cvar", list(per_seed.values()), maximize=True, alpha=0.5))
         assert t.user_attrs["sal.cvar.val/acc"] == t.value
-    runs = runs_frame(mlflow_uri, ["sal-study-short"])
+    runs = runs_frame(mlflow_uri, ["sal-study-short"], SEED_RUNS)
     assert len(runs) == 10  # one per (trial, seed)
     assert set(runs["tags.sal.trial"]) == {str(i) for i in range(5)}
     first = runs[runs["tags.sal.trial"] == "0"]
@@ -85,7 +86,7 @@ def test_a_pruned_trial_is_pruned_in_optuna_and_mlflow(tmp_path, mlflow_uri):
     study.enqueue_trial({"optim.lr": 1e-7})  # stays at chance: below the median from epoch 1
     study = run_study(spec, ref=ref, uri=mlflow_uri)
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "PRUNED"]
-    runs = runs_frame(mlflow_uri, ["sal-study-prune"])
+    runs = runs_frame(mlflow_uri, ["sal-study-prune"], SEED_RUNS)
     pruned = runs[runs["tags.sal.trial"] == "1"]
     assert len(pruned) == 2
     assert set(pruned["tags.sal.trial_state"]) == {"pruned"} and set(pruned["status"]) == {"KILLED"}
@@ -144,7 +145,7 @@ def test_best_spec_trains_and_optunas_cli_reads_the_storage(tmp_path, mlflow_uri
     assert main(["--tracking-uri", mlflow_uri, "train", "--config", str(out), "--experiment", "from-best"]) == 0
     assert len(runs_frame(mlflow_uri, ["from-best"])) == 1
     assert main(["study", "status", "bestof", "--storage", str(journal)]) == 0
-    assert "complete 3" in capsys.readouterr().out
+    assert "trials: 3 complete" in capsys.readouterr().out
     optuna_cli = shutil.which("optuna", path=str(Path(sys.executable).parent))
     listed = subprocess.run([optuna_cli, "trials", "--storage", str(journal), "--study-name", "bestof", "-f", "yaml"],
                             capture_output=True, text=True, check=True)
@@ -190,3 +191,57 @@ def test_study_presets_validate_and_name_missing_data(tmp_path, monkeypatch):
     assert set(specs) == {"quick", "paper_stable", "paper_degraded"}
     assert all(set(KNOBS) <= set(s.space) for s in specs.values())
     assert specs["paper_degraded"].directions == ["maximize", "minimize"]
+
+
+def test_a_rerun_with_another_base_or_space_exits_2_and_force_new_starts_fresh(tmp_path, mlflow_uri, capsys):
+    path = _write(tmp_path, "drift", n_trials=2)
+    journal = tmp_path / "d.journal"
+    run = ["--tracking-uri", mlflow_uri, "study", "run", str(path), "--storage", str(journal)]
+    assert main(run) == 0
+    # old main resumed it and mixed trials of two base specs in one study
+    assert main([*run, "--set", "optim.lr=0.02"]) == 2
+    err = capsys.readouterr().err
+    assert "study 'drift'" in err and "--force-new" in err
+    assert main([*run, "--set", "optim.lr=0.02", "--force-new", "--n-trials", "1"]) == 0
+    storage = StorageRef(str(journal)).open()
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert names[0] == "drift" and names[1].startswith("drift@")  # the old study is kept, renamed
+    fresh = optuna.load_study(study_name="drift", storage=storage)
+    assert len(fresh.trials) == 1
+    assert len(optuna.load_study(study_name=names[1], storage=storage).trials) == 2
+    assert main([*run, "--n-trials", "2"]) == 2  # the fresh study has the new base now: the old one is the odd one
+
+
+def test_study_best_writes_what_the_best_trial_trained(tmp_path, mlflow_uri):
+    path = _write(tmp_path, "bestbase", n_trials=2)
+    journal = tmp_path / "b.journal"
+    spec = load_study_spec(path)
+    study = run_study(spec, ref=StorageRef(str(journal)), uri=mlflow_uri)
+    # the stored base is overwritten (old main wrote base + params: a configuration no trial trained)
+    study.set_user_attr("sal.base", {**BASE, "optim": {"lr": 0.5}})
+    out = tmp_path / "best.yaml"
+    assert main(["study", "best", "bestbase", "--storage", str(journal), "--out", str(out)]) == 0
+    best = validate_run(yaml.safe_load(out.read_text()))
+    assert best.optim.lr == 0.01 and best.method.rho == study.best_trial.params["method.rho"]
+
+
+def test_a_trial_whose_every_seed_diverged_ranks_below_any_trained_trial():
+    from sal.objectives import trial_value
+
+    trained = trial_value("lcb", [0.1, 0.9, 0.5], [False] * 3, metric="val/acc", maximize=True)
+    dead = trial_value("lcb", [0.0, 0.0, 0.0], [True] * 3, metric="val/acc", maximize=True)
+    # old main: lcb of the trained seeds was about -0.89, below the 0.0 of the dead trial
+    assert trained == 0.0 and dead == float("-inf") and trained > dead
+    assert trial_value("lcb", [0.8, 0.81, 0.0], [False, False, True], metric="val/acc", maximize=True) >= 0.0
+    assert trial_value("mean", [1.0, 2.0], [True, True], metric="val/loss", maximize=False) == float("inf")
+
+
+def test_a_default_the_space_cannot_take_is_left_to_the_sampler(tmp_path, mlflow_uri):
+    # SWA's swa_lr defaults to None (= the base lr): old main enqueued None and trial 0 failed
+    base = {**BASE, "method": {"name": "swa", "swa_start": 0.5}}
+    spec = load_study_spec(_write(tmp_path, "swadef", base=base, n_trials=1,
+                                  space={"method.swa_lr": {"low": 1e-3, "high": 1e-2, "log": True},
+                                         "method.swa_start": {"low": 0.3, "high": 0.6}}))
+    study = run_study(spec, ref=StorageRef(str(tmp_path / "w.journal")), uri=mlflow_uri)
+    (trial,) = study.get_trials()
+    assert trial.state.name == "COMPLETE" and trial.params["method.swa_start"] == 0.5

@@ -34,15 +34,16 @@ def test_other_seed_other_history():
 
 
 def test_methods_with_one_seed_start_from_the_same_weights_and_batches():
-    # SAL whose warm-up outlasts the run never intervenes: with shared init and batches it must
-    # reproduce the base optimizer exactly; shrink_perturb matches until its first deformation.
+    # SAL whose stress never reaches its thresholds never intervenes: with shared init and batches it
+    # must reproduce the base optimizer exactly; shrink_perturb matches until its first deformation.
     base = train(tiny_spec(train={"epochs": 5}))
-    idle_sal = train(tiny_spec(train={"epochs": 5}, method={"name": "sal", "warmup": 99}))
+    idle_sal = train(tiny_spec(train={"epochs": 5}, method={"name": "sal", "warmup": 1, "s_noise": 1.0,
+                                                            "s_yield": 1.0}))
     assert [r["train/loss"] for r in base.history] == [r["train/loss"] for r in idle_sal.history]
     sp = train(tiny_spec(train={"epochs": 5}, method={"name": "shrink_perturb", "warmup": 2, "every": 1}))
     assert [r["train/loss"] for r in sp.history[:3]] == [r["train/loss"] for r in base.history[:3]]
     assert sp.history[3]["train/loss"] != base.history[3]["train/loss"]
-    assert [r["sal/deform"] for r in sp.history] == [0, 0, 1, 1, 1]
+    assert [r["sal/deform"] for r in sp.history] == [0, 0, 1, 1, 0]  # none after the last epoch
 
 
 def test_history_and_final_metrics_use_contract_names():
@@ -81,10 +82,12 @@ def test_sal_stress_and_interventions_follow_the_signal():
     deform = [row["sal/deform"] for row in r.history]
     revert = [row["sal/revert"] for row in r.history]
     assert sum(deform) >= 1
-    for s, d, rv in zip(stress, deform, revert):
+    # the last epoch only observes (train.intervene_last_epoch is off): no training follows it
+    for s, d, rv in zip(stress[:-1], deform, revert):
         assert d == (s >= 0.02 and not rv)  # deformation exactly when stress reached the yield
     noise = [row["sal/noise"] for row in r.history]
-    assert all(n == (s > 0.005) for n, s in zip(noise[2:], stress[2:]))
+    assert all(n == (s > 0.005) for n, s in zip(noise[2:-1], stress[2:-1]))
+    assert (noise[-1], deform[-1], revert[-1]) == (0, 0, 0)
 
 
 def test_divergence_ends_the_run_with_a_status():
@@ -120,3 +123,55 @@ def test_every_base_optimizer_trains():
         r = train(tiny_spec(optim={"name": name, "lr": 0.003 if name != "sgd" else 0.1},
                             method={"name": "sal", "warmup": 1}))
         assert r.ok and r.history[-1]["train/loss"] < r.history[0]["train/loss"], name
+
+
+def _stagnant_sal(**train_kw):
+    """SAL on a tiny run that stagnates every epoch (eps_acc = 1 makes progress impossible): it deforms
+    whenever its stress reaches S_yield, including at the last epoch when allowed."""
+    return tiny_spec(method={"name": "sal", "warmup": 0, "theta": 0.01, "eps_acc": 1.0, "recovery": False},
+                     train={"epochs": 3, **train_kw})
+
+
+def test_no_intervention_after_the_last_epoch_so_test_and_last_validation_see_the_same_weights():
+    from sal.train import TrainingRun, _evaluate
+
+    for intervene_last in (False, True):
+        run = TrainingRun(_stagnant_sal(intervene_last_epoch=intervene_last))
+        while not run.done:
+            run.step()
+        last = run.result.history[-1]
+        assert last["sal/deform"] == float(intervene_last) and run.result.history[-2]["sal/deform"] == 1.0
+        loss, correct = (float(t) for t in _evaluate(run.method.eval_model(), run.data.val, 512, run.autocast)[:2])
+        # old main deformed after the last epoch and kept the pre-deformation validation row
+        assert last["val/acc"] == correct / len(run.data.val) and last["val/loss"] == pytest.approx(
+            loss / len(run.data.val), rel=1e-6)
+
+
+def test_a_warmup_that_outlasts_training_is_a_spec_error():
+    from sal.config import SpecError
+
+    with pytest.raises(SpecError, match="method.warmup=5 is not below train.epochs=5.*fix: lower method.warmup"):
+        tiny_spec(method={"name": "sal", "warmup": 5}, train={"epochs": 5})
+    with pytest.raises(SpecError, match="method.warmup=15 is not below train.epochs=4"):
+        tiny_spec(method={"name": "shrink_perturb"})
+    tiny_spec(method={"name": "sam"})  # methods without a warm-up are not affected
+
+
+def test_swa_with_dropout_equals_the_base_optimizer_bit_for_bit_before_averaging():
+    # update_bn's train-mode passes drew dropout masks from the run's shared stream on old main
+    spec = dict(model={"name": "mlp", "width": 16, "dropout": 0.5}, train={"epochs": 6})
+    base = train(tiny_spec(**spec))
+    swa = train(tiny_spec(**spec, method={"name": "swa", "swa_start": 0.5}))
+    keys = ("train/loss", "train/acc", "val/loss", "val/acc")
+    assert [[r[k] for k in keys] for r in swa.history[:4]] == [[r[k] for k in keys] for r in base.history[:4]]
+    assert swa.history[4]["val/acc"] != base.history[4]["val/acc"] or swa.history[5] != base.history[5]
+
+
+def test_sam_second_pass_draws_dropout_from_its_own_stream():
+    from sal.train import TrainingRun
+
+    spec = dict(model={"name": "mlp", "width": 16, "dropout": 0.5}, train={"epochs": 2})
+    base, sam = TrainingRun(tiny_spec(**spec)), TrainingRun(tiny_spec(**spec, method={"name": "sam"}))
+    base.step(), sam.step()
+    # SAM's weights differ, but the shared dropout stream has advanced by the same draws in both runs
+    assert torch.equal(base._dropout_rng._cpu, sam._dropout_rng._cpu)

@@ -1,30 +1,28 @@
-"""Training methods behind one protocol (``Method``); ``build_method`` maps a spec's name to one."""
+"""Training methods behind one protocol (``Method``). Each module declares its methods once (a
+``MethodInfo``: name, spec with the paper's defaults, implementation, role, interventions, default search
+space); the registry, the run spec's method section and the default analysis families are built here
+from those declarations, so adding a method is adding one module to _MODULES."""
 
 from __future__ import annotations
 
-from .base import EpochStats, Method, MethodContext, build_optimizer
-from .lbfgs import LBFGS
-from .rolling_ball import RollingBall
-from .sal import StressAwareLearning
-from .sam import SAM
-from .shrink_perturb import ShrinkPerturb
-from .swa import SWA
+from . import base, lbfgs, rolling_ball, sal, sam, shrink_perturb, swa
+from .base import OPTIMIZER_SPACE, EpochStats, Method, MethodContext, MethodInfo, build_optimizer
 
-__all__ = ["REGISTRY", "build_method", "EpochStats", "Method", "MethodContext", "build_optimizer"]
+__all__ = ["METHODS", "REGISTRY", "METHOD_SPECS", "build_method", "default_space", "names_with_role",
+           "STRESS_AWARE", "SAL_FAMILY", "EpochStats", "Method", "MethodContext", "MethodInfo", "build_optimizer"]
 
-REGISTRY: dict[str, type[Method]] = {
-    "base": Method,
-    "sal": StressAwareLearning,
-    "sal_noise_only": StressAwareLearning,
-    "sal_deform_only": StressAwareLearning,
-    "sal_no_recovery": StressAwareLearning,
-    "random_trigger": StressAwareLearning,
-    "shrink_perturb": ShrinkPerturb,
-    "sam": SAM,
-    "swa": SWA,
-    "rolling_ball": RollingBall,
-    "lbfgs": LBFGS,
-}
+_MODULES = (base, sal, shrink_perturb, sam, swa, rolling_ball, lbfgs)
+METHODS: dict[str, MethodInfo] = {info.name: info for module in _MODULES for info in module.METHODS}
+REGISTRY: dict[str, type[Method]] = {name: info.impl for name, info in METHODS.items()}
+METHOD_SPECS: dict[str, type] = {name: info.spec for name, info in METHODS.items()}
+# methods that act on the weights between epochs -> what they do (a cell of them that never acted ran as
+# its base optimizer); and the ones driven by SAL's stress signal
+STRESS_AWARE: dict[str, tuple[str, ...]] = {name: info.acts for name, info in METHODS.items() if info.acts}
+SAL_FAMILY: tuple[str, ...] = tuple(name for name, info in METHODS.items() if info.impl is sal.StressAwareLearning)
+
+
+def names_with_role(*roles: str) -> tuple[str, ...]:
+    return tuple(name for name, info in METHODS.items() if info.role in roles)
 
 
 def build_method(ctx: MethodContext) -> Method:
@@ -32,3 +30,10 @@ def build_method(ctx: MethodContext) -> Method:
     if name not in REGISTRY:
         raise ValueError(f"method.name={name!r} has no implementation; fix: use one of {sorted(REGISTRY)}")
     return REGISTRY[name](ctx)
+
+
+def default_space(method: str) -> dict[str, dict]:
+    """The knobs a fair comparison tunes for ``method``: the shared optimizer knobs (unless the method
+    replaces the optimizer) plus the method's own, as study search-space entries."""
+    shared = {} if method == "lbfgs" else OPTIMIZER_SPACE
+    return {**shared, **(METHODS[method].space if method in METHODS else {})}

@@ -4,15 +4,46 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
-from ..config import RunSpec
 from ..pdo import StressSignal
+from ..rng import RngStream
+from ..schedules import LRSchedule
+from ..spec_base import Strict
 
-__all__ = ["EpochStats", "MethodContext", "Method", "build_optimizer"]
+if TYPE_CHECKING:  # sal.config builds the run spec from the method modules' specs
+    from ..config import RunSpec
+
+__all__ = ["EpochStats", "MethodContext", "Method", "MethodInfo", "BaseMethodSpec", "build_optimizer",
+           "OPTIMIZER_SPACE", "METHODS"]
+
+# The shared knob every method is tuned over (a fair comparison tunes the baselines too).
+OPTIMIZER_SPACE = {"optim.lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True}}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the registry knows of a method, declared once by its module: its name (``method.name``), its
+    spec (knobs with their paper defaults), its implementation, its role in the default analysis families
+    (base, treatment, ablation, baseline, other), the interventions it makes between epochs, and the
+    default search space of a fair comparison (besides the shared optimizer knobs)."""
+
+    name: str
+    spec: type
+    impl: type
+    role: str = "other"
+    acts: tuple[str, ...] = ()
+    space: dict = field(default_factory=dict)
+
+
+class BaseMethodSpec(Strict):
+    """The base optimizer alone: the reference every method is compared with."""
+
+    name: Literal["base"] = "base"
 
 
 @dataclass
@@ -24,6 +55,7 @@ class EpochStats:
     train_acc: float
     val_loss: float
     val_acc: float
+    act: bool = True  # False after the last epoch unless train.intervene_last_epoch: only observe
 
 
 @dataclass
@@ -35,10 +67,15 @@ class MethodContext:
     method_seed: int  # for host-side draws (random triggers)
     autocast: Callable[[], contextlib.AbstractContextManager]
     train_batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # one pass, for BN updates
+    steps_per_epoch: int = 1  # optimizer steps per epoch (batches), for per-batch schedules (onecycle)
+    # A private dropout stream per purpose (sal.rng.RngStream): extra forward passes a method makes
+    # draw from it, so the passes every method shares keep the same dropout masks across methods.
+    side_rng: Callable[[str], RngStream] = lambda purpose: RngStream(0, torch.device("cpu"))
 
 
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
     "adamax": torch.optim.Adamax,
     "nadam": torch.optim.NAdam,
     "rmsprop": torch.optim.RMSprop,
@@ -47,12 +84,32 @@ _OPTIMIZERS = {
 
 
 def build_optimizer(params, spec: RunSpec) -> torch.optim.Optimizer:
+    """The base optimizer of ``spec.optim``; adamw and lion decay weights decoupled from the gradient."""
     o = spec.optim
-    kwargs = {"lr": o.lr, "weight_decay": o.weight_decay}
-    if o.name in ("sgd", "rmsprop"):
-        kwargs["momentum"] = o.momentum
-    # foreach kernels: one launch per parameter group instead of one per tensor.
-    return _OPTIMIZERS[o.name](params, foreach=True, **kwargs)
+    params = list(params)
+    if o.name == "lion":
+        from lion_pytorch import Lion  # its triton kernel stays off: it needs CUDA and triton
+
+        optimizer = Lion(params, lr=o.lr, weight_decay=o.weight_decay)
+    else:
+        kwargs = {"lr": o.lr, "weight_decay": o.weight_decay}
+        if o.name in ("sgd", "rmsprop"):
+            kwargs["momentum"] = o.momentum
+        if o.name == "sgd":
+            kwargs["nesterov"] = o.nesterov
+        # foreach kernels: one launch per parameter group instead of one per tensor.
+        optimizer = _OPTIMIZERS[o.name](params, foreach=True, **kwargs)
+    if o.clip_grad_norm is not None:
+        # A pre-step hook clips the gradient the step is about to use, so every method that steps the base
+        # optimizer (base, SAL, SAM's second pass, SWA, rolling ball) clips without code of its own.
+        # clip_grad_norm_ scales on the device: no host sync.
+        max_norm = o.clip_grad_norm
+
+        def clip(*_) -> None:  # a pre-step hook must return None
+            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm, foreach=True)
+
+        optimizer.register_step_pre_hook(clip)
+    return optimizer
 
 
 class Method:
@@ -69,9 +126,9 @@ class Method:
         self.ctx = ctx
         self.model = ctx.model
         self.optimizer = build_optimizer([p for p in ctx.model.parameters() if p.requires_grad], ctx.spec)
-        self.scheduler = None
-        if ctx.spec.optim.schedule == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, ctx.spec.train.epochs)
+        # Epoch schedules step in step_schedule(); onecycle steps itself after every optimizer step.
+        self.scheduler: LRSchedule | None = LRSchedule(self.optimizer, ctx.spec.optim, epochs=ctx.spec.train.epochs,
+                                                       steps_per_epoch=ctx.steps_per_epoch)
         self.observer = StressSignal()
         # Per-batch sums kept on the device, averaged over the epoch's batches and read in the epoch's
         # single sync (e.g. SAM's perturbation norm).
@@ -95,13 +152,14 @@ class Method:
 
     def end_epoch(self, stats: EpochStats) -> dict[str, float]:
         """Between-epoch work; returns extra per-epoch metrics (contract names)."""
+        lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (onecycle: its last step's) lr, a host float
         self.step_schedule()
-        return self.intervene(stats)
+        return {**self.intervene(stats), "optim/lr": lr}
 
     def step_schedule(self) -> None:
         """Advance the learning-rate schedule by one epoch."""
         if self.scheduler is not None:
-            self.scheduler.step()
+            self.scheduler.step_epoch()
 
     def intervene(self, stats: EpochStats) -> dict[str, float]:
         """Act on the weights between epochs (SAL, controls); here: only observe the stress."""
@@ -111,3 +169,6 @@ class Method:
     def eval_model(self) -> nn.Module:
         """The network to evaluate (SWA's average, for instance)."""
         return self.model
+
+
+METHODS = [MethodInfo("base", BaseMethodSpec, Method, role="base")]

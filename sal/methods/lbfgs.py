@@ -6,12 +6,28 @@ data sets only: every closure evaluates the whole training set. It replaces the 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
-from ..config import LBFGSSpec
-from .base import Method, MethodContext
+from ..spec_base import Strict
+from .base import Method, MethodContext, MethodInfo
 
-__all__ = ["LBFGS"]
+__all__ = ["LBFGS", "SEARCH_SPACE"]
+
+# L-BFGS replaces the base optimizer: its own step, not optim.lr, is the rate to tune
+SEARCH_SPACE = {"lbfgs": {"method.lr": {"low": 0.05, "high": 1.0, "log": True}}}
+
+
+
+class LBFGSSpec(Strict):
+    """Full-batch L-BFGS with a strong-Wolfe line search; replaces the base optimizer (optim.* unused)."""
+
+    name: Literal["lbfgs"] = "lbfgs"
+    lr: float = Field(1.0, gt=0.0, description="initial step of the line search")
+    history_size: int = Field(20, ge=1)
+    max_iter: int = Field(20, ge=1, description="L-BFGS iterations per epoch on the full batch")
 
 
 class LBFGS(Method):
@@ -38,3 +54,6 @@ class LBFGS(Method):
 
         self.optimizer.step(closure)
         return first[0]
+
+
+METHODS = [MethodInfo("lbfgs", LBFGSSpec, LBFGS, space=SEARCH_SPACE["lbfgs"])]

@@ -15,12 +15,25 @@ base optimizer's step. Cost: 1 + K forward/backward passes per batch.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
-from ..config import RollingBallSpec
-from .base import Method, MethodContext
+from ..spec_base import Strict
+from .base import Method, MethodContext, MethodInfo
 
-__all__ = ["RollingBall"]
+__all__ = ["RollingBall", "SEARCH_SPACE"]
+
+SEARCH_SPACE = {"rolling_ball": {"method.radius": {"low": 1.0e-4, "high": 1.0e-1, "log": True}}}
+
+
+
+class RollingBallSpec(Strict):
+    name: Literal["rolling_ball"] = "rolling_ball"
+    radius: float = Field(0.01, ge=0.0, description="ball radius r; r -> 0 is gradient descent")
+    inner_steps: int = Field(2, ge=0, description="K projection steps back onto the loss graph")
+    inner_lr: float = Field(1.0, gt=0.0, le=1.0, description="gamma of the (Gauss-Newton) projection steps")
 
 
 class RollingBall(Method):
@@ -62,3 +75,6 @@ class RollingBall(Method):
                 torch._foreach_sub_(v, torch._foreach_mul(gz, gz_v / (1 + gz2)))  # (I + g g^T)^-1 v
                 torch._foreach_add_(params, v, alpha=-k.inner_lr)
         return loss.detach(), logits.detach()
+
+
+METHODS = [MethodInfo("rolling_ball", RollingBallSpec, RollingBall, space=SEARCH_SPACE["rolling_ball"])]

@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
-from ..config import RandomTriggerSpec, SALSpec
-from ..pdo import PDO, RandomTriggerPDO
-from .base import EpochStats, Method, MethodContext
+from typing import Literal
 
-__all__ = ["StressAwareLearning"]
+from pydantic import Field, model_validator
+
+from ..pdo import PDO, RandomTriggerPDO
+from ..spec_base import Strict
+from .base import EpochStats, Method, MethodContext, MethodInfo
+
+__all__ = ["StressAwareLearning", "SEARCH_SPACE"]
+
+# SAL's seven knobs (Sec. 3.1 of the paper), log-uniform around the paper's values; each ablation
+# searches only the knobs of the parts it keeps (S_noise is drawn below S_yield).
+_KNOBS = {
+    "method.rho": {"low": 1.0e-5, "high": 1.0e-2, "log": True},
+    "method.theta": {"low": 1.0e-4, "high": 5.0e-2, "log": True},
+    "method.s_noise": {"low": 1.0e-3, "high": 5.0e-2, "log": True},
+    "method.s_yield": {"low": 2.0e-3, "high": 1.0e-1, "log": True},
+    "method.delta": {"low": 1.0e-8, "high": 1.0e-4, "log": True},
+    "method.lambda": {"low": 1.0e-6, "high": 1.0e-2, "log": True},
+    "method.sigma_y": {"low": 1.0e-3, "high": 1.0e-1, "log": True},
+}
+_NOISE = ("method.delta", "method.lambda", "method.s_noise")
+SEARCH_SPACE = {
+    "sal": _KNOBS,
+    "sal_no_recovery": _KNOBS,
+    "random_trigger": {k: v for k, v in _KNOBS.items() if k in ("method.delta", "method.lambda", "method.sigma_y")},
+    "sal_noise_only": {k: v for k, v in _KNOBS.items() if k != "method.sigma_y"},
+    # S_noise keeps its default (0.005) and must stay below S_yield, though no noise is drawn
+    "sal_deform_only": {**{k: v for k, v in _KNOBS.items() if k not in _NOISE},
+                        "method.s_yield": {"low": 5.0e-3, "high": 1.0e-1, "log": True}},
+}
 
 # name -> (noise, deformation, recovery): the ablations switch one part off.
 _PARTS = {
@@ -18,24 +44,68 @@ _PARTS = {
 }
 
 
+
+class SALSpec(Strict):
+    """Stress-Aware Learning; defaults are the paper's (Sec. 3.1). The ablations share these knobs."""
+
+    name: Literal["sal", "sal_noise_only", "sal_deform_only", "sal_no_recovery"] = "sal"
+    rho: float = Field(0.0005, ge=0.0, description="stress decay on progress")
+    theta: float = Field(0.005, ge=0.0, description="stress growth on stagnation")
+    s_max: float = Field(1.0, gt=0.0, description="stress cap")
+    s_noise: float = Field(0.005, ge=0.0, description="noise threshold (noise when S > s_noise)")
+    s_yield: float = Field(0.01, gt=0.0, description="yield threshold (deformation when S >= s_yield)")
+    delta: float = Field(1e-7, ge=0.0, description="base noise std (Eq. 2)")
+    lambda_: float = Field(1e-5, ge=0.0, alias="lambda", description="stress-to-noise gain (Eq. 2)")
+    sigma_y: float = Field(0.02, ge=0.0, description="std of the deformation noise (Eq. 3)")
+    shrink: float = Field(0.9, gt=0.0, le=1.0, description="factor on deformed weights (Eq. 3)")
+    deform_layers: int = Field(3, ge=1, description="last trainable layers deformed")
+    warmup: int = Field(15, ge=0, description="epochs before any intervention")
+    eps_loss: float = Field(0.0, ge=0.0, description="loss drop that counts as progress")
+    eps_acc: float = Field(0.0, ge=0.0, description="accuracy gain that counts as progress")
+    yield_strict: bool = Field(False, description="True: deform at S > s_yield (Algorithm 1)")
+    stress_in_warmup: bool = Field(True, description="False: hold stress at 0 during warm-up")
+    signal: Literal["train", "val"] = Field("train", description="metrics that drive the stress")
+    recovery: bool = Field(True, description="revert a deformation that brings no progress")
+    recovery_patience: int = Field(3, ge=1, description="epochs a deformation has to bring progress")
+    revert_scope: Literal["model", "deformed"] = Field("model", description="weights restored on revert")
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self):
+        if self.s_noise > self.s_yield:
+            raise ValueError(
+                f"method.s_noise={self.s_noise} is above method.s_yield={self.s_yield}, so noise could never "
+                "precede deformation; fix: lower method.s_noise or raise method.s_yield"
+            )
+        if self.s_yield > self.s_max:
+            raise ValueError(
+                f"method.s_yield={self.s_yield} is above method.s_max={self.s_max}, so stress never yields; "
+                "fix: lower method.s_yield or raise method.s_max"
+            )
+        return self
+
+
+class RandomTriggerSpec(SALSpec):
+    """Control: SAL's interventions at random epochs instead of when stress says so."""
+
+    name: Literal["random_trigger"] = "random_trigger"  # type: ignore[assignment]
+    trigger_prob: float = Field(0.1, gt=0.0, le=1.0, description="chance per epoch of an intervention")
+    trigger_count: int | None = Field(None, ge=0, description="exactly this many, at epochs drawn after the "
+                                      "warm-up (e.g. as many as a reference SAL run had); overrides trigger_prob")
+
+
 class StressAwareLearning(Method):
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
         s: SALSpec = ctx.spec.method
         noise, deform, recovery = _PARTS[s.name]
-        knobs = dict(
-            generator=ctx.generator, rho=s.rho, theta=s.theta, s_max=s.s_max, s_noise=s.s_noise,
-            s_yield=s.s_yield, delta=s.delta, lambda_=s.lambda_, sigma_y=s.sigma_y, shrink=s.shrink,
-            deform_layers=s.deform_layers, warmup=s.warmup, eps_loss=s.eps_loss, eps_acc=s.eps_acc,
-            yield_strict=s.yield_strict, stress_in_warmup=s.stress_in_warmup,
-            recovery=recovery and s.recovery, recovery_patience=s.recovery_patience,
-            revert_scope=s.revert_scope, use_noise=noise, use_deform=deform,
-        )
+        parts = dict(generator=ctx.generator, use_noise=noise, use_deform=deform, recovery=recovery and s.recovery)
         if isinstance(s, RandomTriggerSpec):
-            self.pdo = RandomTriggerPDO(self.model, trigger_prob=s.trigger_prob, trigger_seed=ctx.method_seed,
-                                        count=s.trigger_count, epochs=ctx.spec.train.epochs, **knobs)
+            t = ctx.spec.train
+            last_allowed = t.epochs if t.intervene_last_epoch else t.epochs - 1  # see EpochStats.act
+            self.pdo = RandomTriggerPDO(self.model, s, trigger_prob=s.trigger_prob, trigger_seed=ctx.method_seed,
+                                        count=s.trigger_count, epochs=last_allowed, **parts)
         else:
-            self.pdo = PDO(self.model, **knobs)
+            self.pdo = PDO(self.model, s, **parts)
         self.signal = s.signal
 
     def intervene(self, stats: EpochStats) -> dict[str, float]:
@@ -43,6 +113,12 @@ class StressAwareLearning(Method):
             loss, acc = stats.val_loss, stats.val_acc
         else:
             loss, acc = stats.train_loss, stats.train_acc
-        ev = self.pdo.end_epoch(stats.epoch, loss, acc)
+        ev = self.pdo.end_epoch(stats.epoch, loss, acc, act=stats.act)
         return {"sal/stress": ev.stress, "sal/noise": float(ev.noise), "sal/deform": float(ev.deform),
                 "sal/revert": float(ev.revert), "sal/noise_std": ev.noise_std}
+
+
+METHODS = [MethodInfo(name, RandomTriggerSpec if name == "random_trigger" else SALSpec, StressAwareLearning,
+                      role="treatment" if name == "sal" else "ablation",
+                      acts=tuple(a for a, on in zip(("noise", "deform"), parts[:2]) if on), space=SEARCH_SPACE[name])
+           for name, parts in _PARTS.items()]

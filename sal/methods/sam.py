@@ -6,13 +6,18 @@ optimizer with grad L(w + e) taken at w. BatchNorm running statistics move on th
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from ..config import SAMSpec
-from .base import Method, MethodContext
+from ..spec_base import Strict
+from .base import Method, MethodContext, MethodInfo
 
-__all__ = ["SAM"]
+__all__ = ["SAM", "SEARCH_SPACE"]
+
+SEARCH_SPACE = {"sam": {"method.rho": {"low": 0.01, "high": 0.5, "log": True}}}  # Foret et al. searched 0.01-2
 
 
 def _freeze_bn_stats(model: nn.Module, frozen: bool) -> None:
@@ -25,11 +30,20 @@ def _freeze_bn_stats(model: nn.Module, frozen: bool) -> None:
                 m.momentum = m._sal_momentum
 
 
+
+class SAMSpec(Strict):
+    name: Literal["sam"] = "sam"
+    rho: float = Field(0.05, gt=0.0, description="radius of the sharpness neighbourhood")
+    adaptive: bool = Field(False, description="ASAM: scale the ascent by |w|")
+    eta: float = Field(0.0, ge=0.0, description="ASAM's offset in T = |w| + eta")
+
+
 class SAM(Method):
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
         self.knobs: SAMSpec = ctx.spec.method
         self.device_metrics["sam/perturb_norm"] = torch.zeros((), device=next(self.model.parameters()).device)
+        self.second_pass_rng = ctx.side_rng("sam")  # its dropout draws leave the shared stream alone
 
     @torch.no_grad()
     def _ascent(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -56,10 +70,14 @@ class SAM(Method):
         _freeze_bn_stats(self.model, True)
         try:
             self.optimizer.zero_grad(set_to_none=True)
-            self.loss_and_logits(x, y)[0].backward()
+            with self.second_pass_rng.active():
+                self.loss_and_logits(x, y)[0].backward()
         finally:
             _freeze_bn_stats(self.model, False)
             with torch.no_grad():
                 torch._foreach_sub_(params, eps)  # back to w, also for params without a second gradient
         self.optimizer.step()
         return loss.detach(), logits.detach()
+
+
+METHODS = [MethodInfo("sam", SAMSpec, SAM, role="baseline", space=SEARCH_SPACE["sam"])]

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from ..config import ShrinkPerturbSpec
-from ..pdo import Interventions, last_trainable_layers
-from .base import EpochStats, Method, MethodContext
+from typing import Literal
 
-__all__ = ["ShrinkPerturb"]
+from pydantic import Field
+
+from ..pdo import Interventions, last_trainable_layers
+from ..spec_base import Strict
+from .base import EpochStats, Method, MethodContext, MethodInfo
+
+__all__ = ["ShrinkPerturb", "SEARCH_SPACE"]
+
+SEARCH_SPACE = {"shrink_perturb": {"method.every": {"type": "int", "low": 1, "high": 10},
+                                   "method.sigma_y": {"low": 1.0e-3, "high": 1.0e-1, "log": True}}}
+
+
+
+class ShrinkPerturbSpec(Strict):
+    """Control: SAL's deformation 0.9 * w + N(0, sigma_y) on a fixed schedule, no stress, no noise."""
+
+    name: Literal["shrink_perturb"] = "shrink_perturb"
+    every: int = Field(5, ge=1, description="epochs between deformations")
+    shrink: float = Field(0.9, gt=0.0, le=1.0)
+    sigma_y: float = Field(0.02, ge=0.0)
+    deform_layers: int = Field(3, ge=1)
+    warmup: int = Field(15, ge=0)
 
 
 class ShrinkPerturb(Method):
@@ -20,7 +39,11 @@ class ShrinkPerturb(Method):
     def intervene(self, stats: EpochStats) -> dict[str, float]:
         out = super().intervene(stats)
         k = self.knobs
-        if stats.epoch > k.warmup and (stats.epoch - k.warmup) % k.every == 0:
+        if stats.act and stats.epoch > k.warmup and (stats.epoch - k.warmup) % k.every == 0:
             self.act.deform(k.shrink, k.sigma_y, snapshot_scope=None)  # a fixed schedule never reverts
             out["sal/deform"] = 1.0
         return out
+
+
+METHODS = [MethodInfo("shrink_perturb", ShrinkPerturbSpec, ShrinkPerturb, role="ablation", acts=("deform",),
+                      space=SEARCH_SPACE["shrink_perturb"])]

@@ -7,15 +7,28 @@ network is evaluated, with its BatchNorm statistics recomputed (update_bn) befor
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
-from ..config import SWASpec
-from .base import Method, MethodContext
+from ..spec_base import Strict
+from .base import Method, MethodContext, MethodInfo
 
-__all__ = ["SWA"]
+__all__ = ["SWA", "SEARCH_SPACE"]
+
+SEARCH_SPACE = {"swa": {"method.swa_start": {"low": 0.5, "high": 0.9},
+                        "method.swa_lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True}}}
+
+
+
+class SWASpec(Strict):
+    name: Literal["swa"] = "swa"
+    swa_start: float = Field(0.75, ge=0.0, lt=1.0, description="fraction of epochs before averaging")
+    swa_lr: float | None = Field(None, gt=0.0, description="SWALR target; None = the base lr")
+    anneal_epochs: int = Field(1, ge=1)
 
 
 class SWA(Method):
@@ -28,6 +41,7 @@ class SWA(Method):
                                    anneal_epochs=k.anneal_epochs)
         self.n_averaged = 0
         self._bn_stale = False
+        self.bn_update_rng = ctx.side_rng("swa")  # update_bn's train-mode passes draw dropout masks
 
     def on_epoch_trained(self, epoch: int) -> None:
         if epoch > self.start_epoch:
@@ -37,6 +51,8 @@ class SWA(Method):
 
     def step_schedule(self) -> None:
         if self.n_averaged:
+            if self.scheduler is not None:
+                self.scheduler.stop()  # SWALR owns the lr from now on (onecycle would step it every batch)
             self.swa_scheduler.step()  # anneal to swa_lr once averaging has begun
         else:
             super().step_schedule()
@@ -45,7 +61,10 @@ class SWA(Method):
         if self.n_averaged == 0:
             return self.model
         if self._bn_stale:
-            with torch.no_grad():
+            with torch.no_grad(), self.bn_update_rng.active():
                 update_bn(self.ctx.train_batches(), self.averaged)
             self._bn_stale = False
         return self.averaged
+
+
+METHODS = [MethodInfo("swa", SWASpec, SWA, role="baseline", space=SEARCH_SPACE["swa"])]

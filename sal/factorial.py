@@ -1,0 +1,103 @@
+"""Which part of SAL matters: the 2x2 factorial of noise x deformation (reference/statistics.md).
+
+With the cells base (neither part), noise-only, deform-only and SAL (both) on the same seeds and the
+same base optimizer, per seed s:
+  noise effect       = ((n_s - b_s) + (sal_s - d_s)) / 2
+  deformation effect = ((d_s - b_s) + (sal_s - n_s)) / 2
+  interaction        = (sal_s - d_s) - (n_s - b_s)
+each a paired quantity with its t-interval and sign-flip test, corrected (Holm) across the three effects
+and every data set and context, and judged like any contrast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .scoring import higher_is_better, is_bounded_fraction
+from .summary import BLOCK, ReportOptions
+
+__all__ = ["ROLES", "factorial_cells", "factorial", "factorial_sentence"]
+
+ROLES = {"base": "base", "noise": "sal_noise_only", "deform": "sal_deform_only", "sal": "sal"}  # role -> method
+EFFECTS = ("noise", "deformation", "interaction")
+
+
+def factorial_cells(tidy: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]] | None:
+    """Per (dataset, context): role -> cell, when exactly one cell plays each role on one base optimizer."""
+    meta = tidy.drop_duplicates(["dataset", "context", "method"])
+    out = {}
+    for (dataset, context), g in meta.groupby(["dataset", "context"]):
+        cells = {}
+        for role, method in ROLES.items():
+            hits = g[g["method.name"] == method]
+            if len(hits) != 1:
+                break
+            cells[role] = hits.iloc[0]
+        else:
+            if len({c["optim.name"] for c in cells.values()}) == 1:
+                out[(dataset, context)] = {role: c["method"] for role, c in cells.items()}
+    return out or None
+
+
+def _effects(w: pd.DataFrame) -> dict[str, np.ndarray]:
+    b, n, d, s = (w[r].to_numpy() for r in ("base", "noise", "deform", "sal"))
+    return {"noise": ((n - b) + (s - d)) / 2, "deformation": ((d - b) + (s - n)) / 2,
+            "interaction": (s - d) - (n - b)}
+
+
+def factorial(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
+    """One row per (dataset, context, metric, effect): n, estimate, CI, p-values, corrected p, verdict."""
+    layout = factorial_cells(tidy)
+    if not layout:
+        return pd.DataFrame()
+    rows = []
+    for (dataset, context, metric), g in tidy.groupby(BLOCK):
+        cells = layout.get((dataset, context))
+        if cells is None:
+            continue
+        wide = g.pivot_table(index="seed", columns="method", values="value", aggfunc="first")
+        wide = wide[[cells[r] for r in ROLES]].dropna()
+        wide.columns = list(ROLES)
+        if len(wide) < 2 or not np.all(np.isfinite(wide.to_numpy())):
+            continue
+        for effect, d in _effects(wide).items():
+            p = stats.paired(d, np.zeros_like(d), n_boot=opts.n_boot, random_state=opts.random_state)
+            rows.append({"dataset": dataset, "context": context, "metric": metric, "effect": effect,
+                         **{k: p[k] for k in ("n", "delta", "delta_ci_low", "delta_ci_high", "p_ttest",
+                                              "p_signflip")}, "cells": "/".join(cells[r] for r in ROLES)})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out = out.rename(columns={"delta": "estimate", "delta_ci_low": "ci_low", "delta_ci_high": "ci_high"})
+    for _, idx in out.groupby("metric").groups.items():
+        out.loc[idx, "p_holm"] = stats.adjust(out.loc[idx, "p_ttest"], opts.correction)
+        out.loc[idx, "p_signflip_holm"] = stats.adjust(out.loc[idx, "p_signflip"], opts.correction)
+    out["verdict"] = [
+        stats.verdict(delta=r.estimate, ci_low=r.ci_low, ci_high=r.ci_high, p_ttest_adj=r.p_holm,
+                      p_signflip_adj=r.p_signflip_holm, n=int(r.n),
+                      rope=opts.rope if is_bounded_fraction(r.metric) else 0.0, alpha=opts.alpha,
+                      higher_is_better=higher_is_better(r.metric)) for r in out.itertuples()]
+    return out
+
+
+def factorial_sentence(table: pd.DataFrame, metric: str) -> str:
+    """Which part carries the effect, in one sentence per data set, from the corrected verdicts."""
+    lines = []
+    for (dataset, context), g in table[table["metric"] == metric].groupby(["dataset", "context"]):
+        v = dict(zip(g["effect"], g["verdict"]))
+        helps = [e for e in ("noise", "deformation") if v.get(e) == "better"]
+        hurts = [e for e in ("noise", "deformation") if v.get(e) == "worse"]
+        where = f"{dataset}{' ' + context if context else ''}"
+        if helps or hurts:
+            parts = [f"the {e} helps" for e in helps] + [f"the {e} hurts" for e in hurts]
+            text = f"{where}: " + " and ".join(parts)
+        else:
+            nulls = [e for e in ("noise", "deformation") if v.get(e) == "equivalent"]
+            text = f"{where}: neither part has a significant effect" + (
+                f" ({' and '.join(nulls)} equivalent to none within the ROPE)" if nulls else "")
+        if v.get("interaction") in ("better", "worse"):
+            text += f"; the parts interact ({'synergy' if v['interaction'] == 'better' else 'they interfere'})"
+        lines.append(text + ".")
+    return " ".join(lines)

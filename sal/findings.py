@@ -1,0 +1,106 @@
+"""What a reader must know before the numbers: too few seeds, exploratory verdicts, ignored runs,
+diverged seeds, a ROPE finer than one test sample, stress-aware cells that never intervened.
+
+Pure functions on the report's frames; each returns sentences.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from . import stats
+from .methods import STRESS_AWARE
+from .selection import Selection
+from .summary import ReportOptions, family_sizes
+
+__all__ = ["notes", "interventions", "STRESS_AWARE"]
+
+
+
+def _seed_notes(summary: pd.DataFrame, opts: ReportOptions) -> list[str]:
+    out = []
+    compared = summary[summary["verdict"] != "reference"]
+    if compared.empty:
+        return out
+    for family, m in family_sizes(summary, opts).items():
+        n = int(compared["n"].min())
+        if stats.too_few_seeds(n, alpha=opts.alpha, m=m):
+            need = next(k for k in range(n, 64) if not stats.too_few_seeds(k, alpha=opts.alpha, m=m))
+            out.append(f"Family {family}: with {n} seeds, exact tests (sign-flip, Wilcoxon) cannot go below "
+                       f"p = 2/2^{n} = {stats.exact_p_floor(n):.4g} > alpha/m = {opts.alpha / m:.4g}: they cannot "
+                       f"reach significance after correction; {need} seeds are needed.")
+    n_min = int(compared["n"].min())
+    if stats.exploratory(n_min):
+        out.append(f"Verdicts on {stats.EXPLORATORY_MAX_SEEDS} seeds or fewer are exploratory (here as few as "
+                   f"{n_min}); they are marked so. Use 10 or more seeds for claims.")
+    if n_min < stats.SEEDS_FOR_T_ALONE:
+        out.append(f"With fewer than {stats.SEEDS_FOR_T_ALONE} seeds, better/worse also needs the exact "
+                   "sign-flip test to be significant after the same correction.")
+    flat = compared[(compared["delta"] == 0) & compared["p_ttest"].isna()]
+    for r in flat.itertuples():
+        out.append(f"{r.method} and {r.baseline} ({r.dataset} {r.context} {r.metric}) score the same on every "
+                   "seed: with no spread there is no t-test and no interval, so neither a difference nor "
+                   "equivalence can be shown.".replace("  ", " "))
+    return out
+
+
+def _ignored_notes(selection: Selection) -> list[str]:
+    out = []
+    if selection.superseded:
+        out.append(f"{selection.superseded} run(s) of superseded configurations (settings changed since; another "
+                   "config_hash than the ablation's latest definition) were ignored.")
+    if selection.duplicates:
+        out.append(f"{selection.duplicates} repeated run(s) of a (cell, seed) already counted were ignored (each "
+                   "trial counts once; the newest run is used).")
+    return out
+
+
+def _diverged_notes(summary: pd.DataFrame) -> list[str]:
+    rows = summary[summary["n_diverged"].fillna(0) > 0].drop_duplicates(["dataset", "context", "metric", "method"])
+    return [f"{r.method} diverged on seed(s) {r.diverged_seeds} ({r.dataset} {r.context}, {r.metric}); those "
+            "seeds count with the worst score of the metric (0 for accuracies).".replace("  ", " ")
+            for r in rows.itertuples()]
+
+
+def _rope_notes(runs: pd.DataFrame, opts: ReportOptions) -> list[str]:
+    col = "metrics.test/n_samples"
+    if col not in runs or not any(m.endswith(("acc", "top5")) for m in opts.metrics) or opts.rope <= 0:
+        return []
+    out = []
+    for dataset, n in runs.groupby("tags.dataset")[col].max().items():
+        if n == n and opts.rope < 1 / n:
+            out.append(f"{dataset}: the ROPE of +-{opts.rope:g} is below one test sample (1/{int(n)} = "
+                       f"{1 / n:.4g}): accuracies move in steps of {1 / n:.4g}, so `equivalent` is unreachable "
+                       "unless every seed ties; pass a wider --rope or use a larger test set.")
+    return out
+
+
+def interventions(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per stress-aware cell: mean interventions per seed and the seeds with none of the ones it has."""
+    cols = {e: f"metrics.sal/n_{e}" for e in ("noise", "deform", "revert")}
+    if "params.method.name" not in runs or not all(c in runs for c in cols.values()):
+        return pd.DataFrame()
+    rows = []
+    cell = runs.get("tags.sal.cell", runs["tags.method"]).fillna(runs["tags.method"])
+    for (name, dataset, method), g in runs.assign(_cell=cell).groupby(["_cell", "tags.dataset", "params.method.name"]):
+        if method not in STRESS_AWARE:
+            continue
+        acted = sum(g[cols[e]].fillna(0) for e in STRESS_AWARE[method])
+        idle = sorted(int(s) for s in g.loc[acted == 0, "tags.seed"])
+        rows.append({"cell": name, "dataset": dataset, "method": method, "seeds": len(g),
+                     **{f"{e}_per_seed": float(g[c].mean()) for e, c in cols.items()},
+                     "idle_seeds": ",".join(map(str, idle))})
+    return pd.DataFrame(rows)
+
+
+def notes(summary: pd.DataFrame, opts: ReportOptions, selection: Selection,
+          intervention_table: pd.DataFrame) -> list[str]:
+    out = _seed_notes(summary, opts) + _ignored_notes(selection) + _diverged_notes(summary)
+    out += _rope_notes(selection.runs, opts)
+    for r in intervention_table.itertuples() if not intervention_table.empty else []:
+        if r.idle_seeds:
+            n_idle = len(r.idle_seeds.split(","))
+            out.append(f"{r.cell} ({r.method}, {r.dataset}) never intervened on {n_idle} of {r.seeds} seed(s) "
+                       f"({r.idle_seeds}): there it ran as its base optimizer (warm-up too long, or stress never "
+                       "reached its thresholds).")
+    return out

@@ -1,0 +1,152 @@
+"""The protocol section of a `sal compare` report: the tuning budget each method got (read back from
+Optuna), the configuration each method's best trial trained, tuning curves, evaluation seeds, the cost of
+each method with its paired ratio to the treatment, and the sequential looks with why they stopped."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from . import stats
+from .protocol import CompareResult, looks_of
+from .report import Analysis, Section
+from .tracking import experiment_name, runs_frame
+
+__all__ = ["protocol_section", "budget_table", "tuning_curves", "cost_table"]
+
+
+def budget_table(result: CompareResult, uri: str) -> pd.DataFrame:
+    """Per method: trials by state, seeds per trial, sampler and pruner, and the training time spent."""
+    t = result.spec.tuning
+    rows = []
+    for cell, study in result.studies.items():
+        states = [tr.state for tr in study.get_trials(deepcopy=False)]
+        runs = runs_frame(uri, [experiment_name("study", study.study_name)], "tags.`sal.kind` = 'study'")
+        spent = float(runs["metrics.time/train_s"].sum()) if "metrics.time/train_s" in runs else math.nan
+        rows.append({"method": cell, "trials complete": states.count(TrialState.COMPLETE),
+                     "pruned": states.count(TrialState.PRUNED), "failed": states.count(TrialState.FAIL),
+                     "seeds / trial": len(t.seed_list), "sampler": t.sampler.name, "pruner": t.pruner.name,
+                     "objective": f"{t.objective.aggregate}({t.objective.metric})",
+                     "tuning train time (s)": round(spent, 1)})
+    return pd.DataFrame(rows)
+
+
+def best_table(result: CompareResult) -> pd.DataFrame:
+    rows = []
+    for cell, study in result.studies.items():
+        best = study.best_trial
+        rows.append({"method": cell, "best trial": best.number, "objective": round(best.value, 4),
+                     "tuned values": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                               for k, v in best.params.items())})
+    return pd.DataFrame(rows)
+
+
+def tuning_curves(studies: dict[str, optuna.Study]) -> plt.Figure:
+    """Best-so-far objective against trials, one line per method (the same budget for each)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for cell, study in studies.items():
+        done = sorted((tr for tr in study.get_trials(deepcopy=False) if tr.state == TrialState.COMPLETE),
+                      key=lambda tr: tr.number)
+        if not done:
+            continue
+        values = np.array([tr.value for tr in done], float)
+        best = np.maximum.accumulate(values) if study.direction == optuna.study.StudyDirection.MAXIMIZE else \
+            np.minimum.accumulate(values)
+        ax.step([tr.number + 1 for tr in done], best, where="post", label=cell)
+    ax.set(xlabel="trial", ylabel="best objective so far", title="Tuning curves (same budget per method)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cost_table(analysis: Analysis, treatment: str | None) -> pd.DataFrame:
+    """Per method on the evaluation seeds: mean train time and epochs, and the paired ratio of train time
+    to the treatment's (geometric mean over seeds, 95% t-interval on the log ratios)."""
+    runs = analysis.selection.runs
+    if "metrics.time/train_s" not in runs:
+        return pd.DataFrame()
+    cell = runs.get("tags.sal.cell", runs["tags.method"]).fillna(runs["tags.method"])
+    frame = pd.DataFrame({"method": cell, "seed": runs["tags.seed"].astype(int),
+                          "time": runs["metrics.time/train_s"].astype(float),
+                          "epochs": pd.to_numeric(runs.get("params.train.epochs"), errors="coerce")})
+    wide = frame.pivot_table(index="seed", columns="method", values="time")
+    rows = []
+    for method, g in frame.groupby("method"):
+        row = {"method": method, "seeds": len(g), "train time (s)": round(g["time"].mean(), 2),
+               "epochs": int(g["epochs"].mean()) if g["epochs"].notna().any() else ""}
+        if treatment in wide and method != treatment:
+            ratio = np.log((wide[method] / wide[treatment]).dropna().to_numpy())
+            d = stats.describe(ratio)
+            row[f"time / {treatment}"] = f"{math.exp(d['mean']):.3f}"
+            row["95% CI"] = "" if math.isnan(d["ci_low"]) else f"[{math.exp(d['ci_low']):.3f}, " \
+                                                                 f"{math.exp(d['ci_high']):.3f}]"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")  # the treatment has no ratio to itself
+
+
+def _looks_table(result: CompareResult, alpha: float) -> pd.DataFrame:
+    looks = looks_of(result.spec.evaluation)
+    rows = []
+    for k, look in enumerate(result.looks):
+        spent = stats.obrien_fleming_spending(look.seeds / looks[-1], alpha) if len(looks) > 1 else alpha
+        decided = sum(v in ("better", "worse", "equivalent") for v in look.verdicts.values())
+        rows.append({"look": k + 1, "seeds": look.seeds, "nominal p threshold": f"{look.threshold:.4g}",
+                     "alpha spent so far": f"{spent:.4g}", "decided": f"{decided} of {len(look.verdicts)}"})
+    return pd.DataFrame(rows)
+
+
+def protocol_section(result: CompareResult, analysis: Analysis, uri: str) -> Section:
+    spec = result.spec
+    alpha = analysis.opts.plan.alpha if not spec.evaluation.sequential else (spec.analysis.alpha if spec.analysis
+                                                                             else 0.05)
+    tuning_seeds, eval_seeds = spec.tuning.seed_list, spec.evaluation.seed_list[:result.looks[-1].seeds]
+    paragraphs = [
+        f"Every method was tuned with the same budget: {spec.tuning.trials} trials x {len(tuning_seeds)} seeds, "
+        f"sampler {spec.tuning.sampler.name} (seed {spec.tuning.sampler.seed}), pruner {spec.tuning.pruner.name}, "
+        f"objective {spec.tuning.objective.aggregate}({spec.tuning.objective.metric}) on validation data, over "
+        "each method's own knobs plus the shared optimizer knobs. Each method's best trial was then evaluated "
+        "with the configuration that trial trained.",
+        f"Tuning seeds {tuning_seeds}; evaluation seeds {eval_seeds[0]}..{eval_seeds[-1]} ({len(eval_seeds)} "
+        f"seeds): they share {len(set(tuning_seeds) & set(eval_seeds))} seeds, so the verdicts are on fresh seeds.",
+    ]
+    if spec.evaluation.sequential:
+        paragraphs.append(
+            "Seeds were added until every contrast was decided (better, worse or equivalent), looking after "
+            f"{', '.join(str(n) for n in looks_of(spec.evaluation))} seeds, with Lan-DeMets O'Brien-Fleming-type "
+            f"alpha spending (alpha = {alpha}) combined with the family's correction: at each look a contrast is "
+            "significant when its corrected p is below the look's nominal threshold, and equivalent when its "
+            "repeated confidence interval (at 1 - threshold) lies inside the ROPE. The verdicts above are the "
+            f"last look's. Stopped: {result.stop_reason}.")
+    else:
+        paragraphs.append(f"Fixed design: {result.stop_reason}.")
+    tables = [("Tuning budget per method (counts read back from Optuna)", budget_table(result, uri)),
+              ("Best configuration per method", best_table(result))]
+    cost = cost_table(analysis, analysis.opts.plan.treatment)
+    if not cost.empty:
+        tables.append(("Cost per method on the evaluation seeds (paired ratio of train time to the treatment)",
+                       cost))
+    if spec.evaluation.sequential:
+        tables.append(("Sequential looks", _looks_table(result, alpha)))
+    return Section("Protocol: tuning, selection, evaluation", paragraphs, tables,
+                   {"Tuning curves (best so far against trials)": tuning_curves(result.studies)})
+
+
+def write_compare_report(result: CompareResult, uri: str, out_dir, *, draw_figures: bool = True):
+    """The evaluation's report, judged at the last look's threshold, with the protocol section."""
+    from .report import analyse, write_report
+
+    last = result.looks[-1]
+    if result.spec.evaluation.sequential:
+        analysis = analyse(uri, result.spec.name, alpha=last.threshold, level=1 - last.threshold)
+        # the look's nominal threshold is the plan's sequential design, not a departure from it
+        analysis.departures = [d for d in analysis.departures if not d.startswith("alpha:")]
+    else:
+        analysis = analyse(uri, result.spec.name)
+    folder = write_report(analysis, out_dir, sections=[protocol_section(result, analysis, uri)],
+                          draw_figures=draw_figures)
+    return folder, analysis

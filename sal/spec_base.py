@@ -1,0 +1,15 @@
+"""The base of every spec model: pydantic with unknown keys refused (a typo far more often than intent).
+
+Its own module so that method modules can declare their specs without importing sal.config, which
+builds the run spec from them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Strict"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -1,0 +1,194 @@
+"""From scored runs to the report's tables: one summary row per (dataset, context, metric, contrast) of
+the analysis plan, paired on seed, corrected within each family, with reference/statistics.md's verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .analysis import Plan
+from .config import SpecError
+from .scoring import higher_is_better, is_bounded_fraction
+
+__all__ = ["ReportOptions", "summarize", "across_datasets", "family_sizes", "SUMMARY_COLUMNS", "BLOCK",
+           "bounds_of"]
+
+SUMMARY_COLUMNS = ["dataset", "context", "metric", "family", "treatment", "method", "baseline", "n", "n_diverged",
+                   "diverged_seeds", "mean", "sd", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
+                   "boot_ci_low", "boot_ci_high", "p_ttest", "p_signflip", "p_wilcoxon", "p_holm", "p_signflip_holm",
+                   "p_wilcoxon_holm", "effect_dz", "cliffs_delta", "cliffs_magnitude", "win_rate", "win_ci_low",
+                   "win_ci_high", "p_outperform", "corr", "mde", "exploratory", "verdict"]
+BLOCK = ["dataset", "context", "metric"]
+FAMILY_MODES = ("plan", "metric", "dataset")
+
+
+@dataclass
+class ReportOptions:
+    plan: Plan
+    family: str = "plan"  # plan: Holm within each declared family (and metric) across data sets and contexts;
+    #                       metric: every contrast of a metric; dataset: per (dataset, context, metric)
+    allow_unpaired: bool = False
+    n_boot: int = 2000
+    random_state: int = 0
+    level: float = 0.95  # of every interval; a sequential look uses 1 - its nominal alpha (repeated CIs)
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.plan.metrics
+
+    @property
+    def alpha(self) -> float:
+        return self.plan.alpha
+
+    @property
+    def rope(self) -> float:
+        return self.plan.rope
+
+    @property
+    def correction(self) -> str:
+        return self.plan.correction
+
+    @property
+    def reference(self) -> str | None:
+        """The cell figures pair against: the baseline of the plan's first contrast (None: no contrast)."""
+        return self.plan.contrasts[0].baseline if self.plan.contrasts else None
+
+
+def bounds_of(metric: str) -> tuple[float, float] | None:
+    return (0.0, 1.0) if is_bounded_fraction(metric) else None
+
+
+def _check_pairs(wide: pd.DataFrame, cells: list[str], block: tuple, allow_unpaired: bool) -> None:
+    missing = {m: sorted(int(s) for s in wide.index[wide[m].isna()]) for m in cells}
+    missing = {m: s for m, s in missing.items() if s}
+    if missing and not allow_unpaired:
+        where = "/".join(str(b) for b in block if b)
+        detail = "; ".join(f"{m} has no value for seed(s) {', '.join(map(str, s))}" for m, s in missing.items())
+        raise SpecError([f"{where}: seeds do not pair ({detail}); these runs crashed or are missing (a diverged "
+                         "run counts, with the worst score); fix: re-run them (sal ablate FILE --retry-failed), "
+                         "or pass --allow-unpaired to compare on common seeds"])
+
+
+def _describe_row(block: tuple, cell: str, wide: pd.DataFrame, diverged: pd.DataFrame, level: float) -> dict:
+    dataset, context, metric = block
+    seeds = sorted(int(s) for s in diverged.index[diverged[cell].fillna(False).astype(bool)]) \
+        if cell in diverged else []
+    return {"dataset": dataset, "context": context, "metric": metric, "method": cell,
+            **stats.describe(wide[cell].dropna(), level=level, bounds=bounds_of(metric)),
+            "n_diverged": len(seeds), "diverged_seeds": ",".join(map(str, seeds))}
+
+
+def summarize(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
+    """The summary table: one row per (dataset, context, metric, contrast) of the plan, plus a
+    ``reference`` row for each cell that is never the first of a contrast there (its own mean and CI)."""
+    rows = []
+    for block, g in tidy.groupby(BLOCK, sort=True):
+        metric = block[2]
+        wide = g.pivot_table(index="seed", columns="method", values="value", aggfunc="first", dropna=False)
+        wide = wide.reindex(sorted(set(g["seed"])))
+        diverged = g.pivot_table(index="seed", columns="method", values="diverged", aggfunc="first")
+        contrasts = [c for c in opts.plan.contrasts if c.method in wide and c.baseline in wide]
+        _check_pairs(wide, sorted({x for c in contrasts for x in (c.method, c.baseline)}), block, opts.allow_unpaired)
+        for c in contrasts:
+            row = {**_describe_row(block, c.method, wide, diverged, opts.level), "baseline": c.baseline,
+                   "family": c.family,
+                   "treatment": opts.plan.treatment}
+            pair = wide[[c.method, c.baseline]].dropna()
+            p = stats.paired(pair[c.method], pair[c.baseline], level=opts.level, n_boot=opts.n_boot,
+                             random_state=opts.random_state, bounds=bounds_of(metric))
+            row.update({k: p[k] for k in ("n", "delta", "delta_ci_low", "delta_ci_high", "boot_ci_low",
+                                          "boot_ci_high", "p_ttest", "p_signflip", "p_wilcoxon", "effect_dz",
+                                          "cliffs_delta", "win_rate", "win_ci_low", "win_ci_high", "p_outperform",
+                                          "corr")})
+            row["cliffs_magnitude"] = stats.cliffs_magnitude(p["cliffs_delta"])
+            row["exploratory"] = stats.exploratory(p["n"])
+            row["_sd_diff"] = p["delta_sd"]
+            rows.append(row)
+        firsts = {c.method for c in contrasts}
+        for cell in sorted(set(wide.columns) - firsts):
+            rows.append({**_describe_row(block, cell, wide, diverged, opts.level), "verdict": "reference",
+                         "treatment": opts.plan.treatment})
+    summary = pd.DataFrame(rows)
+    _adjust(summary, opts)
+    return summary.reindex(columns=SUMMARY_COLUMNS)
+
+
+def _family_keys(opts: ReportOptions) -> list[str]:
+    return {"plan": ["family", "metric"], "metric": ["metric"], "dataset": BLOCK}[opts.family]
+
+
+def _adjust(summary: pd.DataFrame, opts: ReportOptions) -> None:
+    """Holm (or BH) within each family; then the minimum detectable effect and the verdict."""
+    for col in ("p_holm", "p_signflip_holm", "p_wilcoxon_holm", "mde"):
+        summary[col] = np.nan
+    if "verdict" not in summary:
+        summary["verdict"] = None
+    compared = summary["verdict"] != "reference"
+    for _, idx in summary[compared].groupby(_family_keys(opts)).groups.items():
+        for raw, adjusted in (("p_ttest", "p_holm"), ("p_signflip", "p_signflip_holm"),
+                              ("p_wilcoxon", "p_wilcoxon_holm")):
+            summary.loc[idx, adjusted] = stats.adjust(summary.loc[idx, raw], opts.correction)
+        m = len(idx)
+        for i in idx:
+            r = summary.loc[i]
+            summary.loc[i, "mde"] = stats.min_detectable_effect(int(r["n"]), r["_sd_diff"], alpha=opts.alpha, m=m)
+            summary.loc[i, "verdict"] = stats.verdict(
+                delta=r["delta"], ci_low=r["delta_ci_low"], ci_high=r["delta_ci_high"],
+                p_ttest_adj=summary.loc[i, "p_holm"], p_signflip_adj=summary.loc[i, "p_signflip_holm"],
+                n=int(r["n"]), rope=opts.rope if is_bounded_fraction(r["metric"]) else 0.0, alpha=opts.alpha,
+                higher_is_better=higher_is_better(r["metric"]))
+
+
+def family_sizes(summary: pd.DataFrame, opts: ReportOptions) -> dict[str, int]:
+    """Family label -> number of comparisons corrected together."""
+    compared = summary[summary["verdict"] != "reference"]
+    return {"/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)) if k): len(g)
+            for key, g in compared.groupby(_family_keys(opts))}
+
+
+def _normalised(part: pd.DataFrame) -> pd.DataFrame:
+    """Scores min-max normalised within each (dataset, context) over every run there, so data sets of
+    different difficulty pool into one IQM (rliable's normalised scores)."""
+    def scale(v: pd.Series) -> pd.Series:
+        finite = v[np.isfinite(v)]
+        low, high = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+        return (v - low) / (high - low) if high > low else v * 0 + 0.5
+
+    return part.assign(value=part.groupby(["dataset", "context"])["value"].transform(scale))
+
+
+def across_datasets(tidy: pd.DataFrame, opts: ReportOptions, metric: str, *, min_sets_friedman: int = 5) -> dict:
+    """Cross-data-set view of one metric: normalised mean delta per contrast (stratified bootstrap), IQM
+    per cell on normalised scores, and Friedman / Iman-Davenport with the Nemenyi CD with enough sets."""
+    part = tidy[tidy["metric"] == metric].dropna(subset=["value"])
+    part = part[np.isfinite(part["value"])]
+    blocks = {k: g.pivot_table(index="seed", columns="method", values="value") for k, g in
+              part.groupby(["dataset", "context"])}
+    norm = {k: g.pivot_table(index="seed", columns="method", values="value") for k, g in
+            _normalised(part).groupby(["dataset", "context"])}
+    methods = sorted(set(part["method"]))
+    out: dict = {"metric": metric, "n_sets": len(blocks), "deltas": {}, "iqm": {}}
+    for method in methods:
+        groups = [w[method].dropna().to_numpy() for w in norm.values() if method in w]
+        if groups:
+            low, high = stats.stratified_bootstrap_ci(groups, lambda gs: stats.iqm(np.concatenate(gs)),
+                                                      n_boot=opts.n_boot, random_state=opts.random_state)
+            out["iqm"][method] = {"iqm": stats.iqm(np.concatenate(groups)), "ci_low": low, "ci_high": high}
+    for c in opts.plan.contrasts:
+        pairs = {k: (w[c.method].to_numpy(), w[c.baseline].to_numpy()) for k, w in
+                 ((k, w[[c.method, c.baseline]].dropna()) for k, w in blocks.items()
+                  if c.method in w and c.baseline in w) if len(w) > 0}
+        if len(pairs) >= 2:
+            out["deltas"][f"{c.method} vs {c.baseline}"] = stats.normalized_delta_across(
+                pairs, n_boot=opts.n_boot, random_state=opts.random_state)
+    if len(blocks) >= min_sets_friedman and len(methods) >= 3:
+        means = pd.DataFrame({k: w.mean() for k, w in blocks.items()}).T[methods].dropna()
+        if len(means) >= min_sets_friedman:
+            f = stats.friedman(means.to_numpy(), higher_is_better=higher_is_better(metric), alpha=opts.alpha)
+            out["friedman"] = {**f, "methods": methods, "avg_ranks": dict(zip(methods, f["avg_ranks"]))}
+    return out
+
