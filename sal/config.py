@@ -186,6 +186,9 @@ class TrainSpec(_Strict):
     def _yaml_on_off(cls, v):
         # YAML 1.1 reads a bare on/off as a boolean: `pack: off` and `--set train.pack=off` mean "off"
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+    checkpoint_every: int = Field(
+        0, ge=0, description="epochs between checkpoints of the run's whole state, from which a killed run "
+        "resumes bit for bit (needs a checkpoint directory; see sal/checkpoints.py); 0: off")
     intervene_last_epoch: bool = Field(
         False, description="False: no noise, deformation or revert after the last epoch, so the test metrics "
         "describe the weights of the last validation row; True: intervene, then validate again")
@@ -486,9 +489,10 @@ def to_yaml(spec: RunSpec) -> str:
 
 
 def config_hash(spec: RunSpec) -> str:
-    """Hash of everything but the seed and where and how it ran (packed or not): runs of one
-    configuration share it."""
-    flat = {k: v for k, v in flatten(spec).items() if k not in ("seed", "train.device", "train.pack")}
+    """Hash of everything but the seed and where and how it ran (packed or not, checkpointed or not: a
+    resumed run ends bit for bit where an uninterrupted one does): runs of one configuration share it."""
+    flat = {k: v for k, v in flatten(spec).items()
+            if k not in ("seed", "train.device", "train.pack", "train.checkpoint_every")}
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -85,6 +85,13 @@ class StressSignal:
         self.prev_loss, self.prev_acc = loss, acc
         return self.stress
 
+    def state_dict(self) -> dict[str, float]:
+        """What changes while training (the knobs come from the spec)."""
+        return {"stress": self.stress, "prev_loss": self.prev_loss, "prev_acc": self.prev_acc}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.stress, self.prev_loss, self.prev_acc = state["stress"], state["prev_loss"], state["prev_acc"]
+
 
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -152,6 +159,25 @@ class Interventions:
             raise RuntimeError("revert() before any deform(): there is no yield point to go back to")
         torch._foreach_copy_(self._snapshot_of, self._snapshot)
 
+    def state_dict(self, *, snapshot: bool = True) -> dict:
+        """The yield point kept for a revert (the generator is the run's, saved by the run);
+        ``snapshot=False`` leaves out one that no revert can use any more."""
+        keep = snapshot and self._snapshot is not None
+        return {"snapshot": list(self._snapshot) if keep else None,
+                "snapshot_of": "model" if self._snapshot_of is self.params else "deformed"}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        if state["snapshot"] is None:
+            self._snapshot, self._snapshot_of = None, []
+            return
+        self._snapshot_of = self.params if state["snapshot_of"] == "model" else self.deform_params
+        saved = state["snapshot"]
+        if [tuple(t.shape) for t in saved] != [tuple(p.shape) for p in self._snapshot_of]:
+            raise ValueError("the saved yield point has other shapes than the weights it restores")
+        self._snapshot = [torch.empty_like(p) for p in self._snapshot_of]
+        torch._foreach_copy_(self._snapshot, saved)  # onto the weights' device and dtype
+
 
 @dataclass
 class EpochEvents:
@@ -209,6 +235,18 @@ class PDO:
             return True
         return False
 
+    def state_dict(self) -> dict:
+        """Stress, the watched deformation and its yield point: all a resumed run needs to act the same."""
+        return {"signal": self.signal.state_dict(), "watch": list(self._watch) if self._watch is not None else None,
+                # a yield point is only used by a revert, which only a watched deformation can trigger
+                "act": self.act.state_dict(snapshot=self._watch is not None)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.signal.load_state_dict(state["signal"])
+        watch = state["watch"]
+        self._watch = (int(watch[0]), float(watch[1]), bool(watch[2])) if watch is not None else None
+        self.act.load_state_dict(state["act"])
+
     def end_epoch(self, epoch: int, loss: float, acc: float, *, act: bool = True) -> EpochEvents:
         """Update stress from this epoch's (1-based) metrics and intervene in place; ``act=False`` only
         updates the stress (after the last epoch, when no training follows to absorb an intervention)."""
@@ -262,6 +300,16 @@ class RandomTriggerPDO(PDO):
 
     def noise_std(self, stress: float) -> float:
         return self.delta + self.lambda_ * self.s_yield
+
+    def state_dict(self) -> dict:
+        # the planned epochs are drawn again from the seed when the run is rebuilt; the draws since go on here
+        version, internal, gauss = self._rng.getstate()
+        return {**super().state_dict(), "trigger_rng": [version, list(internal), gauss]}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        version, internal, gauss = state["trigger_rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
 
     def _triggers(self, epoch: int, stress: float) -> tuple[bool, bool]:
         fire = epoch in self._planned if self._planned is not None else self._rng.random() < self.trigger_prob

@@ -38,6 +38,15 @@ class RngStream:
         if self.cuda:
             self._cuda = torch.cuda.get_rng_state(self.device)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The stream's position as ByteTensors (a checkpoint, sal/checkpoints.py)."""
+        return {"cpu": self._cpu, **({"cuda": self._cuda} if self.cuda else {})}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._cpu = state["cpu"].clone()
+        if self.cuda:
+            self._cuda = state["cuda"].clone()
+
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
         """Draw from this stream inside the block; the caller's RNG state is restored afterwards."""

@@ -42,6 +42,18 @@ class LRSchedule:
         if self.scheduler is not None and not self.per_batch:
             self.scheduler.step()
 
+    def state_dict(self) -> dict:
+        """Where the schedule is (None once stopped); plain values only."""
+        return {"scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["scheduler"] is None:
+            self.stop()
+        elif self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:
+            raise ValueError("the saved schedule is running, this run's has none")
+
     def stop(self) -> None:
         if self._hook is not None:
             self._hook.remove()

@@ -56,6 +56,11 @@ def should_pack(specs: list[RunSpec], *, n_params: int | None = None, in_shape: 
     if specs[0].analysis.enabled:
         log.info("analysis (sharpness, trajectory, weights) is measured on single runs: the seeds train one at a time")
         return False
+    if specs[0].train.checkpoint_every > 0:
+        # A checkpoint holds one TrainingRun's state (sal/checkpoints.py); the packed run owns stacked weights,
+        # optimizer and generators of its own, which no checkpoint saves, so a killed pack would start over.
+        log.info("train.checkpoint_every=%d: checkpointed seeds train one at a time", specs[0].train.checkpoint_every)
+        return False
     o = specs[0].optim
     if o.clip_grad_norm is not None or o.schedule not in ("constant", "cosine"):
         # clipping by the global gradient norm couples the stacked seeds; the packed loop steps only the

@@ -4,12 +4,18 @@ The seed derives three generators: model init, data order/augmentation, and the 
 So runs with the same seed start from the same weights and see the same batches under every method
 (paired comparisons), and the same seed + spec on the CPU gives the same history bit for bit.
 Each epoch does one host-device sync: every on-device sum is read in one ``tolist()``.
+
+With ``train.checkpoint_every`` and a checkpoint directory, a run saves its whole state every k epochs
+(sal/checkpoints.py) and a run of the same configuration and seed resumes from it, ending bit for bit
+where the uninterrupted run ends (wall-clock and memory readings aside).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -20,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import interrupts
+from .checkpoints import RunCheckpoint
 from .config import RunSpec
 from .data import DataBundle, Split, augment_batch, load_data
 from .methods import REGISTRY, EpochStats, MethodContext, build_method
@@ -29,6 +36,8 @@ from .rng import RngStream, derive_seed
 __all__ = ["Result", "PruneRun", "TrainingRun", "train", "derive_seed", "resolve_device"]
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+log = logging.getLogger(__name__)
 
 
 class PruneRun(Exception):
@@ -47,6 +56,7 @@ class Result:
     n_params: int = 0
     device: str = "cpu"
     analysis: dict = field(default_factory=dict)  # sal.run_analysis output: final "weights", "trajectory"
+    resumed_from: int = 0  # epochs taken from a checkpoint: the history's first rows, trained by a killed attempt
 
     @property
     def ok(self) -> bool:
@@ -131,13 +141,36 @@ class TrainingRun:
     """One run advanced epoch by epoch, so a study can step several seeds in lockstep.
 
     The run keeps its own dropout RNG state and swaps it in only while it computes, so interleaved
-    runs give the same histories as runs one after another, and the caller's global RNG is untouched.
+    runs give the same histories as runs one after another, and the caller's global RNG is untouched
+    (every draw the run makes from it is the dropout stream's, which a checkpoint saves).
+
+    With ``train.checkpoint_every`` = k > 0 and a ``checkpoint_dir``, the run resumes from its checkpoint
+    when one exists (``resumed_from`` epochs are then already in the history), saves one after every
+    k-th epoch but the last, and deletes it when it ends (``finish``, or ``drop_checkpoint`` on failure).
     """
 
-    def __init__(self, spec: RunSpec, *, data: DataBundle | None = None):
+    def __init__(self, spec: RunSpec, *, data: DataBundle | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None):
         self.spec = spec
-        self.device = device = resolve_device(spec.train.device)
-        self.cuda = cuda = device.type == "cuda"
+        self.device = resolve_device(spec.train.device)
+        self.cuda = self.device.type == "cuda"
+        self.checkpoint = None
+        if checkpoint_dir is not None and spec.train.checkpoint_every > 0:
+            self.checkpoint = RunCheckpoint(checkpoint_dir, spec, device=self.device.type)
+        self._build(data)
+        state = self.checkpoint.load() if self.checkpoint is not None else None
+        if state is not None:
+            try:
+                self.load_state_dict(state)
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+                self.checkpoint.ignore("does not fit this run", err)
+                self._build(data)  # loading may have stopped half-way: start afresh rather than train a hybrid
+            else:
+                log.info("resumed from epoch %d (checkpoint %s)", self.epoch, self.checkpoint.path)
+
+    def _build(self, data: DataBundle | None) -> None:
+        """Everything a run starts from: data, model, generators, method, an empty result."""
+        spec, device, cuda = self.spec, self.device, self.cuda
         self._dropout_rng = RngStream(derive_seed(spec.seed, "dropout"), device)
         with self._dropout_rng.active():
             if cuda:
@@ -155,7 +188,7 @@ class TrainingRun:
             self.model = model.to(device, memory_format=fmt)
             self.net = torch.compile(self.model) if t.compile else self.model
             self.data_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "data"))
-            method_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
+            self.method_gen = method_gen = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
             n_train = len(data.train)
             # Batches are known before the method is built: per-batch schedules (onecycle) need their count.
             full_batch = getattr(REGISTRY.get(spec.method.name), "full_batch", False)
@@ -179,6 +212,44 @@ class TrainingRun:
 
             self.analysis = RunAnalysis(spec, data.train, model=self.model)
 
+    @property
+    def resumed_from(self) -> int:
+        """Epochs taken from a checkpoint (0: trained from the start)."""
+        return self.result.resumed_from
+
+    def state_dict(self) -> dict:
+        """The run's whole state after ``self.epoch`` epochs, as tensors and plain values (weights_only)."""
+        state = {"epoch": self.epoch, "train_s": self.train_s, "history": self.result.history,
+                 "model": self.model.state_dict(), "method": self.method.state_dict(),
+                 "data_generator": self.data_gen.get_state(), "method_generator": self.method_gen.get_state(),
+                 "dropout_rng": self._dropout_rng.state_dict()}
+        if self.analysis is not None:
+            # sal.run_analysis keeps no other state between epochs: its measures draw from per-epoch seeds
+            state["analysis"] = {"snapshots": self.analysis.snapshots, "epochs": self.analysis.snapshot_epochs}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict()`` on a run freshly built for the same spec."""
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.data_gen.set_state(state["data_generator"])
+        self.method_gen.set_state(state["method_generator"])
+        self._dropout_rng.load_state_dict(state["dropout_rng"])
+        if self.analysis is not None:
+            a = state["analysis"]
+            self.analysis.snapshots = [t.to(self.device) for t in a["snapshots"]]
+            self.analysis.snapshot_epochs = list(a["epochs"])
+        self.epoch, self.train_s = int(state["epoch"]), float(state["train_s"])
+        self.result.history = [dict(row) for row in state["history"]]
+        if len(self.result.history) != self.epoch:
+            raise ValueError(f"{len(self.result.history)} history rows for {self.epoch} epochs")
+        self.result.resumed_from = self.epoch
+
+    def drop_checkpoint(self) -> None:
+        """Delete the run's checkpoint (``finish`` does; call it when the run fails instead)."""
+        if self.checkpoint is not None:
+            self.checkpoint.delete()
+
     def _full_batches(self):
         train_set = self.data.train
         for start in range(0, len(train_set), self.eval_bs):
@@ -201,6 +272,9 @@ class TrainingRun:
             with torch.random.fork_rng(devices=[self.device] if self.cuda else [], device_type=self.device.type):
                 row.update(self.analysis.after_epoch(self.epoch, self.method.eval_model()))
         self.result.history.append(row)
+        every = self.spec.train.checkpoint_every
+        if self.checkpoint is not None and self.epoch % every == 0 and not self.done:
+            self.checkpoint.save(self.state_dict())
         return row
 
     def _epoch(self) -> dict[str, float]:
@@ -274,17 +348,28 @@ class TrainingRun:
         result.final["mem/peak_mb"] = _peak_mb(self.device)
         if self.analysis is not None:
             result.analysis = self.analysis.finish(self.method.eval_model() if result.status != "diverged" else None)
+        self.drop_checkpoint()
         return result
 
 
-def train(spec: RunSpec, *, on_epoch: EpochCallback | None = None, data: DataBundle | None = None) -> Result:
-    """Train one run. A NaN/inf loss ends it with status ``diverged``; ``on_epoch`` may raise PruneRun."""
-    run = TrainingRun(spec, data=data)
-    while not run.done:
-        row = run.step()
-        if on_epoch is not None and run.result.status == "finished":
-            try:
-                on_epoch(run.epoch, row)
-            except PruneRun as stop:
-                run.stop("pruned", str(stop) or f"pruned after epoch {run.epoch}")
-    return run.finish()
+def train(spec: RunSpec, *, on_epoch: EpochCallback | None = None, data: DataBundle | None = None,
+          checkpoint_dir: str | os.PathLike | None = None) -> Result:
+    """Train one run. A NaN/inf loss ends it with status ``diverged``; ``on_epoch`` may raise PruneRun.
+
+    With ``checkpoint_dir`` (and ``train.checkpoint_every``), a run resumed from a checkpoint calls
+    ``on_epoch`` only for the epochs it trains; ``result.resumed_from`` says how many rows came before.
+    The checkpoint is deleted when the run ends, also by an error; a KeyboardInterrupt keeps it for the retry.
+    """
+    run = TrainingRun(spec, data=data, checkpoint_dir=checkpoint_dir)
+    try:
+        while not run.done:
+            row = run.step()
+            if on_epoch is not None and run.result.status == "finished":
+                try:
+                    on_epoch(run.epoch, row)
+                except PruneRun as stop:
+                    run.stop("pruned", str(stop) or f"pruned after epoch {run.epoch}")
+        return run.finish()
+    except Exception:
+        run.drop_checkpoint()  # a failed run; only an interrupted one (KeyboardInterrupt) is resumed
+        raise

@@ -170,5 +170,21 @@ class Method:
         """The network to evaluate (SWA's average, for instance)."""
         return self.model
 
+    def state_dict(self) -> dict:
+        """Everything the method changes while training, as tensors and plain values, for a checkpoint
+        (sal/checkpoints.py). The weights and the generators of the context belong to the run, which saves
+        them; a subclass adds what it keeps of its own."""
+        return {"optimizer": self.optimizer.state_dict(), "observer": self.observer.state_dict(),
+                "schedule": self.scheduler.state_dict() if self.scheduler is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict()``, on a method freshly built for the same spec."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.observer.load_state_dict(state["observer"])
+        if (state["schedule"] is None) != (self.scheduler is None):
+            raise ValueError("the saved method has a learning-rate schedule where this one has none, or vice versa")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["schedule"])
+
 
 METHODS = [MethodInfo("base", BaseMethodSpec, Method, role="base")]

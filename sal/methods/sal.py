@@ -117,6 +117,13 @@ class StressAwareLearning(Method):
         return {"sal/stress": ev.stress, "sal/noise": float(ev.noise), "sal/deform": float(ev.deform),
                 "sal/revert": float(ev.revert), "sal/noise_std": ev.noise_std}
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "pdo": self.pdo.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.pdo.load_state_dict(state["pdo"])
+
 
 METHODS = [MethodInfo(name, RandomTriggerSpec if name == "random_trigger" else SALSpec, StressAwareLearning,
                       role="treatment" if name == "sal" else "ablation",

@@ -79,5 +79,12 @@ class SAM(Method):
         self.optimizer.step()
         return loss.detach(), logits.detach()
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "second_pass_rng": self.second_pass_rng.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.second_pass_rng.load_state_dict(state["second_pass_rng"])
+
 
 METHODS = [MethodInfo("sam", SAMSpec, SAM, role="baseline", space=SEARCH_SPACE["sam"])]

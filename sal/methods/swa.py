@@ -66,5 +66,18 @@ class SWA(Method):
             self._bn_stale = False
         return self.averaged
 
+    def state_dict(self) -> dict:
+        """The running average (with its BatchNorm statistics), SWALR's position and the BN-update stream."""
+        return {**super().state_dict(), "averaged": self.averaged.state_dict(), "n_averaged": self.n_averaged,
+                "bn_stale": self._bn_stale, "swa_scheduler": self.swa_scheduler.state_dict(),
+                "bn_update_rng": self.bn_update_rng.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.averaged.load_state_dict(state["averaged"])
+        self.n_averaged, self._bn_stale = state["n_averaged"], state["bn_stale"]
+        self.swa_scheduler.load_state_dict(state["swa_scheduler"])
+        self.bn_update_rng.load_state_dict(state["bn_update_rng"])
+
 
 METHODS = [MethodInfo("swa", SWASpec, SWA, role="baseline", space=SEARCH_SPACE["swa"])]
