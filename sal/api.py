@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoints import default_directory
 from .config import RunSpec, SpecError, apply_overrides, load_yaml, validate_run
 from .data import DataBundle
 from .plugins import check_plugins, register
@@ -35,7 +36,8 @@ def _run_spec(spec: RunSpec | dict | str | Path) -> RunSpec:
 
 
 def train(spec: RunSpec | dict | str | Path, *, model: Callable | None = None,
-          data: Callable | DataBundle | None = None, on_epoch: EpochCallback | None = None) -> Result:
+          data: Callable | DataBundle | None = None, on_epoch: EpochCallback | None = None,
+          checkpoint_dir: str | Path | None = None) -> Result:
     """Train one run; ``model`` / ``data`` may be a builder / loader function (see sal/plugins.py).
 
     >>> result = sal.train({"data": {"name": "digits"}, "method": {"name": "sal"}}, model=my_build)
@@ -43,6 +45,7 @@ def train(spec: RunSpec | dict | str | Path, *, model: Callable | None = None,
 
     A callable takes the place of ``model.name`` / ``data.name`` (recorded as ``module:qualname``) with
     ``model.args`` / ``data.args`` passed to it; a DataBundle is used as it is. Nothing is logged to MLflow.
+    With ``train.checkpoint_every`` and a ``checkpoint_dir``, a run started again resumes where it stopped.
     """
     spec = _run_spec(spec)
     if model is not None:
@@ -54,12 +57,13 @@ def train(spec: RunSpec | dict | str | Path, *, model: Callable | None = None,
             update={"name": register(data, section="data")})})
     if bundle is None:
         check_plugins([spec])
-    return _train(spec, on_epoch=on_epoch, data=bundle)
+    return _train(spec, on_epoch=on_epoch, data=bundle, checkpoint_dir=checkpoint_dir)
 
 
 def run_ablation(path: str | Path, *, seeds: int | None = None, overrides: dict[str, Any] | None = None,
                  storage: str | None = None, tracking_uri: str | None = None, workers: int = 1,
-                 gpus: list[str] | None = None, retry_failed: bool = False, wait: bool = True) -> dict[str, Any]:
+                 gpus: list[str] | None = None, retry_failed: bool = False, wait: bool = True,
+                 checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
     """Run (or resume) the ablation in a YAML file, like ``sal ablate``; returns the queue report.
 
     >>> sal.run_ablation("ablations/quick.yaml", seeds=3, overrides={"train.epochs": 5})
@@ -72,13 +76,14 @@ def run_ablation(path: str | Path, *, seeds: int | None = None, overrides: dict[
     check_plugins(i.spec for i in items)
     ref = StorageRef.resolve(storage, spec.name, "ablation")
     return ablation.run_ablation(spec, items, ref=ref, uri=tracking_uri or default_tracking_uri(), workers=workers,
-                                 gpus=gpus, retry_failed=retry_failed, wait=wait)
+                                 gpus=gpus, retry_failed=retry_failed, wait=wait,
+                                 checkpoint_dir=str(checkpoint_dir or default_directory()))
 
 
 def run_study(path: str | Path, *, n_trials: int | None = None, timeout: float | None = None,
               seeds: int | None = None, overrides: dict[str, Any] | None = None, storage: str | None = None,
               tracking_uri: str | None = None, workers: int = 1, gpus: list[str] | None = None,
-              force_new: bool = False) -> optuna.Study:
+              force_new: bool = False, checkpoint_dir: str | Path | None = None) -> optuna.Study:
     """Run (or resume) the Optuna study in a YAML file, like ``sal study run``; returns the study.
 
     >>> study = sal.run_study("studies/quick.yaml", n_trials=10)
@@ -93,7 +98,7 @@ def run_study(path: str | Path, *, n_trials: int | None = None, timeout: float |
     check_plugins(corner_specs(spec))
     ref = StorageRef.resolve(storage, spec.name, "study")
     return studies.run_study(spec, ref=ref, uri=tracking_uri or default_tracking_uri(), workers=workers, gpus=gpus,
-                             force_new=force_new)
+                             force_new=force_new, checkpoint_dir=str(checkpoint_dir or default_directory()))
 
 
 def build_report(name: str, *, out: str | Path | None = None, tracking_uri: str | None = None,
@@ -112,7 +117,8 @@ def build_report(name: str, *, out: str | Path | None = None, tracking_uri: str 
 
 def compare(path: str | Path, *, overrides: dict[str, Any] | None = None, storage: str | None = None,
             tracking_uri: str | None = None, workers: int = 1, gpus: list[str] | None = None,
-            out: str | Path | None = None, draw_figures: bool = True) -> tuple[Path, pd.DataFrame]:
+            out: str | Path | None = None, draw_figures: bool = True, checkpoint_dir: str | Path | None = None
+            ) -> tuple[Path, pd.DataFrame]:
     """Run the fair protocol of a compare YAML, like ``sal compare``: tune every method with one budget,
     evaluate the best of each on fresh seeds (until decided), write the report; returns its folder and the
     summary table.
@@ -128,7 +134,7 @@ def compare(path: str | Path, *, overrides: dict[str, Any] | None = None, storag
     check_plugins([validate_run(apply_overrides(spec.base, cell)) for cell in spec.methods.values()])
     uri = tracking_uri or default_tracking_uri()
     result = run_compare(spec, ref=StorageRef.resolve(storage, spec.name, "compare"), uri=uri, workers=workers,
-                         gpus=gpus)
+                         gpus=gpus, checkpoint_dir=str(checkpoint_dir or default_directory()))
     folder, analysis = write_compare_report(result, uri, Path(out) if out is not None else Path("reports") / spec.name,
                                             draw_figures=draw_figures)
     return folder, analysis.summary

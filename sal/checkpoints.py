@@ -29,11 +29,18 @@ import torch
 
 from .config import RunSpec, config_hash
 
-__all__ = ["RunCheckpoint", "checkpoint_path", "FORMAT"]
+__all__ = ["RunCheckpoint", "checkpoint_path", "default_directory", "FORMAT"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # raised when the layout of the saved state changes: an older file is then ignored
+
+
+def default_directory() -> Path:
+    """``checkpoints/`` in the repository (gitignored) when sal runs from its checkout, else in the
+    current directory; the same rule as the default Optuna journal."""
+    repo = Path(__file__).resolve().parents[1]
+    return (repo if (repo / "pyproject.toml").is_file() else Path.cwd()) / "checkpoints"
 
 
 def checkpoint_path(directory: str | os.PathLike, spec: RunSpec) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import interrupts
 from .config import SpecError
 from .redact import MaskingFormatter, mask_text, mask_url, quiet_library_tracebacks
+from .workqueue import QueueLost
 
 __all__ = ["main"]
 
@@ -102,6 +103,12 @@ def _gpus(value: str | None) -> list[str] | None:
     return gpus
 
 
+def _checkpoint_dir(args: argparse.Namespace) -> str:
+    from .checkpoints import default_directory
+
+    return str(args.checkpoint_dir or default_directory())
+
+
 def _check_workers(n: int) -> int:
     if n < 1:
         raise SpecError([f"--workers={n} must be at least 1; fix: --workers 1"])
@@ -151,11 +158,11 @@ def _progress(ref, name: str, *, label: str, total: int, keys: set[str] | None =
 
 @command("ablate")
 def _ablate(args: argparse.Namespace) -> int:
-    from . import engine
     from .ablation import load_ablation, run_ablation
     from .config import parse_overrides
     from .engine import StorageRef
     from .plugins import check_plugins
+    from .workqueue import Queue
 
     spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
     check_plugins(i.spec for i in items)  # issue 14
@@ -173,14 +180,15 @@ def _ablate(args: argparse.Namespace) -> int:
     with _progress(ref, spec.name, label=spec.name, total=len(items), keys={i.key for i in items},
                    value_name=spec.metric):
         out = run_ablation(spec, items, ref=ref, uri=uri, workers=workers, gpus=gpus,
-                           retry_failed=args.retry_failed, wait=not args.no_wait)
+                           retry_failed=args.retry_failed, wait=not args.no_wait,
+                           checkpoint_dir=_checkpoint_dir(args))
     q = out["queue"]
     missing = f", {len(q['missing_run'])} done but missing from this MLflow store (trained again)" \
         if q["missing_run"] else ""
     say(f"before: {len(q['done'])} done, {len(q['pending'])} pending, {len(q['queued'])} queued now, "
         f"{len(q['failed'])} failed earlier" + (" (re-run them with --retry-failed)" if q["failed"] else "")
         + missing)
-    code = _sweep_outcome(engine.open_study(ref, spec.name)[0])
+    code = _sweep_outcome(Queue(ref, spec.name).study)
     if code:
         say("fix the cause, then re-run the same command with --retry-failed", file=sys.stderr)
     if out["failed_workers"]:
@@ -188,6 +196,80 @@ def _ablate(args: argparse.Namespace) -> int:
             "finish their trials", file=sys.stderr)
         return 1
     return code
+
+
+@command("worker")
+def _worker(args: argparse.Namespace) -> int:
+    """Join a running study or ablation: everything but the storage, the tracking URI and the devices is read
+    from the queue (trials carry their specs; the study its spec)."""
+    import os
+
+    from .engine import StorageRef
+    from .workqueue import TRACKING_URI, Queue
+
+    workers, gpus = _check_workers(args.workers), _worker_gpus(args.gpus)
+    ref = StorageRef.resolve(args.storage, args.name, "worker")
+    _preflight(storage=ref.url, must_exist=True)
+    queue = _existing_queue(ref, args.name)
+    kind, stored_uri = queue.study.user_attrs.get("sal.kind"), queue.study.user_attrs.get(TRACKING_URI)
+    if kind not in ("ablation", "study"):
+        raise SpecError([f"{args.name!r} in {mask_url(ref.url)} was not launched by `sal ablate` or `sal study run` "
+                         "(no sal.kind); fix: launch it first, then join it with sal worker"])
+    uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None and stored_uri is not None and ":***@" not in stored_uri:  # sal never stores a password
+        uri = stored_uri
+    if uri is None:
+        raise SpecError([f"the {kind} {args.name!r} stores no usable tracking URI ({stored_uri!r}); fix: pass "
+                         "--tracking-uri, the one its launcher used (e.g. http://mlflow-host:5000)"])
+    _preflight(uri=uri)
+    say(f"worker for the {kind} {args.name}: queue {mask_url(ref.url)}; MLflow {mask_url(uri)}; {workers} "
+        f"process(es) on {', '.join('cuda:' + g for g in gpus) if gpus else 'the spec device'}")
+    kwargs = dict(ref=ref, uri=uri, checkpoint_dir=_checkpoint_dir(args))
+    if kind == "ablation":
+        from .ablation import ablation_worker
+
+        target = ablation_worker
+        kwargs.update(study_name=args.name, metric=queue.study.user_attrs["sal.metric"], wait=not args.no_wait)
+    else:
+        import json
+
+        from .study import study_worker
+
+        target = study_worker
+        kwargs.update(spec_json=json.dumps(queue.study.user_attrs["sal.spec"]))
+    if workers == 1:
+        target(worker_index=0, device=f"cuda:{gpus[0]}" if gpus else None, **kwargs)
+        failed = 0
+    else:
+        from .engine import spawn_workers
+
+        failed = spawn_workers(target, workers, gpus=gpus, **kwargs)
+    code = _sweep_outcome(Queue(ref, args.name).study)
+    if failed:
+        say(f"{failed} worker process(es) stopped with an error (see above)", file=sys.stderr)
+        return 1
+    return code
+
+
+def _existing_queue(ref, name: str):
+    import optuna
+
+    from .workqueue import Queue
+
+    if name not in {s.study_name for s in optuna.get_all_study_summaries(ref.open())}:
+        raise SpecError([f"no study or ablation {name!r} in {mask_url(ref.url)}; fix: check the name and --storage "
+                         "(the launcher's `sal ablate`/`sal study run` prints both)"])
+    return Queue(ref, name)
+
+
+def _worker_gpus(value: str | None) -> list[str] | None:
+    """--gpus, else every device CUDA_VISIBLE_DEVICES shows (numbered from 0 inside it), else None."""
+    import os
+
+    if value:
+        return _gpus(value)
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return [str(i) for i in range(len(visible))] or None
 
 
 @command("study")
@@ -215,7 +297,8 @@ def _study_run(args: argparse.Namespace) -> int:
     say(f"storage {mask_url(ref.url)}; MLflow {mask_url(uri)}")
     objective = ", ".join(f"{o.aggregate}({o.metric})" for o in spec.objectives)
     with _progress(ref, spec.name, label=spec.name, total=spec.n_trials or 0, value_name=objective):
-        study = run_study(spec, ref=ref, uri=uri, workers=workers, gpus=gpus, force_new=args.force_new)
+        study = run_study(spec, ref=ref, uri=uri, workers=workers, gpus=gpus, force_new=args.force_new,
+                          checkpoint_dir=_checkpoint_dir(args))
     run_id, summary = log_study_summary(study, uri)
     code = _print_status(study)
     say(f"summary run {run_id}")
@@ -240,8 +323,8 @@ def _open_existing(args: argparse.Namespace):
 
 def _print_status(study) -> int:
     """The study's trials by outcome and its best trial; 1 when trials failed."""
-    from .engine import trials_by_state
     from .study import best_trial
+    from .workqueue import trials_by_state
 
     say(f"study {study.study_name}")
     code = _sweep_outcome(study)
@@ -263,9 +346,9 @@ def _study_status(args: argparse.Namespace) -> int:
 
 def _study_best(args: argparse.Namespace) -> int:
     from .config import to_yaml
-    from .engine import trials_by_state
     from .outputs import check_output_file, write_text_atomic
     from .study import best_spec
+    from .workqueue import trials_by_state
 
     header = "# best trial of study "  # sal replaces a file only when its first line says sal wrote it
     out = check_output_file(args.out, header=header)
@@ -335,7 +418,7 @@ def _compare(args: argparse.Namespace) -> int:
     check_output_folder(out)
     _preflight(storage=ref.url, uri=uri)
     say(f"storage {mask_url(ref.url)}; MLflow {mask_url(uri)}")
-    result = run_compare(spec, ref=ref, uri=uri, workers=workers, gpus=gpus)
+    result = run_compare(spec, ref=ref, uri=uri, workers=workers, gpus=gpus, checkpoint_dir=_checkpoint_dir(args))
     for look in result.looks:
         decided = sum(v in ("better", "worse", "equivalent") for v in look.verdicts.values())
         say(f"  look at {look.seeds} seeds (p threshold {look.threshold:.4g}): {decided} of "
@@ -396,6 +479,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", help="comma-separated GPU numbers; worker i uses the (i mod n)-th")
     p.add_argument("--no-wait", action="store_true",
                    help="stop when the queue is empty instead of waiting for other workers' running trials")
+    p.add_argument("--checkpoint-dir", help="where runs with train.checkpoint_every > 0 keep their checkpoints, "
+                   "from which a retried trial resumes (default checkpoints/ in the repository); shared by the "
+                   "machines of a cluster when it is on a shared file system")
 
 
 def _common(*, suppress: bool) -> argparse.ArgumentParser:
@@ -484,6 +570,18 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--slice-steps", type=int, default=21, help="grid points per side of the 2-D slice (odd)")
     ls.add_argument("--filter", help="extra MLflow filter, e.g. \"tags.dataset = 'digits'\"")
 
+    w = sub.add_parser("worker", help="join a running study or ablation from this machine: claim its queued "
+                       "trials until none is left", parents=common)
+    w.add_argument("name", help="the study's or ablation's name")
+    w.add_argument("--storage", required=True, help="the queue's storage, as the launcher gave it (e.g. "
+                   "postgresql://user@host/db)")
+    w.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    w.add_argument("--gpus", help="comma-separated GPU numbers, worker i uses the (i mod n)-th (default: the "
+                   "devices CUDA_VISIBLE_DEVICES shows, else the run spec's device)")
+    w.add_argument("--no-wait", action="store_true",
+                   help="stop when the queue is empty instead of waiting for other workers' running trials")
+    w.add_argument("--checkpoint-dir", help="as for ablate and study run (default checkpoints/ in the repository)")
+
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store", parents=common)
     u.add_argument("--port", type=int, default=5000)
     return p
@@ -515,6 +613,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted; finished runs are kept, re-run the same command to resume", file=sys.stderr)
         return 130
+    except QueueLost as err:
+        say(f"error: {err}; finished runs are kept, re-run the same command to resume", file=sys.stderr)
+        return 1
+    except Exception as err:  # an unexpected failure (a server's error, a bug): one line; -v shows the traceback
+        if args.verbose:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:500]
+        say(f"error: {type(err).__name__}: {first}\n  finished runs are kept; re-run the same command to resume, "
+            "with -v for the traceback", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -196,13 +196,14 @@ def _look_verdicts(uri: str, name: str, threshold: float, seeds: int) -> dict[st
 
 
 def run_compare(spec: CompareSpec, *, ref: engine.StorageRef, uri: str, workers: int = 1,
-                gpus: list[str] | None = None) -> CompareResult:
+                gpus: list[str] | None = None, checkpoint_dir: str | None = None) -> CompareResult:
     """Tune every method with one budget, select, evaluate on fresh seeds (until decided), and return
     what happened at each step; the report is written by the caller (protocol_report)."""
     studies = {}
     for cell in spec.methods:
         log.info("compare %s: tuning %s", spec.name, cell)
-        studies[cell] = run_study(tuning_spec(spec, cell), ref=ref, uri=uri, workers=workers, gpus=gpus)
+        studies[cell] = run_study(tuning_spec(spec, cell), ref=ref, uri=uri, workers=workers, gpus=gpus,
+                                  checkpoint_dir=checkpoint_dir)
     selected = {cell: _selected(study) for cell, study in studies.items()}
     result = CompareResult(spec, studies, selected)
     e = spec.evaluation
@@ -211,7 +212,8 @@ def run_compare(spec: CompareSpec, *, ref: engine.StorageRef, uri: str, workers:
     thresholds = stats.sequential_alphas(looks, alpha) if e.sequential else [alpha]
     for n, threshold in zip(looks, thresholds):
         ablation = _ablation_spec(spec, {}, selected, e.seed_list[:n])
-        run_ablation(ablation, expand(ablation), ref=ref, uri=uri, workers=workers, gpus=gpus)
+        run_ablation(ablation, expand(ablation), ref=ref, uri=uri, workers=workers, gpus=gpus,
+                     checkpoint_dir=checkpoint_dir)
         verdicts = _look_verdicts(uri, spec.name, threshold, n)
         result.looks.append(Look(n, threshold, verdicts))
         undecided = [k for k, v in verdicts.items() if v not in _DECIDED]

@@ -48,3 +48,16 @@ def quiet_library_tracebacks() -> None:
 
     for handler in optuna.logging._get_library_root_logger().handlers:
         handler.addFilter(_NoTraceback())
+    import threading
+
+    threading.excepthook = _thread_error_line
+
+
+def _thread_error_line(args) -> None:
+    """An error that ends a library's background thread (e.g. Optuna's heartbeat while the database
+    restarts) is one masked line on stderr, not a traceback."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    first = (str(args.exc_value).strip().splitlines() or [""])[0][:300]
+    logging.getLogger("sal").error("%s stopped: %s: %s", name, args.exc_type.__name__, mask_text(first))

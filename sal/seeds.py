@@ -86,16 +86,25 @@ def should_pack(specs: list[RunSpec], *, n_params: int | None = None, in_shape: 
 class SeedRuns:
     """The unpacked run group: the same interface as PackedRun over one TrainingRun per seed."""
 
-    def __init__(self, specs: list[RunSpec], *, data: DataBundle | None = None):
-        self.runs = [TrainingRun(s, data=data) for s in specs]
+    def __init__(self, specs: list[RunSpec], *, data: DataBundle | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None):
+        self.runs = [TrainingRun(s, data=data, checkpoint_dir=checkpoint_dir) for s in specs]
         self.results = [r.result for r in self.runs]
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch every running seed has reached, or None while a seed resumed from an older checkpoint
+        than the others is catching up (a kill can land between two seeds' saves)."""
+        running = {r.epoch for r in self.runs if not r.done}
+        return max(r.epoch for r in self.runs) if len(running) <= 1 else None
 
     @property
     def done(self) -> bool:
         return all(r.done for r in self.runs)
 
     def step(self) -> list[dict[str, float] | None]:
-        return [r.step() if not r.done else None for r in self.runs]
+        behind = min((r.epoch for r in self.runs if not r.done), default=0)  # lagging seeds catch up first
+        return [r.step() if not r.done and r.epoch == behind else None for r in self.runs]
 
     def prune(self, message: str) -> None:
         for r in self.runs:
@@ -114,15 +123,17 @@ def _size(spec: RunSpec, data: DataBundle | None) -> tuple[int, tuple[int, ...]]
     return sum(p.numel() for p in model.parameters()), data.in_shape
 
 
-def start_seeds(specs: list[RunSpec], *, data: DataBundle | None = None) -> PackedRun | SeedRuns:
-    """The seeds of one configuration as a run group: packed when ``train.pack`` says so."""
+def start_seeds(specs: list[RunSpec], *, data: DataBundle | None = None,
+                checkpoint_dir: str | os.PathLike | None = None) -> PackedRun | SeedRuns:
+    """The seeds of one configuration as a run group: packed when ``train.pack`` says so (never when they
+    checkpoint: see should_pack); each unpacked seed resumes from its checkpoint in ``checkpoint_dir``."""
     if should_pack(specs):
         if specs[0].train.pack == "auto":
             n_params, in_shape = _size(specs[0], data)
             if not should_pack(specs, n_params=n_params, in_shape=in_shape):
-                return SeedRuns(specs, data=data)
+                return SeedRuns(specs, data=data, checkpoint_dir=checkpoint_dir)
         return PackedRun(specs, data=data)
-    return SeedRuns(specs, data=data)
+    return SeedRuns(specs, data=data, checkpoint_dir=checkpoint_dir)
 
 
 def train_seeds(specs: list[RunSpec], *, data: DataBundle | None = None) -> list[Result]:

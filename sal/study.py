@@ -34,9 +34,10 @@ from .tracking import (
     start_parent,
 )
 from .train import Result, train
+from .workqueue import Claimed, Queue, work, worker_record
 
-__all__ = ["suggest", "MultiSeedObjective", "study_worker", "run_study", "create_study", "best_trial", "best_spec",
-           "definition_hash", "archive_study"]
+__all__ = ["suggest", "MultiSeedObjective", "StudyJob", "study_worker", "run_study", "create_study", "open_queue",
+           "best_trial", "best_spec", "definition_hash", "archive_study"]
 
 log = logging.getLogger(__name__)
 DEFINITION = "sal.definition_hash"  # study user attr: see definition_hash
@@ -62,8 +63,9 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
 class MultiSeedObjective:
     """Optuna objective: train the trial's configuration on every seed, log each run, aggregate."""
 
-    def __init__(self, spec: StudySpec, *, uri: str, device: str | None = None):
-        self.spec, self.uri, self.device = spec, uri, device
+    def __init__(self, spec: StudySpec, *, uri: str, device: str | None = None,
+                 checkpoint_dir: str | None = None):
+        self.spec, self.uri, self.device, self.checkpoint_dir = spec, uri, device, checkpoint_dir
         self.experiment = experiment_name("study", spec.name)
 
     def run_specs(self, params: dict[str, Any]) -> list[RunSpec]:
@@ -135,17 +137,20 @@ class MultiSeedObjective:
         trial.set_user_attr(engine.MLFLOW_RUNS, self._run_ids)
 
     def _lockstep(self, trial: optuna.Trial, specs: list[RunSpec], lives: list[LiveRun]) -> list[Result]:
-        group = start_seeds(specs)  # packed into one model when train.pack allows (sal/packed.py)
+        # packed into one model when train.pack allows (sal/packed.py); a retried trial's seeds resume
+        # from their checkpoints
+        group = start_seeds(specs, checkpoint_dir=self.checkpoint_dir)
         for live, s in zip(lives, specs):
             self._started(trial, live, s)
         prune = len(self.spec.objectives) == 1 and self.spec.pruner.name != "none"
         try:
-            for epoch in range(1, specs[0].train.epochs + 1):
-                if group.done:
-                    break
+            while not group.done:
                 for row, result, live in zip(group.step(), group.results, lives):
                     if row is not None and result.status == "finished":
-                        live.log_epoch(epoch, row)
+                        live.log_epoch(int(row["epoch"]), row)
+                epoch = group.epoch
+                if epoch is None:  # a resumed seed is still catching up with the others
+                    continue
                 scores = [self.score(r, 0) for r in group.results]
                 if prune and not any(math.isnan(s) for s in scores):
                     trial.report(sum(scores) / len(scores), epoch)
@@ -166,7 +171,7 @@ class MultiSeedObjective:
         for i, (s, live) in enumerate(zip(specs, lives)):
             with live:
                 self._started(trial, live, s)
-                results.append(train(s, on_epoch=live.log_epoch))
+                results.append(train(s, on_epoch=live.log_epoch, checkpoint_dir=self.checkpoint_dir))
                 live.finish(results[-1])
             trial.report(self.score(results[-1], 0), i)
             if i + 1 < len(specs) and trial.should_prune():
@@ -190,29 +195,71 @@ class MultiSeedObjective:
 
 
 def create_study(spec: StudySpec, ref: engine.StorageRef, worker_index: int = 0) -> optuna.Study:
-    study, _ = engine.open_study(ref, spec.name, kind="study", directions=spec.directions,
-                                 sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec))
-    return study
+    return open_queue(spec, ref, worker_index).study
 
 
-def _finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+def open_queue(spec: StudySpec, ref: engine.StorageRef, worker_index: int = 0) -> Queue:
+    """The study as a work queue, with this worker's sampler (seeded per worker) and the study's pruner."""
+    return Queue(ref, spec.name, kind="study", directions=spec.directions,
+                 sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec))
 
 
-def study_worker(*, worker_index: int, device: str | None, ref: engine.StorageRef, spec_json: str, uri: str) -> None:
-    """Run trials until the study has n_trials finished ones (or the timeout passes)."""
+def _finished(queue: Queue) -> int:
+    return len(queue.trials(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+class StudyJob:
+    """One unit of study work: the next trial (an enqueued or retried one first, else the sampler's), trained
+    on every seed by the multi-seed objective and closed as COMPLETE, PRUNED or FAIL.
+
+    No trial is started once n_trials are finished or running elsewhere (no overshoot with many workers);
+    a worker waits while others' running trials may still fail and need a replacement. Like
+    study.optimize(n_trials=...), one worker starts at most as many trials as were missing when it began,
+    so trials that keep failing end the command instead of looping.
+    """
+
+    def __init__(self, spec: StudySpec, *, uri: str, device: str | None = None, checkpoint_dir: str | None = None):
+        self.spec = spec
+        self.objective = MultiSeedObjective(spec, uri=uri, device=device, checkpoint_dir=checkpoint_dir)
+        self.deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
+        self.wait = True
+        self.budget: int | None = None  # trials this worker may start; set at its first claim
+        self.started = 0
+
+    def claim(self, queue: Queue) -> Claimed | None:
+        target = self.spec.n_trials
+        finished = _finished(queue)
+        if self.budget is None and target is not None:
+            self.budget = max(target - finished, 0)
+        out_of_time = self.deadline is not None and time.monotonic() > self.deadline
+        if out_of_time or (target is not None and (finished >= target or self.started >= self.budget)):
+            self.wait = False
+            return None
+        if target is not None and finished + len(queue.trials(TrialState.RUNNING)) >= target:
+            return None  # the rest are running elsewhere: wait, one may fail and need a replacement
+        self.started += 1
+        return queue.ask()
+
+    def run(self, queue: Queue, claimed: Claimed) -> None:
+        trial = claimed.trial
+        try:
+            values = self.objective(trial)
+        except optuna.TrialPruned:
+            queue.study.tell(trial, state=TrialState.PRUNED)
+        except Exception as err:  # noqa: BLE001 - a crash fails this trial, never the study
+            log.warning("trial %d failed: %s", trial.number, mask_text(str(err))[:300])
+            queue.study.tell(trial, state=TrialState.FAIL)
+        else:
+            queue.study.tell(trial, values)
+
+
+def study_worker(*, worker_index: int, device: str | None, ref: engine.StorageRef, spec_json: str, uri: str,
+                 poll_s: float = 5.0, checkpoint_dir: str | None = None) -> int:
+    """Run trials until the study has n_trials finished ones (or the timeout passes); returns how many."""
     spec = StudySpec.model_validate_json(spec_json)
-    study = create_study(spec, ref, worker_index)
-    engine.reap_dead_workers(study, ref.open(), on_reaped=lambda ids: kill_runs(uri, ids))
-    target = spec.n_trials
-    remaining = None if target is None else target - _finished(study)
-    if remaining is not None and remaining <= 0:
-        return
-    callbacks = []
-    if target is not None:
-        callbacks.append(optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    study.optimize(MultiSeedObjective(spec, uri=uri, device=device), n_trials=remaining, timeout=spec.timeout,
-                   callbacks=callbacks, catch=(Exception,))
+    queue = open_queue(spec, ref, worker_index)
+    job = StudyJob(spec, uri=uri, device=device, checkpoint_dir=checkpoint_dir)
+    return work(queue, job, poll_s=poll_s, on_reaped=lambda ids: kill_runs(uri, ids))
 
 
 def definition_hash(spec: StudySpec) -> str:
@@ -245,7 +292,8 @@ def _check_same_study(study: optuna.Study, spec: StudySpec, ref: engine.StorageR
 
 
 def run_study(spec: StudySpec, *, ref: engine.StorageRef, uri: str, workers: int = 1,
-              gpus: list[str] | None = None, force_new: bool = False) -> optuna.Study:
+              gpus: list[str] | None = None, force_new: bool = False, checkpoint_dir: str | None = None
+              ) -> optuna.Study:
     if force_new:
         archived = archive_study(ref, spec.name)
         if archived:
@@ -256,13 +304,15 @@ def run_study(spec: StudySpec, *, ref: engine.StorageRef, uri: str, workers: int
     study.set_user_attr(DEFINITION, definition_hash(spec))
     study.set_user_attr("sal.base", spec.base)
     study.set_user_attr("sal.spec", spec.model_dump(mode="json"))
+    for key, value in worker_record(uri).items():  # what `sal worker` on another machine needs
+        study.set_user_attr(key, value)
     if spec.enqueue_defaults and not study.get_trials(deepcopy=False):
         defaults = flatten(validate_run(spec.base))
         # a default the space cannot take (None, e.g. SWA's swa_lr = the base lr; or outside the range) is
         # left to the sampler: Optuna fails a trial whose enqueued value is not in its distribution
         fixed = {k: defaults[k] for k, p in spec.space.items() if k in defaults and p.contains(defaults[k])}
         study.enqueue_trial(fixed, skip_if_exists=True)
-    kwargs = dict(ref=ref, spec_json=spec.model_dump_json(), uri=uri)
+    kwargs = dict(ref=ref, spec_json=spec.model_dump_json(), uri=uri, checkpoint_dir=checkpoint_dir)
     if workers == 1:
         study_worker(worker_index=0, device=f"cuda:{gpus[0]}" if gpus else None, **kwargs)
     else:

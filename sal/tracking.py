@@ -126,13 +126,19 @@ def run_tags(spec: RunSpec, *, kind: str, extra: dict[str, Any] | None = None) -
     return tags
 
 
+# Races another process may win: SQLite locked by its write, or (on a tracking server's PostgreSQL store)
+# its insert of the same tag landing between MLflow's check and ours; a retry then sees its row.
+_RACES = ("locked", "duplicate key", "unique constraint")
+
+
 def _retry(call, *args, attempts: int = 8, **kwargs):
-    """Run one MLflow client call, retrying while SQLite is locked by another worker's write."""
+    """Run one MLflow client call, retrying while it loses a race with another worker's write."""
     for attempt in range(attempts):
         try:
             return call(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - MlflowException or SQLAlchemy's OperationalError
-            if "locked" not in str(err).lower() or attempt == attempts - 1:
+            message = str(err).lower()
+            if not any(race in message for race in _RACES) or attempt == attempts - 1:
                 raise
             time.sleep(0.1 * 2**attempt)
 
@@ -179,7 +185,7 @@ class LiveRun:
         self.flush_s = flush_s
         self.run_id: str | None = None
         self._buffer: list = []
-        self._streamed = 0  # last epoch handed to the buffer
+        self._streamed: set[int] = set()  # epochs handed to the buffer (a resumed run streams only its new ones)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -207,7 +213,7 @@ class LiveRun:
         metrics = _metrics([{**row, "epoch": epoch}])
         with self._lock:
             self._buffer.extend(metrics)
-        self._streamed = max(self._streamed, epoch)
+        self._streamed.add(epoch)
 
     def _flush(self) -> None:
         with self._lock:
@@ -240,7 +246,7 @@ class LiveRun:
         self._stop_streaming()
         client = self.client
         now = int(time.time() * 1000)
-        metrics = _metrics([row for row in result.history if int(row["epoch"]) > self._streamed])
+        metrics = _metrics([row for row in result.history if int(row["epoch"]) not in self._streamed])
         last_step = int(result.history[-1]["epoch"]) if result.history else 0
         metrics += [Metric(k, float(v), now, last_step) for k, v in result.final.items()]
         tags = [RunTag(k, str(v)) for k, v in {"sal.status": result.status, "sal.message": result.message[:4000],

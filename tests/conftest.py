@@ -62,3 +62,67 @@ def start_until(cmd: list[str], journal, study: str, *, complete: int, timeout: 
     _, err = proc.communicate()
     raise AssertionError(f"{study}: no running trial after {complete} complete ones within {timeout} s (last "
                          f"seen: {states}); its stderr ended with: {err[-2000:]}")
+
+
+# --- PostgreSQL (issue 11): the machine's real server, one database per test, dropped afterwards ---
+PG = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+
+
+def _pg_version() -> str | None:
+    root = "/etc/postgresql"
+    return sorted(os.listdir(root))[-1] if os.path.isdir(root) and os.listdir(root) else None
+
+
+def _pg_admin():
+    """A connection to the server; starts the local cluster once if it is down."""
+    import subprocess
+
+    import psycopg
+
+    try:
+        return psycopg.connect(autocommit=True, connect_timeout=5, **PG)
+    except psycopg.OperationalError:
+        version = _pg_version()
+        if version is None:
+            pytest.skip("no PostgreSQL server on 127.0.0.1:5432 and no local cluster to start")
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], capture_output=True)
+        try:
+            return psycopg.connect(autocommit=True, connect_timeout=5, **PG)
+        except psycopg.OperationalError as err:
+            pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is down and could not be started: {err}")
+
+
+@pytest.fixture()
+def pg_database():
+    """A factory of fresh PostgreSQL databases (URLs); every one is dropped when the test ends, over a new
+    connection (a test may restart the server)."""
+    import uuid
+
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"sal_test_{uuid.uuid4().hex[:10]}"
+        with _pg_admin() as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        names.append(name)
+        return f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+
+    yield create
+    with _pg_admin() as admin:
+        for name in names:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def restart_postgresql() -> None:
+    import subprocess
+
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", _pg_version(), "main", "restart"], check=True,
+                   capture_output=True, timeout=120)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

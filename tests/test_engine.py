@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import optuna
-import psycopg
 import pytest
 import yaml
 
 from sal.ablation import load_ablation, run_ablation
-from sal.engine import KEY, STATUS, WORKER, StorageRef, claim_next, open_study, reap_dead_workers
+from sal.engine import KEY, STATUS, WORKER, StorageRef
 from sal.study_spec import StudySpec, build_sampler
+from sal.workqueue import Queue
 from tests.test_ablation import TINY_BASE
-
-PG = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
 
 
 @pytest.fixture()
-def pg_url():
+def pg_url(pg_database):
     """A fresh PostgreSQL database for one test, dropped afterwards."""
-    name = f"sal_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(autocommit=True, **PG)
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    return pg_database()
 
 
 def test_an_ablation_runs_on_postgresql(tmp_path, pg_url, mlflow_uri):
@@ -44,29 +34,29 @@ def test_an_ablation_runs_on_postgresql(tmp_path, pg_url, mlflow_uri):
 
 def test_heartbeats_fail_a_silent_remote_worker_and_queue_its_trial_again(pg_url):
     ref = StorageRef(pg_url, heartbeat_s=1)  # grace period: 3 s
-    study, storage = open_study(ref, "beats")
-    study.enqueue_trial({}, user_attrs={KEY: "cell|seed=1"})
-    tid, trial = claim_next(study, storage)
-    storage.set_trial_user_attr(tid, WORKER, "another-machine:4242")  # not this host: only heartbeats can tell
-    storage.record_heartbeat(tid)
-    assert reap_dead_workers(study, storage) == []  # still within its grace period
+    queue = Queue(ref, "beats")
+    queue.study.enqueue_trial({}, user_attrs={KEY: "cell|seed=1"})
+    [(tid, _)] = queue.claim().trials
+    queue.storage.set_trial_user_attr(tid, WORKER, "another-machine:4242")  # not this host: only heartbeats tell
+    queue.storage.record_heartbeat(tid)
+    assert queue.reap() == []  # still within its grace period
     time.sleep(4)
-    reap_dead_workers(study, storage)
-    trials = study.get_trials()
+    queue.reap()
+    trials = queue.study.get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
     assert trials[1].user_attrs[KEY] == "cell|seed=1"
     assert trials[1].system_attrs["failed_trial"] == 0
 
 
 def test_a_dead_local_worker_is_reaped_on_a_journal(tmp_path):
-    study, storage = open_study(StorageRef(str(tmp_path / "j.journal")), "local")
-    study.enqueue_trial({}, user_attrs={KEY: "cell|seed=1"})
-    tid, _ = claim_next(study, storage)
+    queue = Queue(StorageRef(str(tmp_path / "j.journal")), "local")
+    queue.study.enqueue_trial({}, user_attrs={KEY: "cell|seed=1"})
+    [(tid, _)] = queue.claim().trials
     import socket
 
-    storage.set_trial_user_attr(tid, WORKER, f"{socket.gethostname()}:999999")  # no such pid
-    assert reap_dead_workers(study, storage) == [0]
-    trials = study.get_trials()
+    queue.storage.set_trial_user_attr(tid, WORKER, f"{socket.gethostname()}:999999")  # no such pid
+    assert queue.reap() == [0]
+    trials = queue.study.get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
     assert trials[0].user_attrs[STATUS] == "worker died"
 
@@ -85,7 +75,39 @@ def test_an_ablation_and_a_study_cannot_share_a_name_in_one_storage(tmp_path):
     from sal.config import SpecError
 
     ref = StorageRef(str(tmp_path / "shared.journal"))
-    open_study(ref, "quick", kind="ablation")
+    Queue(ref, "quick", kind="ablation")
     with pytest.raises(SpecError, match="already holds the ablation 'quick'"):
-        open_study(ref, "quick", kind="study")
+        Queue(ref, "quick", kind="study")
     assert StorageRef.resolve(None, "quick", "ablation").url != StorageRef.resolve(None, "quick", "study").url
+
+
+def test_sal_worker_joins_a_queued_ablation_and_logs_where_the_launcher_logs(tmp_path, mlflow_uri, capsys):
+    from sal.ablation import queue_grid
+    from sal.cli import main
+    from sal.tracking import runs_frame
+
+    path = tmp_path / "joined.yaml"
+    path.write_text(yaml.safe_dump({"name": "joined", "base": TINY_BASE, "seeds": 2,
+                                    "cells": {"adam": {"method.name": "base"}, "sam": {"method.name": "sam"}}}))
+    spec, items = load_ablation(path)
+    ref = StorageRef(str(tmp_path / "q.journal"))
+    queue_grid(ref, spec, items, retry_failed=False, uri=mlflow_uri)  # a launcher queued it and went away
+    assert main(["worker", "joined", "--storage", ref.url]) == 0  # no --tracking-uri: the queue's
+    assert f"MLflow {mlflow_uri}" in capsys.readouterr().out
+    assert Queue(ref, "joined").counts() == {"COMPLETE": 4}
+    runs = runs_frame(mlflow_uri, ["sal-ablation-joined"], filter_string="tags.`sal.kind` = 'ablation'")
+    assert sorted(runs["tags.sal.key"]) == sorted(i.key for i in items)
+
+
+def test_sal_worker_errors_name_the_fix(tmp_path, capsys):
+    from sal.cli import main
+
+    journal = tmp_path / "q.journal"
+    assert main(["worker", "nope", "--storage", str(journal)]) == 2
+    assert "fix:" in capsys.readouterr().err and not journal.exists()
+    queue = Queue(StorageRef(str(journal)), "secretive", kind="ablation")
+    queue.study.set_user_attr("sal.tracking_uri", "postgresql://u:***@db/mlflow")  # as a launcher masked it
+    assert main(["worker", "secretive", "--storage", str(journal)]) == 2
+    err = capsys.readouterr().err
+    assert "pass --tracking-uri" in err and "***" in err
+    assert main(["worker", "secretive", "--storage", str(journal), "--workers", "0"]) == 2

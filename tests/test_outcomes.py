@@ -12,8 +12,9 @@ import yaml
 
 from sal.ablation import load_ablation, queue_grid
 from sal.cli import main
-from sal.engine import StorageRef, claim_next, give_back, open_study
+from sal.engine import StorageRef
 from sal.tracking import runs_frame
+from sal.workqueue import Queue
 from tests.test_ablation import TINY_BASE
 
 
@@ -43,11 +44,10 @@ def test_duplicates_and_given_back_trials_are_named_not_counted_as_failures(tmp_
     spec, items = load_ablation(path)
     ref = StorageRef(str(tmp_path / "q.journal"))
     queue_grid(ref, spec, items, retry_failed=False)
-    study, storage = open_study(ref, spec.name)
-    for t in study.get_trials(deepcopy=True):  # a second launcher queued the same grid at the same moment
-        study.enqueue_trial({}, user_attrs=t.user_attrs, skip_if_exists=False)
-    tid, trial = claim_next(study, storage)  # a worker took trial 0 and was interrupted (Ctrl-C)
-    give_back(study, storage, tid, trial, "interrupted")
+    queue = Queue(ref, spec.name)
+    for t in queue.study.get_trials(deepcopy=True):  # a second launcher queued the same grid at the same moment
+        queue.study.enqueue_trial({}, user_attrs=t.user_attrs, skip_if_exists=False)
+    queue.give_back(queue.claim(), "interrupted")  # a worker took trial 0 and was interrupted (Ctrl-C)
     code = main(["ablate", str(path), "--storage", str(ref.url), "--tracking-uri", mlflow_uri])
     out, err = capsys.readouterr()
     assert code == 0 and "failed:" not in err
@@ -89,22 +89,23 @@ def test_worker_died_and_heartbeat_lost_are_named(tmp_path):
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
-    from sal.engine import STATUS, WORKER, reap_dead_workers
+    from sal.engine import STATUS, WORKER
     from sal.outcomes import describe_outcomes, unresolved_failures
 
     ref = StorageRef(str(tmp_path / "q.journal"))
-    study, storage = open_study(ref, "deaths")
+    queue = Queue(ref, "deaths")
+    study, storage = queue.study, queue.storage
     for key in ("a", "b", "c"):
         study.enqueue_trial({}, user_attrs={"sal.key": key})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no longer runs on this host
-    tid, _ = claim_next(study, storage)
+    [(tid, _)] = queue.claim().trials
     storage.set_trial_user_attr(tid, WORKER, f"{socket.gethostname()}:{dead.pid}")
-    assert reap_dead_workers(study, storage) == [0]
-    tid, trial = claim_next(study, storage)  # trial 1: its heartbeat went stale; Optuna failed and retried it
+    assert queue.reap() == [0]
+    [(tid, trial)] = queue.claim().trials  # trial 1: its heartbeat went stale; Optuna failed and retried it
     storage.set_trial_state_values(tid, TrialState.FAIL)
     RetryHeartbeatStaleTrialCallback()(study, storage.get_trial(tid))
-    tid, trial = claim_next(study, storage)  # trial 2: really crashed
+    [(tid, trial)] = queue.claim().trials  # trial 2: really crashed
     storage.set_trial_user_attr(tid, STATUS, "failed")
     storage.set_trial_state_values(tid, TrialState.FAIL)
     assert describe_outcomes(study) == ("2 waiting, 1 re-queued (its worker died), 1 re-queued (heartbeat lost), "

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 import yaml
 
+from tests.conftest import PG
 from tests.test_ablation import TINY_BASE
-from tests.test_engine import PG
 
 
 def test_mask_url_hides_only_the_password():
