@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from . import engine, scoring
@@ -209,8 +210,10 @@ def _finished(queue: Queue) -> int:
 
 
 class StudyJob:
-    """One unit of study work: the next trial (an enqueued or retried one first, else the sampler's), trained
-    on every seed by the multi-seed objective and closed as COMPLETE, PRUNED or FAIL.
+    """One unit of study work: one trial, run by Optuna's own loop (``study.optimize(n_trials=1)``), so its
+    heartbeat thread, its pruning and failure handling and its samplers' hooks (the grid sampler stops a
+    study from inside that loop) are Optuna's. The trial is an enqueued or retried one first, else the
+    sampler's.
 
     No trial is started once n_trials are finished or running elsewhere (no overshoot with many workers);
     a worker waits while others' running trials may still fail and need a replacement. Like
@@ -232,25 +235,25 @@ class StudyJob:
         if self.budget is None and target is not None:
             self.budget = max(target - finished, 0)
         out_of_time = self.deadline is not None and time.monotonic() > self.deadline
-        if out_of_time or (target is not None and (finished >= target or self.started >= self.budget)):
+        exhausted = isinstance(queue.study.sampler, optuna.samplers.GridSampler) and \
+            queue.study.sampler.is_exhausted(queue.study)
+        if out_of_time or exhausted or (target is not None and (finished >= target or self.started >= self.budget)):
             self.wait = False
             return None
         if target is not None and finished + len(queue.trials(TrialState.RUNNING)) >= target:
             return None  # the rest are running elsewhere: wait, one may fail and need a replacement
         self.started += 1
-        return queue.ask()
+        return Claimed([])  # a slot: Optuna's loop asks for the trial itself
 
     def run(self, queue: Queue, claimed: Claimed) -> None:
-        trial = claimed.trial
         try:
-            values = self.objective(trial)
-        except optuna.TrialPruned:
-            queue.study.tell(trial, state=TrialState.PRUNED)
-        except Exception as err:  # noqa: BLE001 - a crash fails this trial, never the study
-            log.warning("trial %d failed: %s", trial.number, mask_text(str(err))[:300])
-            queue.study.tell(trial, state=TrialState.FAIL)
-        else:
-            queue.study.tell(trial, values)
+            queue.study.optimize(self.objective, n_trials=1, catch=(Exception,))
+        except KeyboardInterrupt:
+            # Optuna failed the interrupted trial; queue it again with its parameters, as ablations do
+            mine = [t for t in queue.trials() if t.user_attrs.get(engine.WORKER) == queue.worker]
+            if mine and mine[-1].state == TrialState.FAIL:
+                RetryHeartbeatStaleTrialCallback(max_retry=None)(queue.study, mine[-1])
+            raise
 
 
 def study_worker(*, worker_index: int, device: str | None, ref: engine.StorageRef, spec_json: str, uri: str,

@@ -314,7 +314,7 @@ def work(queue: Queue, job: Job, *, poll_s: float = 5.0,
                 back = queue.give_back(claimed, "interrupted")
                 log.warning("interrupted: trials %s given back to the queue", back)
                 raise
-            done += len(claimed.trials)
+            done += len(claimed.trials) or 1  # a study's slot is one trial
 
 
 @contextlib.contextmanager

@@ -176,6 +176,24 @@ def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_
     assert {k: retried[0].params[k] for k in died[0].params} == died[0].params
 
 
+@pytest.mark.slow
+def test_ctrl_c_gives_the_running_trial_back_with_its_parameters(tmp_path, mlflow_uri):
+    path = _write(tmp_path, "interrupted", n_trials=3, base={**BASE, "data": {"name": "digits"},
+                                                             "train": {"epochs": 40, "batch_size": 32}})
+    journal = tmp_path / "i.journal"
+    cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "study", "run", str(path), "--storage",
+           str(journal)]
+    proc = start_until(cmd, journal, "interrupted", complete=0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "re-run the same command to resume" in err, err[-3000:]
+    trials = optuna.load_study(study_name="interrupted", storage=StorageRef(str(journal)).open()).trials
+    [back] = [t for t in trials if t.state.name == "FAIL"]
+    [waiting] = [t for t in trials if t.state.name == "WAITING"]
+    assert waiting.system_attrs["failed_trial"] == back.number
+    assert waiting.system_attrs["fixed_params"] == back.params  # drawn again exactly as before
+
+
 def test_study_presets_validate_and_name_missing_data(tmp_path, monkeypatch):
     from sal.config import SpecError
 
