@@ -105,6 +105,8 @@ class DataSpec(_Strict):
     flip: bool = True
     translate: int = Field(2, ge=0, description="max shift in pixels when augment is on")
     normalize: bool = Field(True, description="standardise channels with training-set statistics")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes reading a loader's torch Dataset "
+                         "(streamed data); 0: the training process reads")
 
 
     @field_validator("name", mode="before")
@@ -490,9 +492,10 @@ def to_yaml(spec: RunSpec) -> str:
 
 def config_hash(spec: RunSpec) -> str:
     """Hash of everything but the seed and where and how it ran (packed or not, checkpointed or not: a
-    resumed run ends bit for bit where an uninterrupted one does): runs of one configuration share it."""
+    resumed run ends bit for bit where an uninterrupted one does; streamed samples read by worker processes
+    or not): runs of one configuration share it."""
     flat = {k: v for k, v in flatten(spec).items()
-            if k not in ("seed", "train.device", "train.pack", "train.checkpoint_every")}
+            if k not in ("seed", "train.device", "train.pack", "train.checkpoint_every", "data.workers")}
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:12]
 
 

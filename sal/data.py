@@ -1,46 +1,106 @@
 """Data sets -> float tensors on the device, split once with a fixed seed, augmented on the device.
 
 Whole data sets live on the device; a batch is an index slice of them (DESIGN.md performance rules).
-Images are N x C x H x W in [0, 1] before normalisation; MNIST-1D is N x 1 x 40.
+Images are N x C x H x W in [0, 1] before normalisation; MNIST-1D is N x 1 x 40. A loader's data that
+does not fit is a StreamedSplit (sal/streaming.py) with the same interface: whoever reads a split asks
+it for ``batches``, ``take`` or ``head`` and never needs to know which kind it holds.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import DataSpec, SpecError, is_import_path
+from .streaming import StreamedSplit
 
-__all__ = ["Split", "DataBundle", "load_data", "augment_batch", "standardize"]
+__all__ = ["Split", "AnySplit", "DataBundle", "load_data", "augment_batch", "standardize"]
 
 
 @dataclass
 class Split:
+    """A split held whole as tensors (on the device once the run moves it there)."""
+
     x: torch.Tensor
     y: torch.Tensor
+    streamed: ClassVar[bool] = False
 
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+
+    def subset(self, idx: torch.Tensor) -> Split:
+        return Split(self.x[idx], self.y[idx])
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None, *, stop: int | None = None,
+                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(x, y)`` batches: index slices of ``order`` (e.g. an epoch's permutation, on the device) or
+        plain slices of the samples in turn; up to ``stop`` samples, without the ragged last batch when
+        ``drop_last``."""
+        n = len(self) if order is None else len(order)
+        n = n if stop is None else min(n, stop)
+        for start in range(0, n - n % batch_size if drop_last else n, batch_size):
+            end = min(start + batch_size, n)
+            if order is None:
+                yield self.x[start:end], self.y[start:end]
+            else:
+                idx = order[start:end]
+                yield self.x[idx], self.y[idx]
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = idx.to(self.device)
+        return self.x[idx], self.y[idx]
+
+    def head(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[:n], self.y[:n]
+
+    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of each channel (dim 1; each feature of N x F data), shaped to broadcast."""
+        dims = [0] + list(range(2, self.x.dim()))
+        return self.x.mean(dims, keepdim=True), self.x.std(dims, keepdim=True).clamp_min(1e-6)
+
+    def standardized(self, mean: torch.Tensor, std: torch.Tensor) -> Split:
+        return Split((self.x - mean) / std, self.y)
+
+
+AnySplit = Split | StreamedSplit
+
 
 @dataclass
 class DataBundle:
-    train: Split
-    val: Split
-    test: Split
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit
     num_classes: int
     in_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
 
+    @property
+    def streamed(self) -> bool:
+        """Whether any split is read batch by batch from a Dataset (sal/streaming.py)."""
+        return any(s.streamed for s in (self.train, self.val, self.test))
+
     def to(self, device: torch.device) -> DataBundle:
-        move = lambda s: Split(s.x.to(device, non_blocking=True), s.y.to(device, non_blocking=True))
-        return DataBundle(move(self.train), move(self.val), move(self.test), self.num_classes, self.in_shape)
+        return DataBundle(self.train.to(device), self.val.to(device), self.test.to(device), self.num_classes,
+                          self.in_shape)
 
 
 # ---------------------------------------------------------------- raw sources (CPU tensors)
@@ -178,11 +238,11 @@ def _split(n: int, fraction: float, g: torch.Generator) -> tuple[torch.Tensor, t
     return perm[k:], perm[:k]
 
 
-def standardize(train: Split, val: Split, test: Split) -> tuple[Split, Split, Split]:
-    """Standardise each channel (dim 1; each feature of N x F data) with training-set statistics."""
-    dims = [0] + list(range(2, train.x.dim()))
-    mean, std = train.x.mean(dims, keepdim=True), train.x.std(dims, keepdim=True).clamp_min(1e-6)
-    return tuple(Split((s.x - mean) / std, s.y) for s in (train, val, test))
+def standardize(train: AnySplit, val: AnySplit, test: AnySplit) -> tuple[AnySplit, AnySplit, AnySplit]:
+    """Standardise each channel (dim 1; each feature of N x F data) with training-set statistics (of a
+    bounded sample of a streamed training split: see sal/streaming.py)."""
+    mean, std = train.channel_stats()
+    return tuple(s.standardized(mean, std) for s in (train, val, test))
 
 
 @lru_cache(maxsize=4)
@@ -209,7 +269,7 @@ def _prepared(spec_json: str) -> DataBundle:
 
 
 def load_data(spec: DataSpec, device: torch.device | str = "cpu") -> DataBundle:
-    """The train/val/test split of ``spec`` as tensors on ``device``."""
+    """The train/val/test split of ``spec`` on ``device`` (tensors; a loader's Datasets stream from the host)."""
     if is_import_path(spec.name):  # issue 14: a user's module:function loader
         from .plugins import load_plugin_data
 

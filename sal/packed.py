@@ -81,6 +81,8 @@ class PackedRun:
         # then owns the weights and only asks each seed's method to intervene.
         self.runs = runs = [TrainingRun(s, data=data) for s in specs]
         first = runs[0]
+        if first.data.streamed:  # start_seeds never packs it (sal/seeds.py); the packed loop reads tensors
+            raise SpecError(["a loader's Dataset (streamed data) cannot be packed; fix: train.pack=off"])
         self.device, self.data, self.autocast = first.device, first.data, first.autocast
         self.bs, self.n_batches, self.eval_bs = first.bs, first.n_batches, first.eval_bs
         self.S = S = len(specs)

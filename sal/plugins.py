@@ -21,13 +21,21 @@ Data loader contract::
 ``"val"`` with ``data.val_fraction`` (both drawn with ``split_seed``). An optional ``"num_classes": int``
 entry, else the largest label + 1. Tensors may be on any device; sal keeps them whole on the run's device
 (DESIGN.md). ``data.normalize`` standardises features with training statistics as for built-in sets;
-``data.train_subset`` caps the training samples. A torch ``Dataset`` per split (streamed data) is not
-supported yet: the loader is told so, with the fix.
+``data.train_subset`` caps the training samples.
+
+Data that does not fit on the device: any split may instead be a map-style ``torch.utils.data.Dataset``
+whose ``ds[i]`` is ``(x, y)``, x a float tensor of one sample's shape and y an int class index. It is
+streamed (sal/streaming.py): each pass reads the batches it needs through a DataLoader (``data.workers``
+processes, pinned memory on CUDA), in the order the tensor path would slice, so a Dataset over the same
+tensors gives the same run. Held-out splits and ``data.train_subset`` are ``Subset``s of it; normalisation
+uses the mean and std of at most 10,000 training samples. ``"num_classes"`` is then required (a streamed
+set is never scanned), and seeds of a streamed configuration train one at a time (never packed).
 
 Everything is checked by ``check_plugins`` before the first run: the import, the function, its
 signature, what it returns (an ``nn.Module`` that maps two training samples to ``(2, num_classes)``
-logits; tensors of matching lengths, dtypes and shapes). Each problem is a SpecError naming the key,
-the value and the fix. The Python API may pass callables instead (``sal.train(spec, model=fn)``);
+logits; tensors of matching lengths, dtypes and shapes; of a Dataset its length and first item, and
+the labels of every batch as it is read). Each problem is a SpecError naming the key, the value and the
+fix. The Python API may pass callables instead (``sal.train(spec, model=fn)``);
 they are registered under ``module:qualname`` for this process only.
 """
 
@@ -36,6 +44,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import numbers
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -45,13 +54,14 @@ import torch
 from torch import nn
 
 from .config import DataSpec, ModelSpec, RunSpec, SpecError, is_import_path
-from .data import DataBundle, Split, _split, load_data, standardize
+from .data import AnySplit, DataBundle, Split, _split, load_data, standardize
+from .streaming import StreamedSplit
 
 __all__ = ["resolve", "register", "build_plugin_model", "load_plugin_data", "check_plugins", "ensure_cwd_importable"]
 
 _CONTRACTS = {
     "model": ("build(args: dict, in_shape: tuple, num_classes: int) -> nn.Module", 3),
-    "data": ('load(args: dict, split_seed: int) -> {"train": (x, y), "val": (x, y), "test": (x, y)}', 2),
+    "data": ('load(args: dict, split_seed: int) -> {"train": (x, y) or a Dataset, "val": ..., "test": ...}', 2),
 }
 _SPLITS = ("train", "val", "test")
 _REGISTERED: dict[str, Callable] = {}  # callables handed to the Python API, by module:qualname
@@ -164,33 +174,33 @@ def _prepare(spec: DataSpec, fn: Callable) -> DataBundle:
     unknown = sorted(set(out) - {*_SPLITS, "num_classes"})
     if unknown:
         raise SpecError([f"{key} returned unknown entries {unknown}; fix: return only train, val, test (each an "
-                         "(x, y) pair of tensors) and num_classes"])
-    splits = {name: _checked_split(key, name, out[name]) for name in _SPLITS if out.get(name) is not None}
+                         "(x, y) pair of tensors or a Dataset) and num_classes"])
+    given = _given_classes(key, out)
+    splits = {name: _checked_dataset(key, name, out[name], given, spec.workers)
+              if isinstance(out[name], torch.utils.data.Dataset) else _checked_split(key, name, out[name])
+              for name in _SPLITS if out.get(name) is not None}
     _check_shapes(key, splits)
-    x, y = splits["train"].x, splits["train"].y
+    train = splits["train"]
     g = torch.Generator().manual_seed(spec.split_seed)
     if "test" not in splits:
-        keep, held = _split(len(y), spec.test_fraction, g)
-        splits["test"], x, y = Split(x[held], y[held]), x[keep], y[keep]
+        keep, held = _split(len(train), spec.test_fraction, g)
+        splits["test"], train = train.subset(held), train.subset(keep)
     if "val" not in splits:
-        keep, held = _split(len(y), spec.val_fraction, g)
-        splits["val"], x, y = Split(x[held], y[held]), x[keep], y[keep]
+        keep, held = _split(len(train), spec.val_fraction, g)
+        splits["val"], train = train.subset(held), train.subset(keep)
     if spec.train_subset:
-        x, y = x[:spec.train_subset], y[:spec.train_subset]
-    train, val, test = Split(x, y), splits["val"], splits["test"]
-    num_classes = _num_classes(key, out.get("num_classes"), [train, val, test])
+        train = train.subset(torch.arange(min(spec.train_subset, len(train))))
+    val, test = splits["val"], splits["test"]
+    num_classes = _num_classes(key, given, [s for s in (train, val, test) if not s.streamed])
     if spec.normalize:
         train, val, test = standardize(train, val, test)
-    return DataBundle(train, val, test, num_classes, tuple(train.x.shape[1:]))
+    return DataBundle(train, val, test, num_classes, train.sample_shape)
 
 
 def _checked_split(key: str, name: str, pair: Any) -> Split:
-    if isinstance(pair, torch.utils.data.Dataset):
-        raise SpecError([f"{key} returned a torch Dataset for {name}; streaming data is not supported yet; fix: "
-                         "return tensors (x, y) that fit in memory"])
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, torch.Tensor) for t in pair)):
         raise SpecError([f"{key}: {name} is a {type(pair).__name__}, not an (x, y) pair of tensors; fix: return "
-                         f"'{name}': (x, y) with x float (N, ...) and y integer labels (N,)"])
+                         f"'{name}': (x, y) with x float (N, ...) and y integer labels (N,), or a map-style Dataset"])
     x, y = pair
     problems = []
     if not x.is_floating_point():
@@ -211,28 +221,88 @@ def _checked_split(key: str, name: str, pair: Any) -> Split:
     return Split(x.detach().to("cpu", torch.float32), y.detach().to("cpu", torch.long))
 
 
-def _check_shapes(key: str, splits: dict[str, Split]) -> None:
-    shape = tuple(splits["train"].x.shape[1:])
+def _checked_dataset(key: str, name: str, ds: torch.utils.data.Dataset, num_classes: int | None,
+                     workers: int) -> StreamedSplit:
+    """A Dataset split, checked by its length and first item only: it may be far too large to scan."""
+    if isinstance(ds, torch.utils.data.IterableDataset):
+        raise SpecError([f"{key}: {name} is an IterableDataset ({type(ds).__name__}); fix: return a map-style "
+                         "Dataset (__len__, and __getitem__(i) -> (x, y)), so sal can draw each epoch's order"])
+    if num_classes is None:
+        raise SpecError([f"{key} returned a torch Dataset for {name} but no num_classes; fix: return "
+                         "'num_classes': int beside the splits (a streamed set is read batch by batch, never "
+                         "scanned for its largest label)"])
+    try:
+        n = len(ds)
+    except Exception as err:  # a user's Dataset may fail in any way
+        raise SpecError([f"{key}: {name}: len() raised {type(err).__name__}: {err}; fix: give the Dataset a "
+                         "__len__ that returns its number of samples"]) from None
+    if n == 0:
+        raise SpecError([f"{key}: {name} is empty; fix: return at least one sample"])
+    try:
+        item = ds[0]
+    except Exception as err:
+        raise SpecError([f"{key}: reading {name} item 0 raised {type(err).__name__}: {err}; fix: correct the "
+                         "Dataset's __getitem__ or data.args"]) from None
+    where = f"{key}: {name} item 0"
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+        raise SpecError([f"{where} is a {type(item).__name__}, not an (x, y) pair; fix: return (x, y) from "
+                         "__getitem__, x a float tensor of one sample and y an int class index"])
+    x, y = item
+    if not isinstance(x, torch.Tensor):
+        raise SpecError([f"{where}: x is a {type(x).__name__}, not a tensor; fix: return "
+                         "torch.as_tensor(x, dtype=torch.float32)"])
+    if not x.is_floating_point():
+        raise SpecError([f"{where}: x has dtype {x.dtype}; fix: return float features (x.float())"])
+    if x.dim() == 0:
+        raise SpecError([f"{where}: x is a scalar; fix: return one sample as a tensor, e.g. shape (features,)"])
+    label = _int_label(y)
+    if label is None:
+        raise SpecError([f"{where}: y={y!r} is not an integer class index; fix: return int(y), a class index in "
+                         f"0 .. {num_classes - 1}"])
+    _check_label_range(key, label, label, num_classes)
+    return StreamedSplit(ds, tuple(x.shape), num_classes, source=f"{key} {name}", workers=workers)
+
+
+def _int_label(y: Any) -> int | None:
+    if isinstance(y, torch.Tensor):
+        integral = y.dim() == 0 and not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+        return int(y) if integral else None
+    return int(y) if isinstance(y, numbers.Integral) and not isinstance(y, bool) else None
+
+
+def _check_shapes(key: str, splits: dict[str, AnySplit]) -> None:
+    shape = splits["train"].sample_shape
     for name, s in splits.items():
-        if tuple(s.x.shape[1:]) != shape:
-            raise SpecError([f"{key}: {name} samples have shape {tuple(s.x.shape[1:])} but train samples {shape}; "
+        if s.sample_shape != shape:
+            raise SpecError([f"{key}: {name} samples have shape {s.sample_shape} but train samples {shape}; "
                              "fix: return every split with the same sample shape"])
 
 
-def _num_classes(key: str, given: Any, splits: list[Split]) -> int:
-    largest = max(int(s.y.max()) for s in splits if len(s))
-    smallest = min(int(s.y.min()) for s in splits if len(s))
+def _given_classes(key: str, out: Mapping) -> int | None:
+    given = out.get("num_classes")
+    if given is not None and (isinstance(given, bool) or not isinstance(given, int)):
+        raise SpecError([f"{key}: num_classes={given!r} is not an int; fix: return an int (or leave it out)"])
+    if given is not None and given < 2:
+        raise SpecError([f"{key}: num_classes={given}; fix: return labels of at least two classes"])
+    return given
+
+
+def _check_label_range(key: str, smallest: int, largest: int, num_classes: int) -> None:
     if smallest < 0:
         raise SpecError([f"{key}: a label is {smallest}; fix: labels are class indices 0 .. num_classes - 1"])
-    if given is None:
-        n = largest + 1
-    elif isinstance(given, bool) or not isinstance(given, int):
-        raise SpecError([f"{key}: num_classes={given!r} is not an int; fix: return an int (or leave it out)"])
-    else:
-        n = given
-        if largest >= n:
-            raise SpecError([f"{key}: a label is {largest} but num_classes={n}; fix: labels in 0 .. {n - 1} or a "
-                             "larger num_classes"])
+    if largest >= num_classes:
+        raise SpecError([f"{key}: a label is {largest} but num_classes={num_classes}; fix: labels in 0 .. "
+                         f"{num_classes - 1} or a larger num_classes"])
+
+
+def _num_classes(key: str, given: int | None, splits: list[Split]) -> int:
+    """``given``, else the largest label + 1; the labels of tensor splits checked against it."""
+    filled = [s for s in splits if len(s)]
+    if not filled:  # every split is streamed: num_classes was required
+        return given
+    largest, smallest = max(int(s.y.max()) for s in filled), min(int(s.y.min()) for s in filled)
+    n = largest + 1 if given is None else given
+    _check_label_range(key, smallest, largest, n)
     if n < 2:
         raise SpecError([f"{key}: {n} class; fix: return labels of at least two classes"])
     return n
@@ -263,7 +333,7 @@ def check_plugins(specs: Iterable[RunSpec]) -> None:
 def _check_model(spec: ModelSpec, data: DataBundle) -> None:
     with torch.random.fork_rng(devices=[]):  # the caller's RNG stays as it was
         model = build_plugin_model(spec, data.in_shape, data.num_classes)
-        x = data.train.x[:2]
+        x, _ = data.train.head(2)
         was_training = model.training
         model.eval()
         try:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from .config import RunSpec
-from .data import Split
+from .data import AnySplit
 from .landscape import Batches, Projector, adaptive_sharpness, flat_weights, hessian_trace, top_eigenvalue
 from .train import derive_seed  # train imports this module lazily, only when a run asks for analysis
 
@@ -32,12 +32,12 @@ SHARPNESS_METRICS = {
 ANALYSIS_BATCH = 256  # samples per forward pass of a measure
 
 
-def fixed_batches(train: Split, *, samples: int, seed: int, batch_size: int = ANALYSIS_BATCH) -> Batches:
-    """``samples`` training examples drawn once without replacement by ``seed``, as a list of batches."""
+def fixed_batches(train: AnySplit, *, samples: int, seed: int, batch_size: int = ANALYSIS_BATCH) -> Batches:
+    """``samples`` training examples drawn once without replacement by ``seed``, as a list of batches (read
+    once, also from a streamed split: the measures pass over them many times)."""
     n = min(samples, len(train))
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(train), generator=g)[:n].sort().values.to(train.x.device)
-    x, y = train.x[idx], train.y[idx]
+    x, y = train.take(torch.randperm(len(train), generator=g)[:n].sort().values)
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
 
 
@@ -52,11 +52,11 @@ def plain_model(model: nn.Module) -> nn.Module:
 class RunAnalysis:
     """The analysis of one run: call ``after_epoch`` after each epoch and ``finish`` once at the end."""
 
-    def __init__(self, spec: RunSpec, train: Split, *, model: nn.Module):
+    def __init__(self, spec: RunSpec, train: AnySplit, *, model: nn.Module):
         self.spec, self.a = spec, spec.analysis
         self.seed = derive_seed(spec.seed, "analysis")
         self.batches = fixed_batches(train, samples=self.a.samples, seed=derive_seed(spec.seed, "analysis-data"))
-        self.device = train.x.device
+        self.device = train.device
         self.loss_fn = lambda logits, y: F.cross_entropy(logits.float(), y,
                                                          label_smoothing=spec.train.label_smoothing)
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)

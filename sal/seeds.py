@@ -43,9 +43,11 @@ def _memory_free(device: torch.device) -> int:
         return 1 << 62
 
 
-def should_pack(specs: list[RunSpec], *, n_params: int | None = None, in_shape: tuple[int, ...] | None = None) -> bool:
+def should_pack(specs: list[RunSpec], *, n_params: int | None = None, in_shape: tuple[int, ...] | None = None,
+                streamed: bool = False) -> bool:
     """``train.pack``: on -> pack (unpackable methods still run alone, with a log line), off -> never,
-    auto -> when the method supports it, there are several seeds and the stacked model fits in memory."""
+    auto -> when the method supports it, there are several seeds and the stacked model fits in memory.
+    Never for ``streamed`` data (a loader's Dataset: sal/streaming.py)."""
     mode = specs[0].train.pack
     method = specs[0].method.name
     if mode == "off" or len(specs) < 2:
@@ -60,6 +62,11 @@ def should_pack(specs: list[RunSpec], *, n_params: int | None = None, in_shape: 
         # A checkpoint holds one TrainingRun's state (sal/checkpoints.py); the packed run owns stacked weights,
         # optimizer and generators of its own, which no checkpoint saves, so a killed pack would start over.
         log.info("train.checkpoint_every=%d: checkpointed seeds train one at a time", specs[0].train.checkpoint_every)
+        return False
+    if streamed:
+        # The packed loop gathers each seed's batch from tensors on the device. Streamed, every seed would
+        # still read its own samples (S reads per epoch): packing saves no reading, where the time goes.
+        log.info("streamed data (a Dataset per split): the seeds train one at a time")
         return False
     o = specs[0].optim
     if o.clip_grad_norm is not None or o.schedule not in ("constant", "cosine"):
@@ -126,13 +133,12 @@ def _size(spec: RunSpec, data: DataBundle | None) -> tuple[int, tuple[int, ...]]
 def start_seeds(specs: list[RunSpec], *, data: DataBundle | None = None,
                 checkpoint_dir: str | os.PathLike | None = None) -> PackedRun | SeedRuns:
     """The seeds of one configuration as a run group: packed when ``train.pack`` says so (never when they
-    checkpoint: see should_pack); each unpacked seed resumes from its checkpoint in ``checkpoint_dir``."""
+    checkpoint or stream: see should_pack); each unpacked seed resumes from its checkpoint in ``checkpoint_dir``."""
     if should_pack(specs):
-        if specs[0].train.pack == "auto":
-            n_params, in_shape = _size(specs[0], data)
-            if not should_pack(specs, n_params=n_params, in_shape=in_shape):
-                return SeedRuns(specs, data=data, checkpoint_dir=checkpoint_dir)
-        return PackedRun(specs, data=data)
+        bundle = data or load_data(specs[0].data)  # cached on the CPU: the runs load it from there
+        n_params, in_shape = _size(specs[0], bundle) if specs[0].train.pack == "auto" else (None, None)
+        if should_pack(specs, n_params=n_params, in_shape=in_shape, streamed=bundle.streamed):
+            return PackedRun(specs, data=data)
     return SeedRuns(specs, data=data, checkpoint_dir=checkpoint_dir)
 
 

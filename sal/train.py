@@ -28,7 +28,7 @@ from torch import nn
 from . import interrupts
 from .checkpoints import RunCheckpoint
 from .config import RunSpec
-from .data import DataBundle, Split, augment_batch, load_data
+from .data import AnySplit, DataBundle, augment_batch, load_data
 from .methods import REGISTRY, EpochStats, MethodContext, build_method
 from .models import build_model
 from .rng import RngStream, derive_seed
@@ -79,14 +79,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, split: Split, batch_size: int, autocast) -> list[torch.Tensor]:
+def _evaluate(model: nn.Module, split: AnySplit, batch_size: int, autocast) -> list[torch.Tensor]:
     """[loss sum, correct, top-5 correct] as device tensors (no sync)."""
     model.eval()
-    dev = split.x.device
-    totals = [torch.zeros((), device=dev) for _ in range(3)]
+    totals = [torch.zeros((), device=split.device) for _ in range(3)]
     k = None
-    for start in range(0, len(split), batch_size):
-        x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
+    for x, y in split.batches(batch_size):
         with autocast():
             logits = model(x).float()
         k = k or min(5, logits.shape[1])
@@ -96,15 +94,14 @@ def _evaluate(model: nn.Module, split: Split, batch_size: int, autocast) -> list
     return totals
 
 
-def _grad_norm(model: nn.Module, split: Split, batch_size: int, limit: int, autocast) -> float:
+def _grad_norm(model: nn.Module, split: AnySplit, batch_size: int, limit: int, autocast) -> float:
     """Sharpness as the paper measures it (Fig. 7): the norm of the full-batch training-loss gradient
     at the final weights, over at most ``limit`` training samples, in eval mode."""
     model.eval()
     params = [p for p in model.parameters() if p.requires_grad]
     n = min(limit, len(split))
     grads = [torch.zeros_like(p) for p in params]
-    for start in range(0, n, batch_size):
-        x, y = split.x[start:min(start + batch_size, n)], split.y[start:min(start + batch_size, n)]
+    for x, y in split.batches(batch_size, stop=n):
         with autocast():
             loss = F.cross_entropy(model(x).float(), y, reduction="sum") / n
         for acc, g in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
@@ -113,10 +110,11 @@ def _grad_norm(model: nn.Module, split: Split, batch_size: int, limit: int, auto
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
 
 
-def _infer_ms(model: nn.Module, split: Split, batch_size: int, batches: int, autocast) -> float:
-    """Median milliseconds to predict one batch in eval mode, after one warm-up batch."""
+def _infer_ms(model: nn.Module, split: AnySplit, batch_size: int, batches: int, autocast) -> float:
+    """Median milliseconds to predict one batch in eval mode, after one warm-up batch (the model's time
+    alone: the batch is read once, before the clock starts)."""
     model.eval()
-    x = split.x[:batch_size]
+    x, _ = split.head(batch_size)
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     times = []
     with torch.no_grad():
@@ -193,6 +191,9 @@ class TrainingRun:
             # Batches are known before the method is built: per-batch schedules (onecycle) need their count.
             full_batch = getattr(REGISTRY.get(spec.method.name), "full_batch", False)
             self.bs = n_train if full_batch else min(t.batch_size, n_train)
+            if full_batch and data.train.streamed:
+                log.warning("method %s takes the whole streamed training split (%d samples) as one batch every "
+                            "epoch: it must fit on the device", spec.method.name, n_train)
             self.n_batches = n_train // self.bs  # drop the ragged batch: static shapes, no 1-sample BN
             self.eval_bs = max(self.bs, 512)
             self.method = build_method(MethodContext(
@@ -251,9 +252,7 @@ class TrainingRun:
             self.checkpoint.delete()
 
     def _full_batches(self):
-        train_set = self.data.train
-        for start in range(0, len(train_set), self.eval_bs):
-            yield train_set.x[start:start + self.eval_bs], train_set.y[start:start + self.eval_bs]
+        return self.data.train.batches(self.eval_bs)
 
     @property
     def done(self) -> bool:
@@ -286,9 +285,7 @@ class TrainingRun:
         correct = torch.zeros((), device=device)
         for acc in method.device_metrics.values():
             acc.zero_()
-        for b in range(self.n_batches):
-            idx = order[b * bs:(b + 1) * bs]
-            x, y = train_set.x[idx], train_set.y[idx]
+        for x, y in train_set.batches(bs, order, drop_last=True):  # the ragged batch is dropped (see _build)
             if self.spec.data.augment:
                 x = augment_batch(x, self.data_gen, flip=self.spec.data.flip, translate=self.spec.data.translate)
             if self.channels_last:

@@ -137,9 +137,9 @@ BAD = {
                                   "import torch\ndef load(a, s):\n"
                                   "    return {'train': (torch.rand(10, 3), torch.arange(10)), 'num_classes': 4}\n",
                                   "a label is 9 but num_classes=4"),
-    "a Dataset": ({"data.name={m}:load"},
-                  RETURN + "{'train': torch.utils.data.TensorDataset(torch.rand(4))}\n",
-                  "returned a torch Dataset for train; streaming data is not supported yet"),
+    "a Dataset without num_classes": ({"data.name={m}:load"},
+                                     RETURN + "{'train': torch.utils.data.TensorDataset(torch.rand(4))}\n",
+                                     "returned a torch Dataset for train but no num_classes"),
     "bad name": ({"model.name=nope"}, None, "model.name='nope' is neither built in"),
     "args for a built-in": ({"model.args.hidden=3"}, None, "model.args={'hidden': 3} is set for the built-in"),
 }
