@@ -95,8 +95,8 @@ class AblationJob:
 
     def _run_packed(self, queue: Queue, experiment: str, todo: list[tuple[int, FrozenTrial, RunSpec]]) -> None:
         """Train the claimed seeds of one cell together (one live MLflow run per seed), then close each."""
-        log.info("trials %s: cell %s seeds %s packed", [t.number for _, t, _ in todo],
-                 todo[0][1].user_attrs["sal.cell"], [s.seed for _, _, s in todo])
+        log.info("trials %s: cell %s seeds %s together (one packed model when they can be)",
+                 [t.number for _, t, _ in todo], todo[0][1].user_attrs["sal.cell"], [s.seed for _, _, s in todo])
         lives = [_live_for(self.uri, experiment, queue.name, trial, spec) for _, trial, spec in todo]
         with contextlib.ExitStack() as stack:
             for (tid, _, spec), live in zip(todo, lives):

@@ -121,6 +121,7 @@ def test_noise_only_never_deforms_and_deform_only_never_injects_noise(tmp_path, 
             assert noise == 0 and deform > 0
 
 
+@pytest.mark.slow
 def test_two_workers_and_two_launchers_run_each_cell_once(tmp_path, mlflow_uri):
     spec, items = load_ablation(_write(tmp_path, "pair"))
     ref = StorageRef(str(tmp_path / "q.journal"))
@@ -142,6 +143,7 @@ def test_two_workers_and_two_launchers_run_each_cell_once(tmp_path, mlflow_uri):
     assert len(_finished_runs(mlflow_uri, "pair")) == len(items)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_reaped_and_the_grid_completes_without_duplicates(tmp_path, mlflow_uri):
     path = _write(tmp_path, "killed", seeds=4, base={**TINY_BASE, "data": {"name": "digits"}, "train": {"epochs": 8}})
     journal = tmp_path / "q.journal"

@@ -153,6 +153,7 @@ def test_best_spec_trains_and_optunas_cli_reads_the_storage(tmp_path, mlflow_uri
     assert len(rows) == 3 and {r["state"] for r in rows} == {"COMPLETE"}
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_uri):
     path = _write(tmp_path, "resumed", n_trials=6, base={**BASE, "data": {"name": "digits"},
                                                          "train": {"epochs": 6, "batch_size": 32}})
