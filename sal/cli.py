@@ -229,14 +229,14 @@ def _worker(args: argparse.Namespace) -> int:
         from .ablation import ablation_worker
 
         target = ablation_worker
-        kwargs.update(study_name=args.name, metric=queue.study.user_attrs["sal.metric"], wait=not args.no_wait)
+        kwargs.update(study_name=args.name, metric=_stored(queue, "sal.metric", kind), wait=not args.no_wait)
     else:
         import json
 
         from .study import study_worker
 
         target = study_worker
-        kwargs.update(spec_json=json.dumps(queue.study.user_attrs["sal.spec"]))
+        kwargs.update(spec_json=json.dumps(_stored(queue, "sal.spec", kind)))
     if workers == 1:
         target(worker_index=0, device=f"cuda:{gpus[0]}" if gpus else None, **kwargs)
         failed = 0
@@ -249,6 +249,16 @@ def _worker(args: argparse.Namespace) -> int:
         say(f"{failed} worker process(es) stopped with an error (see above)", file=sys.stderr)
         return 1
     return code
+
+
+def _stored(queue, key: str, kind: str):
+    """What the launcher stored with the queue for its workers; an older sal's queue lacks it."""
+    value = queue.study.user_attrs.get(key)
+    if value is None:
+        command = "sal ablate FILE" if kind == "ablation" else "sal study run FILE"
+        raise SpecError([f"the {kind} {queue.name!r} was queued by an older sal (no {key}); fix: run `{command} "
+                         "--storage ...` once with this version, then join it"])
+    return value
 
 
 def _existing_queue(ref, name: str):

@@ -90,13 +90,19 @@ def worker_id() -> str:
 
 
 def alive(pid: int) -> bool:
+    """The process runs. A zombie does not: a worker SIGKILLed (e.g. by the OOM killer) stays a zombie
+    until its launcher joins it, and its trial must be reaped before then."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS): signal 0 is all we can ask
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"  # the field after "(comm)" is the state
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

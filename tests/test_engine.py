@@ -113,3 +113,19 @@ def test_sal_worker_errors_name_the_fix(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "pass --tracking-uri" in err and "***" in err
     assert main(["worker", "secretive", "--storage", str(journal), "--workers", "0"]) == 2
+
+
+def test_a_zombie_worker_counts_as_dead():
+    import subprocess
+    import sys
+
+    from sal.engine import alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while alive(child.pid) and time.time() < deadline:  # exited but not waited for: a zombie
+        time.sleep(0.05)
+    assert not alive(child.pid) and child.poll() == 0  # poll() reaps it only now
+    import os
+
+    assert alive(os.getpid())
