@@ -178,7 +178,8 @@ def test_a_database_restart_under_a_running_worker(tmp_path, pg_database, mlflow
     assert proc.returncode in (0, 1) and "Traceback" not in first, first
     if proc.returncode == 1:
         assert "re-run the same command to resume" in first
-    print(f"\nrestart: the worker under the restart exited {proc.returncode}; last line: {first.strip().splitlines()[-1]}")
+    last = first.strip().splitlines()[-1]
+    print(f"\nrestart: the worker under the restart exited {proc.returncode}; last line: {last}")
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
     trials = _trials(storage, name)
