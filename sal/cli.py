@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import interrupts
 from .config import SpecError
+from .engine import QueueLost
 from .redact import MaskingFormatter, mask_text, mask_url, quiet_library_tracebacks
-from .workqueue import QueueLost
 
 __all__ = ["main"]
 

@@ -38,7 +38,7 @@ from .config import SpecError
 from .redact import MaskingFormatter, quiet_library_tracebacks
 
 __all__ = [
-    "StorageRef", "worker_id", "alive", "spawn_workers", "exit_with_launcher",
+    "StorageRef", "QueueLost", "worker_id", "alive", "spawn_workers", "exit_with_launcher",
     "KEY", "WORKER", "STATUS", "RUN", "REPLACES", "MLFLOW_RUNS",
 ]
 
@@ -49,6 +49,11 @@ RUN = "sal.mlflow_run"  # the MLflow run of a finished trial
 REPLACES = "sal.replaces"  # finished trials whose MLflow run is gone from the store; this one redoes them
 MLFLOW_RUNS = "sal.mlflow_runs"  # the trial's MLflow run ids, set as soon as each is created (for the reaper)
 MAX_RETRY = 3
+
+
+class QueueLost(RuntimeError):
+    """The queue's database went away under a worker (a restart, a network cut). The worker stops; the
+    trials it held are reaped (its pid is gone, or its heartbeat goes stale) and a re-run finishes them."""
 
 
 @dataclass(frozen=True)
@@ -147,9 +152,7 @@ def _child(target: Callable[..., None], index: int, gpu: str | None, threads: in
         target(worker_index=index, device=f"cuda:{gpu}" if gpu is not None else None, **kwargs)
     except KeyboardInterrupt:
         pass
-    except RuntimeError as err:  # the queue's database went away (workqueue.QueueLost): one line, exit 1
-        if type(err).__name__ != "QueueLost":
-            raise
+    except QueueLost as err:  # the queue's database went away: one line, exit 1
         logging.getLogger("sal").error("%s; re-run the same command to resume", err)
         sys.exit(1)
 

@@ -23,17 +23,24 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import interrupts
 from .config import SpecError
-from .engine import KEY, MAX_RETRY, MLFLOW_RUNS, REPLACES, RUN, STATUS, WORKER, StorageRef, alive, worker_id
+from .engine import (
+    KEY,
+    MAX_RETRY,
+    MLFLOW_RUNS,
+    REPLACES,
+    RUN,
+    STATUS,
+    WORKER,
+    QueueLost,
+    StorageRef,
+    alive,
+    worker_id,
+)
 from .redact import mask_url
 
 __all__ = ["Queue", "Claimed", "Job", "work", "trials_by_state", "worker_record", "TRACKING_URI", "QueueLost"]
 
 log = logging.getLogger(__name__)
-
-
-class QueueLost(RuntimeError):
-    """The queue's database went away under a worker (a restart, a network cut). The worker stops; the
-    trials it held are reaped (its pid is gone, or its heartbeat goes stale) and a re-run finishes them."""
 
 
 @dataclass

@@ -234,6 +234,13 @@ class _NotATensor:
     pass
 
 
+def _saved_after_two_epochs(spec, tmp_path):
+    """Train two epochs with checkpoints on; returns the checkpoint's path."""
+    run = TrainingRun(spec, checkpoint_dir=tmp_path)
+    run.step(), run.step()
+    return checkpoint_path(tmp_path, spec)
+
+
 def _starts_over(spec, tmp_path, caplog, why: str) -> None:
     with caplog.at_level(logging.WARNING, logger="sal"):
         run = TrainingRun(spec, checkpoint_dir=tmp_path)
@@ -245,9 +252,7 @@ def _starts_over(spec, tmp_path, caplog, why: str) -> None:
 
 def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path, caplog):
     spec = _spec("base", 2)
-    path = checkpoint_path(tmp_path, spec)
-    ok = TrainingRun(spec, checkpoint_dir=tmp_path)
-    ok.step(), ok.step()
+    path = _saved_after_two_epochs(spec, tmp_path)
     saved = torch.load(path, weights_only=True)
     saved["state"]["evil"] = _NotATensor()
     torch.save(saved, path)
@@ -257,9 +262,7 @@ def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path, caplog):
 
 def test_a_truncated_or_garbled_checkpoint_is_ignored(tmp_path, caplog):
     spec = _spec("base", 2)
-    path = checkpoint_path(tmp_path, spec)
-    run = TrainingRun(spec, checkpoint_dir=tmp_path)
-    run.step(), run.step()
+    path = _saved_after_two_epochs(spec, tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     _starts_over(spec, tmp_path, caplog, "cannot be read")
@@ -270,17 +273,13 @@ def test_a_truncated_or_garbled_checkpoint_is_ignored(tmp_path, caplog):
 
 def test_a_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
     spec, other = _spec("base", 2), _spec("sam", 2)
-    run = TrainingRun(other, checkpoint_dir=tmp_path)
-    run.step(), run.step()
-    checkpoint_path(tmp_path, other).rename(checkpoint_path(tmp_path, spec))  # can't happen by naming alone
+    _saved_after_two_epochs(other, tmp_path).rename(checkpoint_path(tmp_path, spec))  # can't happen by naming alone
     _starts_over(spec, tmp_path, caplog, "belongs to another run")
 
 
 def test_a_checkpoint_whose_state_does_not_fit_is_ignored(tmp_path, caplog):
     spec = _spec("base", 2)
-    path = checkpoint_path(tmp_path, spec)
-    run = TrainingRun(spec, checkpoint_dir=tmp_path)
-    run.step(), run.step()
+    path = _saved_after_two_epochs(spec, tmp_path)
     saved = torch.load(path, weights_only=True)
     del saved["state"]["method"]  # e.g. written by an older sal
     saved["state"]["model"] = {k: v[:1] for k, v in saved["state"]["model"].items()}

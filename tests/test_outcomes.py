@@ -72,13 +72,19 @@ def test_tracking_uri_and_verbose_after_the_subcommand(tmp_path, capsys):
     assert len(runs_frame(uri, ["after"])) == 2 and not (tmp_path / "other.db").exists()
 
 
-def test_a_study_whose_trials_crash_exits_1_with_their_message(tmp_path, mlflow_uri, capsys):
+def _crashing_study(tmp_path, *, n_trials: int):
+    """A study whose every trial crashes: its image folder has no class folders."""
     empty = tmp_path / "no_images"
     empty.mkdir()
     path = tmp_path / "crashing.yaml"
-    path.write_text(yaml.safe_dump({"name": "crashing", "seeds": 1, "n_trials": 2, "pruner": {"name": "none"},
+    path.write_text(yaml.safe_dump({"name": "crashing", "seeds": 1, "n_trials": n_trials, "pruner": {"name": "none"},
                                     "base": {**TINY_BASE, "data": {"name": "imagefolder", "root": str(empty)}},
                                     "space": {"optim.lr": {"low": 1e-3, "high": 1e-1, "log": True}}}))
+    return path
+
+
+def test_a_study_whose_trials_crash_exits_1_with_their_message(tmp_path, mlflow_uri, capsys):
+    path = _crashing_study(tmp_path, n_trials=2)
     code = main(["study", "run", str(path), "--storage", str(tmp_path / "s.journal"), "--tracking-uri", mlflow_uri])
     out, err = capsys.readouterr()
     assert code == 1 and "trials: 2 failed" in out
@@ -118,12 +124,7 @@ def test_a_crashing_trial_reaches_the_user_as_one_line_not_a_traceback(tmp_path)
     import subprocess
     import sys
 
-    empty = tmp_path / "no_images"
-    empty.mkdir()
-    path = tmp_path / "crashing.yaml"
-    path.write_text(yaml.safe_dump({"name": "crashing", "seeds": 1, "n_trials": 1, "pruner": {"name": "none"},
-                                    "base": {**TINY_BASE, "data": {"name": "imagefolder", "root": str(empty)}},
-                                    "space": {"optim.lr": {"low": 1e-3, "high": 1e-1, "log": True}}}))
+    path = _crashing_study(tmp_path, n_trials=1)
     proc = subprocess.run([sys.executable, "-m", "sal", "study", "run", str(path), "--storage",
                            str(tmp_path / "s.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
                           capture_output=True, text=True)
