@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -33,6 +33,7 @@ from .config import (
     nest,
     validate_run,
 )
+from .fidelity import PAPER_METRIC, fidelity_overrides
 from .tracking import (
     ensure_experiment,
     experiment_name,
@@ -42,6 +43,7 @@ from .tracking import (
     start_parent,
 )
 from .workqueue import Queue, worker_record
+from .yoke import YOKE_KEY, partner_keys, yoke_problems
 
 __all__ = ["AblationSpec", "GridItem", "load_ablation", "run_ablation", "queue_grid", "ablation_worker",
            "metric_direction", "EXIT_AFTER_LOG_ENV", "PARENT_RUN"]
@@ -70,6 +72,8 @@ class AblationSpec(BaseModel):
     requires: list[str] = Field(default_factory=list, description="folders that must exist (data sets)")
     analysis: AnalysisSpec | None = Field(None, description="contrasts, families, metrics, alpha, ROPE, correction")
     tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow tags on every run (sal compare)")
+    fidelity: Literal["sal", "paper"] = Field("sal", description="paper: the paper's setup (no validation hold-out, "
+                                              "inputs in [0, 1], float32; sal/fidelity.py)")
 
     @field_validator("name")
     @classmethod
@@ -176,6 +180,7 @@ def expand(spec: AblationSpec, base_overrides: dict[str, Any] | None = None) -> 
                 items.append(item)
             except SpecError as err:
                 problems += [f"{where}: {p}" for p in err.problems if f"{where}: {p}" not in problems]
+    problems += yoke_problems(items, cells)
     if problems:
         raise SpecError(problems)
     if spec.baseline and spec.baseline not in cells:
@@ -187,6 +192,8 @@ def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None
                   seeds: int | None = None) -> tuple[AblationSpec, list[GridItem]]:
     raw = expand_data_env(load_yaml(path))
     raw.setdefault("name", Path(path).stem)
+    if raw.get("fidelity") == "paper":
+        raw.setdefault("metric", PAPER_METRIC)  # no validation split: a trial records its test score
     if seeds is not None:
         raw["seeds"] = seeds
     try:
@@ -194,6 +201,8 @@ def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None
     except ValidationError as err:
         raise format_validation_error(err, raw, top=AblationSpec) from None
     check_required_paths(f"ablation {spec.name!r}", spec.requires)
+    # the paper's setup under the grid's own overrides: a cell or axis may still depart from it (reported)
+    base_overrides = {**fidelity_overrides(spec.fidelity, spec.metric), **(base_overrides or {})}
     if "cells" in spec.model_fields_set and not spec.cells:
         raise SpecError([f"{path}: cells is empty; fix: name at least one cell, e.g. cells: {{adam: "
                          "{method.name: base}, sal: {method.name: sal}}, or drop the key to run the base spec alone"])
@@ -264,8 +273,10 @@ def queue_grid(ref: engine.StorageRef, spec: AblationSpec, items: list[GridItem]
     # Tags every run of the grid carries, so a report needs nothing but MLflow.
     tags = {k: v for k, v in {**spec.tags, "sal.baseline": spec.baseline, "sal.paper_table": spec.paper_table,
                               "sal.plan_hash": plan.hash}.items() if v}
+    partners = partner_keys(items)  # a yoked control waits for its partner's seed (sal/yoke.py)
     payload = {i.key: {"sal.cell": i.cell, "sal.context": i.context, "seed": i.seed, "sal.spec": flatten(i.spec),
-                       "sal.tags": tags, PARENT_RUN: (parents or {}).get(i.group)} for i in items}
+                       "sal.tags": tags, PARENT_RUN: (parents or {}).get(i.group),
+                       **({YOKE_KEY: partners[i.key]} if i.key in partners else {})} for i in items}
     return queue.enqueue_missing(payload, retry_failed=retry_failed, present_runs=present)
 
 

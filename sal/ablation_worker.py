@@ -25,6 +25,7 @@ from .seeds import should_pack, start_seeds
 from .tracking import LiveRun, end_parent, experiment_name, kill_runs, runs_with_tag
 from .train import Result, train
 from .workqueue import Claimed, Queue, work
+from .yoke import YokeFailed, settled_filter, with_partner_events
 
 __all__ = ["AblationJob", "ablation_worker", "close_group", "group_name", "PARENT_RUN", "EXIT_AFTER_LOG_ENV"]
 
@@ -52,9 +53,11 @@ class AblationJob:
         self.checkpoint_dir = checkpoint_dir
 
     def claim(self, queue: Queue) -> Claimed | None:
-        claimed = queue.claim()
+        settled = settled_filter(queue.trials())  # a yoked control waits for its partner's seed
+        claimed = queue.claim(where=settled)
         if claimed is not None and should_pack([self._spec(claimed.trials[0][1])] * 2):
-            queue.claim_more(claimed, group=_cell_config)  # the cell's other waiting seeds train with it
+            # the cell's other waiting (and settled) seeds train with it
+            queue.claim_more(claimed, group=lambda t: _cell_config(t) if settled(t) else None)
         return claimed
 
     def run(self, queue: Queue, claimed: Claimed) -> None:
@@ -62,6 +65,13 @@ class AblationJob:
         todo = []
         for tid, trial in claimed.trials:
             spec = self._spec(trial)
+            try:
+                spec = with_partner_events(spec, trial, uri=self.uri, experiment=experiment)
+            except YokeFailed as err:
+                log.error("trial %d: cell %s seed %d: %s", trial.number, trial.user_attrs["sal.cell"], spec.seed, err)
+                self._close(queue, tid, trial, value=scoring.worst_value(self.metric),
+                            attrs={engine.STATUS: "failed", "sal.message": str(err)[:500]}, state=TrialState.FAIL)
+                continue
             reused = _logged_before(self.uri, experiment, trial.user_attrs[engine.KEY], spec, self.metric)
             if reused is not None:  # logged by a worker killed before it closed the trial: not trained again
                 log.info("trial %d: cell %s seed %d already logged as run %s; not trained again", trial.number,

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .methods import METHOD_SPECS
+from .methods.sal import YOKED_EVENTS
 from .spec_base import Strict
 from .yamlio import load_unique
 
@@ -494,8 +495,10 @@ def config_hash(spec: RunSpec) -> str:
     """Hash of everything but the seed and where and how it ran (packed or not, checkpointed or not: a
     resumed run ends bit for bit where an uninterrupted one does; streamed samples read by worker processes
     or not): runs of one configuration share it."""
+    # a yoked control's copy of its partner's events is derived from another run, not a setting of its own
     flat = {k: v for k, v in flatten(spec).items()
-            if k not in ("seed", "train.device", "train.pack", "train.checkpoint_every", "data.workers")}
+            if k not in ("seed", "train.device", "train.pack", "train.checkpoint_every", "data.workers")
+            and not k.startswith(YOKED_EVENTS)}
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -1,11 +1,14 @@
-"""Which part of SAL matters: the 2x2 factorial of noise x deformation (reference/statistics.md).
+"""Which part of SAL matters: the 2x2 factorial of noise x deformation, and the trigger (docs/statistics.md).
 
 With the cells base (neither part), noise-only, deform-only and SAL (both) on the same seeds and the
 same base optimizer, per seed s:
   noise effect       = ((n_s - b_s) + (sal_s - d_s)) / 2
   deformation effect = ((d_s - b_s) + (sal_s - n_s)) / 2
   interaction        = (sal_s - d_s) - (n_s - b_s)
-each a paired quantity with its t-interval and sign-flip test, corrected (Holm) across the three effects
+and, with a yoked random-trigger cell y (as many interventions as SAL's run of the same seed, at random
+epochs: sal/yoke.py),
+  trigger effect     = sal_s - y_s  (stress-timed against randomly timed, at equal count)
+each a paired quantity with its t-interval and sign-flip test, corrected (Holm) across the effects
 and every data set and context, and judged like any contrast.
 """
 
@@ -21,7 +24,8 @@ from .summary import BLOCK, ReportOptions
 __all__ = ["ROLES", "factorial_cells", "factorial", "factorial_sentence"]
 
 ROLES = {"base": "base", "noise": "sal_noise_only", "deform": "sal_deform_only", "sal": "sal"}  # role -> method
-EFFECTS = ("noise", "deformation", "interaction")
+YOKED = "random_trigger"  # the trigger's control: method.yoke names the sal cell
+EFFECTS = ("noise", "deformation", "interaction", "trigger")
 
 
 def factorial_cells(tidy: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]] | None:
@@ -38,13 +42,20 @@ def factorial_cells(tidy: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]
         else:
             if len({c["optim.name"] for c in cells.values()}) == 1:
                 out[(dataset, context)] = {role: c["method"] for role, c in cells.items()}
+                yoked = g[(g["method.name"] == YOKED) & (g.get("method.yoke") == cells["sal"]["method"])] \
+                    if "method.yoke" in g else g.iloc[:0]
+                if len(yoked) == 1:
+                    out[(dataset, context)]["yoked"] = yoked.iloc[0]["method"]
     return out or None
 
 
 def _effects(w: pd.DataFrame) -> dict[str, np.ndarray]:
     b, n, d, s = (w[r].to_numpy() for r in ("base", "noise", "deform", "sal"))
-    return {"noise": ((n - b) + (s - d)) / 2, "deformation": ((d - b) + (s - n)) / 2,
-            "interaction": (s - d) - (n - b)}
+    out = {"noise": ((n - b) + (s - d)) / 2, "deformation": ((d - b) + (s - n)) / 2,
+           "interaction": (s - d) - (n - b)}
+    if "yoked" in w:
+        out["trigger"] = s - w["yoked"].to_numpy()
+    return out
 
 
 def factorial(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
@@ -58,15 +69,16 @@ def factorial(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
         if cells is None:
             continue
         wide = g.pivot_table(index="seed", columns="method", values="value", aggfunc="first")
-        wide = wide[[cells[r] for r in ROLES]].dropna()
-        wide.columns = list(ROLES)
+        roles = [r for r in (*ROLES, "yoked") if r in cells]
+        wide = wide[[cells[r] for r in roles]].dropna()
+        wide.columns = roles
         if len(wide) < 2 or not np.all(np.isfinite(wide.to_numpy())):
             continue
         for effect, d in _effects(wide).items():
             p = stats.paired(d, np.zeros_like(d), n_boot=opts.n_boot, random_state=opts.random_state)
             rows.append({"dataset": dataset, "context": context, "metric": metric, "effect": effect,
                          **{k: p[k] for k in ("n", "delta", "delta_ci_low", "delta_ci_high", "p_ttest",
-                                              "p_signflip")}, "cells": "/".join(cells[r] for r in ROLES)})
+                                              "p_signflip")}, "cells": "/".join(cells[r] for r in roles)})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -99,5 +111,11 @@ def factorial_sentence(table: pd.DataFrame, metric: str) -> str:
                 f" ({' and '.join(nulls)} equivalent to none within the ROPE)" if nulls else "")
         if v.get("interaction") in ("better", "worse"):
             text += f"; the parts interact ({'synergy' if v['interaction'] == 'better' else 'they interfere'})"
+        if "trigger" in v:
+            text += {"better": "; timing the interventions by stress beats random timing at equal count",
+                     "worse": "; random timing at equal count beats timing by stress",
+                     "equivalent": "; timing by stress is equivalent to random timing at equal count (within the "
+                                   "ROPE)"}.get(v["trigger"], "; the stress trigger has no significant effect over "
+                                                              "random timing at equal count")
         lines.append(text + ".")
     return " ".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import stats
+from .attribution import attribution_notes
 from .methods import STRESS_AWARE
 from .selection import Selection
 from .summary import ReportOptions, family_sizes
@@ -96,7 +97,7 @@ def interventions(runs: pd.DataFrame) -> pd.DataFrame:
 def notes(summary: pd.DataFrame, opts: ReportOptions, selection: Selection,
           intervention_table: pd.DataFrame) -> list[str]:
     out = _seed_notes(summary, opts) + _ignored_notes(selection) + _diverged_notes(summary)
-    out += _rope_notes(selection.runs, opts)
+    out += _rope_notes(selection.runs, opts) + attribution_notes(summary, selection.runs)
     for r in intervention_table.itertuples() if not intervention_table.empty else []:
         if r.idle_seeds:
             n_idle = len(r.idle_seeds.split(","))

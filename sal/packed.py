@@ -31,6 +31,7 @@ from . import interrupts
 from .config import RunSpec, SpecError, flatten
 from .data import DataBundle, augment_batch
 from .methods import REGISTRY, EpochStats, Method, MethodContext, build_optimizer
+from .methods.sal import YOKED_EVENTS
 from .methods.sam import SAM, _freeze_bn_stats
 from .methods.swa import SWA
 from .packed_ops import GroupedForward, MaskedDropout
@@ -49,9 +50,13 @@ PACKABLE = frozenset({"base", "sal", "sal_noise_only", "sal_deform_only", "sal_n
 
 
 def _same_but_seed(specs: list[RunSpec]) -> None:
-    first = {k: v for k, v in flatten(specs[0]).items() if k != "seed"}
+    # a yoked control's seeds each copy their own partner's events: one configuration all the same
+    def setting(s: RunSpec) -> dict:
+        return {k: v for k, v in flatten(s).items() if k != "seed" and not k.startswith(YOKED_EVENTS)}
+
+    first = setting(specs[0])
     for s in specs[1:]:
-        other = {k: v for k, v in flatten(s).items() if k != "seed"}
+        other = setting(s)
         diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
         if diff:
             raise SpecError([f"{diff[0]}: packed seeds must share every setting but seed "

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 __all__ = ["StressSignal", "Interventions", "EpochEvents", "PDO", "RandomTriggerPDO", "last_trainable_layers",
-           "SALKnobs"]
+           "SALKnobs", "yoked_plan"]
 
 
 class SALKnobs(Protocol):
@@ -61,6 +61,7 @@ class SALKnobs(Protocol):
     recovery: bool
     recovery_patience: int
     revert_scope: str
+    reset_at_yield: bool
 
 
 @dataclass
@@ -210,11 +211,18 @@ class PDO:
         self.recovery_patience, self.revert_scope = k.recovery_patience, k.revert_scope
         self.use_noise, self.use_deform = use_noise, use_deform
         self.eps_loss = k.eps_loss
+        # Without a deformation, the stress of a noise-only cell would never reset and its noise would grow
+        # on another schedule than SAL's; resetting at the yield point keeps SAL's epochs and sizes.
+        self.reset_at_yield = k.reset_at_yield
         self._watch: tuple[int, float, bool] | None = None  # (deform epoch, loss there, progress seen)
 
     def noise_std(self, stress: float) -> float:
         """Eq. 2: alpha * (Delta + lambda * S) with alpha = min(1, S / S_yield)."""
         return min(1.0, stress / self.s_yield) * (self.delta + self.lambda_ * stress)
+
+    def _std_for(self, epoch: int, stress: float) -> float:
+        """The noise std to inject this epoch (a yoked control uses its partner's)."""
+        return self.noise_std(stress)
 
     def _triggers(self, epoch: int, stress: float) -> tuple[bool, bool]:
         """(noise, yield) decisions; the controls override only this."""
@@ -267,7 +275,7 @@ class PDO:
             return events
         want_noise, want_yield = self._triggers(epoch, stress)
         if want_noise and self.use_noise:
-            events.noise_std = self.noise_std(stress)
+            events.noise_std = self._std_for(epoch, stress)
             self.act.noise(events.noise_std)
             events.noise = True
         if want_yield and self.use_deform:
@@ -276,26 +284,32 @@ class PDO:
             events.deform = True
             if self.recovery:
                 self._watch = (epoch, loss, False)
+        elif want_yield and self.reset_at_yield:
+            self.signal.stress = 0.0  # noise-only: SAL's schedule without its deformation
         return events
 
 
 class RandomTriggerPDO(PDO):
     """Control for the stress trigger: the same interventions at random epochs, each epoch after the
-    warm-up with probability p, or exactly ``count`` of them at epochs drawn without replacement
-    (to match the number a reference SAL run had).
+    warm-up with probability p, or exactly ``count`` of them at epochs drawn without replacement, or
+    ``yoked`` to a SAL run of the same seed (its event epochs and noise sizes, see ``yoked_plan``).
 
-    The noise level is SAL's at the yield point (alpha = 1, S = S_yield), the one SAL applies on the
-    epoch it deforms. Draws come from a host RNG seeded by the run, so no device sync is needed.
+    Unyoked, the noise level is SAL's at the yield point (alpha = 1, S = S_yield), the one SAL applies on
+    the epoch it deforms. Draws come from a host RNG seeded by the run, so no device sync is needed.
     """
 
     def __init__(self, model: nn.Module, knobs: SALKnobs, *, trigger_prob: float, trigger_seed: int,
-                 count: int | None = None, epochs: int | None = None, **parts):
+                 count: int | None = None, epochs: int | None = None, yoked: dict | None = None,
+                 yoke_mode: str = "count", **parts):
         super().__init__(model, knobs, **parts)
         self.trigger_prob = trigger_prob
         self._rng = random.Random(trigger_seed)
         self._planned: set[int] | None = None
-        if count is not None:
-            candidates = range(self.warmup + 1, (epochs or 0) + 1)
+        self._noise_plan: dict[int, float] | None = None  # yoked: epoch -> the noise std SAL used
+        candidates = range(self.warmup + 1, (epochs or 0) + 1)
+        if yoked is not None:
+            self._planned, self._noise_plan = yoked_plan(yoked, yoke_mode, candidates, self._rng)
+        elif count is not None:
             self._planned = set(self._rng.sample(candidates, min(count, len(candidates))))
 
     def noise_std(self, stress: float) -> float:
@@ -312,5 +326,45 @@ class RandomTriggerPDO(PDO):
         self._rng.setstate((version, tuple(internal), gauss))
 
     def _triggers(self, epoch: int, stress: float) -> tuple[bool, bool]:
+        if self._noise_plan is not None:
+            return epoch in self._noise_plan, epoch in self._planned
         fire = epoch in self._planned if self._planned is not None else self._rng.random() < self.trigger_prob
         return fire, fire
+
+    def _std_for(self, epoch: int, stress: float) -> float:
+        return self._noise_plan[epoch] if self._noise_plan is not None else self.noise_std(stress)
+
+
+def yoked_plan(events: dict, mode: str, candidates: range, rng: random.Random) -> tuple[set[int], dict[int, float]]:
+    """A yoked control's epochs from its SAL partner's ``events`` ({"deform": epochs, "noise": epochs,
+    "noise_std": the std of each noise epoch}): as many deformations and noise injections, with SAL's
+    noise sizes, at other epochs among ``candidates``.
+
+    ``count``: epochs drawn at random (the test of whether the timing matters at all); ``shift``: SAL's
+    whole pattern moved by one random offset that keeps it inside the candidates (its spacing kept);
+    ``shuffle``: SAL's gaps between deformations in a random order, from a random start. Noise epochs
+    are drawn at random in ``count`` and ``shuffle`` and moved with the deformations in ``shift``.
+    """
+    deform, noise = sorted(events.get("deform", [])), sorted(events.get("noise", []))
+    stds = dict(zip(events.get("noise", []), events.get("noise_std", [])))
+    lo, hi = candidates.start, candidates.stop - 1
+    if mode == "shift":
+        both = deform + noise
+        low, high = (lo - min(both), hi - max(both)) if both else (0, 0)
+        offsets = [o for o in range(low, high + 1) if o != 0] or [0]
+        offset = rng.choice(offsets)
+        return {e + offset for e in deform}, {e + offset: stds.get(e, 0.0) for e in noise}
+    if mode == "shuffle" and deform:
+        gaps = [b - a for a, b in zip(deform, deform[1:])]
+        rng.shuffle(gaps)
+        start = rng.randint(lo, max(lo, hi - sum(gaps)))
+        planned = [start]
+        for g in gaps:
+            planned.append(planned[-1] + g)
+        planned_set = set(planned)
+    else:
+        planned_set = set(rng.sample(candidates, min(len(deform), len(candidates))))
+    noise_epochs = sorted(rng.sample(candidates, min(len(noise), len(candidates))))
+    sizes = [stds.get(e, 0.0) for e in noise]
+    rng.shuffle(sizes)
+    return planned_set, dict(zip(noise_epochs, sizes))

@@ -15,12 +15,15 @@ import pandas as pd
 
 from . import figures
 from .analysis import Plan, legacy_plan, override_plan
+from .attribution import dose_figure, dose_response, mark_by_construction
 from .config import SpecError
 from .factorial import factorial
+from .fidelity import paper_departures
 from .findings import interventions, notes
 from .outputs import report_folder
 from .redact import mask_url
 from .render import render_html, render_latex, render_markdown
+from .scoring import is_bounded_fraction
 from .selection import Selection, select_runs, tidy_scores
 from .summary import FAMILY_MODES, ReportOptions, across_datasets, family_sizes, summarize
 from .tracking import client_for, experiment_name, get_experiment_record, log_summary, run_history, runs_frame
@@ -215,7 +218,7 @@ def analyse(uri: str, name: str, *, baseline: str | None = None, metrics: list[s
     opts = ReportOptions(plan=plan, family=family, allow_unpaired=allow_unpaired, n_boot=n_boot,
                          random_state=random_state, level=level)
     tidy = tidy_scores(selection.runs, opts.metrics)
-    summary = summarize(tidy, opts)
+    summary = mark_by_construction(summarize(tidy, opts), selection.runs)  # identical trainings: no verdict
     table = selection.runs.get("tags.sal.paper_table", pd.Series(dtype=object)).dropna()
     if len(table):
         summary["paper"] = paper_numbers(summary, tidy, int(table.iloc[0]))
@@ -229,7 +232,10 @@ def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), dr
     from .flatness_report import flatness_sections  # ---- issue 13: flatness section when runs carry sharpness
 
     sections = [*sections, *flatness_sections(a.selection.runs, reference=a.opts.reference,
-                                              contrasts=a.opts.plan.contrasts, correction=a.opts.correction)]
+                                              contrasts=a.opts.plan.contrasts, correction=a.opts.correction),
+                *dose_sections(a.summary, a.selection.runs, rope=a.opts.rope, draw_figures=draw_figures)]
+    if "paper" in a.summary:  # beside the paper's numbers: how these runs' setup differs from the paper's
+        sections.append(Section("Departures from the paper's setup", paper_departures(a.selection.runs)))
     context = dict(name=a.name, summary=a.summary, opts=a.opts, cross=a.cross, n_runs=len(a.selection.runs),
                    notes=notes(a.summary, a.opts, a.selection, a.interventions), uri=mask_url(a.uri),
                    families=family_sizes(a.summary, a.opts), departures=a.departures, factorial=a.factorial,
@@ -257,6 +263,19 @@ def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), dr
                         "correction": opts.correction, "family": opts.family, "as_planned": not a.departures},
                 metrics={"report/comparisons": float((a.summary["verdict"] != "reference").sum())}, folder=out_dir)
     return out_dir
+
+
+def dose_sections(summary: pd.DataFrame, runs: pd.DataFrame, *, rope: float, draw_figures: bool) -> list[Section]:
+    """The noise dose-response (sal.attribution) as a report section, when the cells form a dose series."""
+    table = dose_response(summary, runs)
+    if table.empty:
+        return []
+    figures = {f"Dose-response, {m}": dose_figure(table, m, rope=rope if is_bounded_fraction(m) else 0.0)
+               for m in table["metric"].unique()} if draw_figures else {}
+    text = ("Cells of one method that differ only in the noise scale (method.delta, method.lambda), each against "
+            "its baseline: the paired difference against the dose, the noise std at the yield point (Delta + "
+            "lambda * S_yield); noise_std_max is the largest std a seed injected (median over seeds).")
+    return [Section("Noise dose-response", [text], [("Paired effect by noise dose", table)], figures)]
 
 
 def _slug(text: str) -> str:

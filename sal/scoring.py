@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 
+from .instability import LOWER_IS_BETTER as LOWER_IS_BETTER_STABILITY
+
 __all__ = ["higher_is_better", "is_bounded_fraction", "is_cost", "worst_value", "score", "DIVERGED"]
 
 DIVERGED = "diverged"  # train()'s status for a NaN/inf loss (also the MLflow tag sal.status)
 
-_LOWER_IS_BETTER = ("loss", "time/", "mem/", "sharpness", "infer")
+_LOWER_IS_BETTER = ("loss", "time/", "mem/", "sharpness", "infer", *LOWER_IS_BETTER_STABILITY)
 
 
 def higher_is_better(metric: str) -> bool:

@@ -86,7 +86,8 @@ def tidy_scores(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         "seed": runs["tags.seed"].astype(int), "status": status, "diverged": status == scoring.DIVERGED,
         "run_id": runs["run_id"],
     })
-    for col in ("params.model.name", "params.optim.name", "params.data.resolution", "params.method.name"):
+    for col in ("params.model.name", "params.optim.name", "params.data.resolution", "params.method.name",
+                "params.method.yoke"):
         frame[col.removeprefix("params.")] = runs.get(col)
     parts = []
     for metric in metrics:

@@ -251,7 +251,7 @@ class LiveRun:
         metrics += [Metric(k, float(v), now, last_step) for k, v in result.final.items()]
         tags = [RunTag(k, str(v)) for k, v in {"sal.status": result.status, "sal.message": result.message[:4000],
                                                "sal.device": result.device,
-                                               "sal.n_params": result.n_params}.items()]
+                                               "sal.n_params": result.n_params, **result.tags}.items()]
         for i, chunk in enumerate(_chunks(metrics, 1000) if metrics else [[]]):
             _retry(client.log_batch, self.run_id, metrics=chunk, tags=tags if i == 0 else [])
         client.log_text(self.run_id, to_yaml(result.spec), "spec.yaml")
@@ -550,3 +550,10 @@ def log_run_figure(uri: str, run_id: str, fig, name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fig.savefig(Path(tmp) / name, dpi=110, bbox_inches="tight")
         _retry(client_for(uri).log_artifact, run_id, str(Path(tmp) / name))
+
+
+def metric_histories(uri: str, run_id: str, names: list[str]) -> dict[str, dict[int, float]]:
+    """Per metric name: step -> value of one run (a yoked control reads its partner's events)."""
+    client = client_for(uri)
+    return {name: {int(m.step): float(m.value) for m in _retry(client.get_metric_history, run_id, name)}
+            for name in names}

@@ -29,6 +29,8 @@ from . import interrupts
 from .checkpoints import RunCheckpoint
 from .config import RunSpec
 from .data import AnySplit, DataBundle, augment_batch, load_data
+from .events import DTYPE_TAG, EVENTS, EVENTS_TAG, MEDIAN_ABS_WEIGHT, NOISE_STD_MAX, signature
+from .instability import instability
 from .methods import REGISTRY, EpochStats, MethodContext, build_method
 from .models import build_model
 from .rng import RngStream, derive_seed
@@ -57,6 +59,7 @@ class Result:
     device: str = "cpu"
     analysis: dict = field(default_factory=dict)  # sal.run_analysis output: final "weights", "trajectory"
     resumed_from: int = 0  # epochs taken from a checkpoint: the history's first rows, trained by a killed attempt
+    tags: dict[str, str] = field(default_factory=dict)  # MLflow tags of what the run did (sal.events, ...)
 
     @property
     def ok(self) -> bool:
@@ -320,6 +323,17 @@ class TrainingRun:
             row["val/loss"], row["val/acc"] = loss / len(self.data.val), correct / len(self.data.val)
         return row
 
+    def _describe_interventions(self, result: Result) -> None:
+        """What a report needs to tell whether two cells trained alike and whether the noise could matter:
+        the event signature, the largest noise std, the weights' median magnitude and the compute dtype."""
+        result.tags[EVENTS_TAG] = signature(result.history)
+        result.tags[DTYPE_TAG] = "bfloat16" if self.autocast is not contextlib.nullcontext else "float32"
+        result.final[NOISE_STD_MAX] = max((row.get("sal/noise_std", 0.0) for row in result.history), default=0.0)
+        with torch.no_grad():
+            weights = [p.detach().abs().flatten() for p in self.model.parameters() if p.requires_grad]
+            if weights:
+                result.final[MEDIAN_ABS_WEIGHT] = torch.cat(weights).float().median().item()
+
     def stop(self, status: str, message: str) -> None:
         self.result.status, self.result.message = status, message
 
@@ -328,8 +342,10 @@ class TrainingRun:
         result = self.result
         result.final["time/train_s"] = self.train_s
         result.final["test/n_samples"] = float(len(self.data.test))  # a report's ROPE is judged against 1/n
-        for event in ("noise", "deform", "revert"):  # a stress-aware cell that never acted is flagged
+        for event in EVENTS:  # a stress-aware cell that never acted is flagged
             result.final[f"sal/n_{event}"] = float(sum(row.get(f"sal/{event}", 0.0) for row in result.history))
+        self._describe_interventions(result)
+        result.final.update(instability(result.history))
         if result.status != "diverged":
             with self._dropout_rng.active():
                 final_model = self.method.eval_model()

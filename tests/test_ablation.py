@@ -71,10 +71,13 @@ def test_bad_grids_fail_before_any_run(tmp_path):
         load_ablation(_write(tmp_path, "bad3", seeds=0))
 
 
+CPU_PRESETS = ("quick", "flatness_quick", "attribution", "noise_dose", "paper_constants")
+
+
 def test_paper_presets_name_their_missing_data(tmp_path, monkeypatch):
     monkeypatch.setenv("SAL_DATA", str(tmp_path))
     for preset in sorted((REPO / "ablations").glob("*.yaml")):
-        if preset.stem not in ("quick", "flatness_quick"):  # the CPU presets need no data
+        if preset.stem not in CPU_PRESETS:  # the CPU presets need no data
             with pytest.raises(SpecError, match=f"needs '{tmp_path}/"):
                 load_ablation(preset)
 
@@ -86,7 +89,8 @@ def test_every_preset_expands_when_its_data_is_there(tmp_path, monkeypatch):
     (tmp_path / "weights" / "densenet201.pth").touch()
     counts = {p.stem: len(load_ablation(p)[1]) for p in (REPO / "ablations").glob("*.yaml")}
     assert counts == {"quick": 35, "flatness_quick": 9, "paper_table1": 200, "paper_table2": 140, "paper_table3": 80,
-                      "paper_table4": 80, "stable_vs_degraded": 180}
+                      "paper_table4": 80, "stable_vs_degraded": 180, "attribution": 50, "noise_dose": 60,
+                      "paper_constants": 40}
 
 
 def test_rerun_finishes_only_what_is_missing(tmp_path, mlflow_uri):

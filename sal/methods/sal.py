@@ -10,7 +10,9 @@ from ..pdo import PDO, RandomTriggerPDO
 from ..spec_base import Strict
 from .base import EpochStats, Method, MethodContext, MethodInfo
 
-__all__ = ["StressAwareLearning", "SEARCH_SPACE"]
+__all__ = ["StressAwareLearning", "SEARCH_SPACE", "YokedEvents", "YOKED_EVENTS"]
+
+YOKED_EVENTS = "method.yoked_events"  # derived from the partner run: left out of config_hash
 
 # SAL's seven knobs (Sec. 3.1 of the paper), log-uniform around the paper's values; each ablation
 # searches only the knobs of the parts it keeps (S_noise is drawn below S_yield).
@@ -19,8 +21,10 @@ _KNOBS = {
     "method.theta": {"low": 1.0e-4, "high": 5.0e-2, "log": True},
     "method.s_noise": {"low": 1.0e-3, "high": 5.0e-2, "log": True},
     "method.s_yield": {"low": 2.0e-3, "high": 1.0e-1, "log": True},
-    "method.delta": {"low": 1.0e-8, "high": 1.0e-4, "log": True},
-    "method.lambda": {"low": 1.0e-6, "high": 1.0e-2, "log": True},
+    # up to a noise std of about 1e-2 at the yield point: the paper's 2e-7 sits far below bf16's resolution
+    # (about 2e-4 at |w| = 0.05), so a space capped near 1e-3 could not find a noise that matters
+    "method.delta": {"low": 1.0e-8, "high": 1.0e-3, "log": True},
+    "method.lambda": {"low": 1.0e-6, "high": 1.0e-1, "log": True},
     "method.sigma_y": {"low": 1.0e-3, "high": 1.0e-1, "log": True},
 }
 _NOISE = ("method.delta", "method.lambda", "method.s_noise")
@@ -68,6 +72,9 @@ class SALSpec(Strict):
     recovery: bool = Field(True, description="revert a deformation that brings no progress")
     recovery_patience: int = Field(3, ge=1, description="epochs a deformation has to bring progress")
     revert_scope: Literal["model", "deformed"] = Field("model", description="weights restored on revert")
+    reset_at_yield: bool = Field(True, description="reset the stress at the yield point even where no deformation "
+                                 "follows (noise-only), so the noise keeps SAL's epochs and sizes; False: the "
+                                 "noise-only stress keeps growing (another schedule than SAL's)")
 
     @model_validator(mode="after")
     def _thresholds_ordered(self):
@@ -84,6 +91,15 @@ class SALSpec(Strict):
         return self
 
 
+class YokedEvents(Strict):
+    """What a yoked control copies from its SAL partner's run of the same seed (filled in by the ablation
+    worker from MLflow before the control trains; not part of the control's identity)."""
+
+    deform: list[int] = Field(default_factory=list, description="epochs the partner deformed")
+    noise: list[int] = Field(default_factory=list, description="epochs the partner injected noise")
+    noise_std: list[float] = Field(default_factory=list, description="the std of each of those injections")
+
+
 class RandomTriggerSpec(SALSpec):
     """Control: SAL's interventions at random epochs instead of when stress says so."""
 
@@ -91,6 +107,13 @@ class RandomTriggerSpec(SALSpec):
     trigger_prob: float = Field(0.1, gt=0.0, le=1.0, description="chance per epoch of an intervention")
     trigger_count: int | None = Field(None, ge=0, description="exactly this many, at epochs drawn after the "
                                       "warm-up (e.g. as many as a reference SAL run had); overrides trigger_prob")
+    yoke: str | None = Field(None, description="cell of the same ablation whose run of the same seed this control "
+                             "copies: as many deformations and noise injections, with its noise sizes, at random "
+                             "epochs (the test of whether the stress trigger matters); overrides trigger_count")
+    yoke_mode: Literal["count", "shift", "shuffle"] = Field(
+        "count", description="count: random epochs; shift: the partner's pattern moved by a random offset; "
+        "shuffle: the partner's gaps between deformations in a random order")
+    yoked_events: YokedEvents | None = Field(None, description="the partner's events (set by the worker)")
 
 
 class StressAwareLearning(Method):
@@ -102,8 +125,14 @@ class StressAwareLearning(Method):
         if isinstance(s, RandomTriggerSpec):
             t = ctx.spec.train
             last_allowed = t.epochs if t.intervene_last_epoch else t.epochs - 1  # see EpochStats.act
+            if s.yoke is not None and s.yoked_events is None:
+                raise ValueError(f"method.yoke={s.yoke!r}: this control copies the events of cell {s.yoke!r}'s run "
+                                 "of the same seed, which only an ablation can read; fix: run it in an ablation "
+                                 "with that cell, or set method.trigger_count instead of method.yoke")
+            yoked = s.yoked_events.model_dump() if s.yoke is not None else None
             self.pdo = RandomTriggerPDO(self.model, s, trigger_prob=s.trigger_prob, trigger_seed=ctx.method_seed,
-                                        count=s.trigger_count, epochs=last_allowed, **parts)
+                                        count=s.trigger_count, epochs=last_allowed, yoked=yoked,
+                                        yoke_mode=s.yoke_mode, **parts)
         else:
             self.pdo = PDO(self.model, s, **parts)
         self.signal = s.signal
