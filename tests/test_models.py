@@ -50,6 +50,15 @@ PAPER_PARAMS = {"mnist1d_linear": 410, "mnist1d_mlp": 15_210, "mnist1d_cnn": 5_2
 MNIST1D = {"name": "mnist1d", "num_samples": 1000}
 
 
+@pytest.fixture
+def one_thread():
+    """These nets are too small to gain from a second thread; on a shared 2-core machine it makes them crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_every_built_in_name_is_admitted_by_the_spec():
     from sal.config import ModelName
     from sal.mnist1d_models import MNIST1D_MODELS
@@ -88,7 +97,7 @@ def test_mnist1d_cnn_wants_sequences():
         build_model(ModelSpec(name="mnist1d_cnn"), (1, 8, 8), 10)
 
 
-def test_the_paper_preset_trains_the_whole_split_and_learns():
+def test_the_paper_preset_trains_the_whole_split_and_learns(one_thread):
     """configs/mnist1d_paper.yaml: 4000/1000 samples, nothing held out; a few epochs already learn."""
     from pathlib import Path
 
@@ -108,7 +117,7 @@ def test_the_paper_preset_trains_the_whole_split_and_learns():
 
 
 @pytest.mark.parametrize("name", ["mnist1d_cnn", "mnist1d_mlp"])
-def test_mnist1d_models_pack_exactly(name):
+def test_mnist1d_models_pack_exactly(name, one_thread):
     """Packed seeds (the CNN on the grouped forward, the residual MLP on vmap) equal seeds trained alone."""
     from sal.packed import PackedRun
     from tests.conftest import tiny_spec
@@ -124,7 +133,7 @@ def test_mnist1d_models_pack_exactly(name):
         _assert_same_history(packed_result, _alone(spec)[0])
 
 
-def test_mnist1d_cnn_resumes_bit_for_bit_and_has_its_own_identity(tmp_path):
+def test_mnist1d_cnn_resumes_bit_for_bit_and_has_its_own_identity(tmp_path, one_thread):
     from sal.config import config_hash
     from sal.train import TrainingRun
     from tests.conftest import tiny_spec
