@@ -64,7 +64,8 @@ _Strict = Strict
 IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 DataName = Literal["digits", "mnist1d", "cifar10", "cifar100", "imagefolder", "synthetic"]
 ModelName = Literal[
-    "mlp", "cnn", "resnet18", "densenet121", "densenet201", "resnet50", "mobilenet_v2", "efficientnet_b2"
+    "mlp", "cnn", "resnet18", "densenet121", "densenet201", "resnet50", "mobilenet_v2", "efficientnet_b2",
+    "mnist1d_linear", "mnist1d_mlp", "mnist1d_cnn",  # MNIST-1D paper's models (sal/mnist1d_models.py)
 ]
 
 

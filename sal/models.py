@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .config import ModelSpec, SpecError, is_import_path
+from .mnist1d_models import MNIST1D_MODELS
 
 __all__ = ["build_model", "BACKBONES"]
 
@@ -131,4 +132,5 @@ def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) ->
         return _paper_model(spec, in_shape, num_classes)
     if spec.name == "resnet18" and len(in_shape) != 3:
         raise SpecError(["model.name='resnet18' needs images; fix: use model.name=cnn or mlp for sequences"])
-    return {"mlp": _mlp, "cnn": _cnn, "resnet18": _resnet18}[spec.name](spec, in_shape, num_classes)
+    builders = {"mlp": _mlp, "cnn": _cnn, "resnet18": _resnet18, **MNIST1D_MODELS}
+    return builders[spec.name](spec, in_shape, num_classes)

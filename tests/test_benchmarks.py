@@ -34,3 +34,42 @@ def test_gpu_suite_smoke_on_the_cpu(tmp_path):
     assert len(packed) == 2 and all(r["value"] > 0 for r in packed)
     assert "MLflow + Optuna per trial" in names
     assert "SAL epoch / base epoch" in proc.stdout  # the table
+
+
+def _smoke(script: str, tmp_path) -> tuple[dict, str]:
+    out = tmp_path / "out.json"
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--json", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+@pytest.mark.slow
+def test_mnist1d_table_smoke(tmp_path):
+    """The paper's three models train through sal's seeds (2 seeds x 2 epochs) and print beside the paper."""
+    result, stdout = _smoke("bench_mnist1d_table.py", tmp_path)
+    rows = {r["model"]: r for r in result["rows"]}
+    assert {m: r["n_params"] for m, r in rows.items()} == {"mnist1d_mlp": 15_210, "mnist1d_cnn": 5_210,
+                                                           "mnist1d_linear": 410}
+    assert {m: r["published"] for m, r in rows.items()} == {"mnist1d_mlp": 68.0, "mnist1d_cnn": 94.0,
+                                                            "mnist1d_linear": 32.0}
+    for r in rows.values():
+        assert r["n_train"] == 4000 and r["steps"] == 80 and len(r["test_acc"]) == 2
+        assert 15 < r["mean"] < 100 and r["ci_low"] <= r["mean"] <= r["ci_high"]  # learning (chance: 10%)
+    assert "published" in stdout and "mnist1d_cnn" in stdout
+
+
+@pytest.mark.slow
+def test_mnist1d_speed_smoke(tmp_path):
+    """The side-by-side loops do the same work (equal weights after an epoch) and every figure is produced."""
+    result, stdout = _smoke("bench_mnist1d_speed.py", tmp_path)
+    (row,) = result["loops"]
+    assert row["model"] == "mnist1d_cnn" and row["grouped"] and row["n_val"] == 800
+    assert row["weights_max_abs_diff_after_1_epoch"] < 1e-5
+    for clock in ("wall", "cpu"):
+        assert row[f"{clock}_one_vs_plain"] > 0 and row[f"{clock}_packed_vs_plain"] > 0
+    stage = result["stage"]
+    assert stage["stage_s"] > 0 and stage["bare_s"] > 0 and -1 < stage["overhead_share"] < 1
+    assert 0 < stage["mlflow_share_profiled"] < 1 and 0 < stage["optuna_share_profiled"] < 1
+    assert "MLflow + Optuna" in stdout
