@@ -306,7 +306,8 @@ class RandomTriggerPDO(PDO):
         self._rng = random.Random(trigger_seed)
         self._planned: set[int] | None = None
         self._noise_plan: dict[int, float] | None = None  # yoked: epoch -> the noise std SAL used
-        candidates = range(self.warmup + 1, (epochs or 0) + 1)
+        self._last = epochs or 0
+        candidates = range(self.warmup + 1, self._last + 1)
         if yoked is not None:
             self._planned, self._noise_plan = yoked_plan(yoked, yoke_mode, candidates, self._rng)
         elif count is not None:
@@ -315,15 +316,42 @@ class RandomTriggerPDO(PDO):
     def noise_std(self, stress: float) -> float:
         return self.delta + self.lambda_ * self.s_yield
 
+    def end_epoch(self, epoch: int, loss: float, acc: float, *, act: bool = True) -> EpochEvents:
+        events = super().end_epoch(epoch, loss, acc, act=act)
+        if events.revert:  # a revert epoch makes no intervention: what was planned there moves on
+            self._defer(epoch)
+        return events
+
+    def _defer(self, epoch: int) -> None:
+        """Move the events planned at ``epoch`` to the next free epochs, so a planned count is kept (a yoked
+        control makes as many interventions as its partner) unless training ends first."""
+        def later(taken) -> int | None:
+            return next((e for e in range(epoch + 1, self._last + 1) if e not in taken), None)
+
+        if self._planned is not None and epoch in self._planned:
+            self._planned.discard(epoch)
+            if (e := later(self._planned)) is not None:
+                self._planned.add(e)
+        if self._noise_plan is not None and epoch in self._noise_plan:
+            std = self._noise_plan.pop(epoch)
+            if (e := later(self._noise_plan)) is not None:
+                self._noise_plan[e] = std
+
     def state_dict(self) -> dict:
-        # the planned epochs are drawn again from the seed when the run is rebuilt; the draws since go on here
+        # the plan (with any deferred events) and the RNG's draws since it was made
         version, internal, gauss = self._rng.getstate()
-        return {**super().state_dict(), "trigger_rng": [version, list(internal), gauss]}
+        plans = {"planned": sorted(self._planned) if self._planned is not None else None,
+                 "noise_plan": sorted(self._noise_plan.items()) if self._noise_plan is not None else None}
+        return {**super().state_dict(), "trigger_rng": [version, list(internal), gauss], **plans}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         version, internal, gauss = state["trigger_rng"]
         self._rng.setstate((version, tuple(internal), gauss))
+        if state.get("planned") is not None:
+            self._planned = {int(e) for e in state["planned"]}
+        if state.get("noise_plan") is not None:
+            self._noise_plan = {int(e): float(v) for e, v in state["noise_plan"]}
 
     def _triggers(self, epoch: int, stress: float) -> tuple[bool, bool]:
         if self._noise_plan is not None:
