@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import engine
+from . import engine, scoring
 from .ablation_worker import EXIT_AFTER_LOG_ENV, PARENT_RUN, ablation_worker, close_group, group_name
 from .analysis import AnalysisSpec, Plan, resolve_plan
 from .config import (
@@ -51,8 +51,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def metric_direction(metric: str) -> str:
-    """maximize accuracies (``*/acc``, ``*/top5``), minimize losses, times and the rest."""
-    return "maximize" if metric.rsplit("/", 1)[-1] in ("acc", "top5") else "minimize"
+    """The queue's direction for the recorded metric: sal.scoring's one rule (a diverged seed's worst score
+    must rank last in it)."""
+    return scoring.direction(metric)
 
 
 class AblationSpec(BaseModel):

@@ -86,11 +86,13 @@ def _save(fig: plt.Figure, folder: Path, name: str) -> str:
 def _draw(tidy, summary, history, opts, cross, folder: Path) -> dict[str, str]:
     """Every figure that the data supports: {title: file name}."""
     out, primary = {}, opts.metrics[0]
-    out["Per-seed scores with mean and 95% CI"] = _save(figures.strip(tidy, summary, primary), folder, "strip.png")
+    level = f"{opts.level * 100:g}%"
+    out[f"Per-seed scores with mean and {level} CI"] = _save(figures.strip(tidy, summary, primary, opts.level), folder,
+                                                             "strip.png")
     paired = opts.reference is not None
     if paired:
         out["Paired by seed"] = _save(figures.slopes(tidy, primary, opts.reference), folder, "slopes.png")
-        out["Forest plot of paired differences"] = _save(figures.forest(summary, primary, opts.rope), folder,
+        out["Forest plot of paired differences"] = _save(figures.forest(summary, primary, opts.rope, opts.level), folder,
                                                          "forest.png")
     if not history.empty:
         if "val/acc" in history:
