@@ -36,6 +36,7 @@ from .config import (
 from .tracking import (
     ensure_experiment,
     experiment_name,
+    get_experiment_record,
     kill_runs,
     run_ids,
     set_experiment_record,
@@ -71,6 +72,8 @@ class AblationSpec(BaseModel):
     requires: list[str] = Field(default_factory=list, description="folders that must exist (data sets)")
     analysis: AnalysisSpec | None = Field(None, description="contrasts, families, metrics, alpha, ROPE, correction")
     tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow tags on every run (sal compare)")
+    planned_seeds: list[int] | None = Field(None, description="the seeds the analysis plan declares when a design "
+                                            "adds seeds later (sal compare's looks); default: seeds")
 
     @field_validator("name")
     @classmethod
@@ -206,7 +209,9 @@ def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None
 def plan_of(spec: AblationSpec, items: list[GridItem]) -> Plan:
     """The ablation's analysis plan, resolved against its cells."""
     methods = {i.cell: i.spec.method.name for i in items}
-    return resolve_plan(spec.analysis, methods, baseline=spec.baseline)
+    plan = resolve_plan(spec.analysis, methods, baseline=spec.baseline)
+    plan.seeds = list(spec.planned_seeds or spec.seed_list)  # adding seeds later changes the plan
+    return plan
 
 
 def definition_of(items: list[GridItem]) -> dict[str, str]:
@@ -261,6 +266,10 @@ def queue_grid(ref: engine.StorageRef, spec: AblationSpec, items: list[GridItem]
         experiment = experiment_name("ablation", spec.name)
         set_experiment_record(uri, experiment, "sal.definition", definition)
         set_experiment_record(uri, experiment, "sal.plan", plan.to_json())
+        # every plan ever launched, by hash, never overwritten: a report analyses the plan the runs carry
+        plans = get_experiment_record(uri, experiment, "sal.plans") or {}
+        if plan.hash not in plans:
+            set_experiment_record(uri, experiment, "sal.plans", {**plans, plan.hash: plan.to_json()})
         present = run_ids(uri, experiment)
     # Tags every run of the grid carries, so a report needs nothing but MLflow.
     tags = {k: v for k, v in {**spec.tags, "sal.baseline": spec.baseline, "sal.paper_table": spec.paper_table,

@@ -92,7 +92,8 @@ def _setup_lines(name, opts: ReportOptions, n_runs, families, uri, departures) -
     correction = _CORRECTION[opts.correction]
     if plan.source == "legacy":
         status = "no analysis plan was stored with this ablation (launched before plans existed): every cell " \
-                 f"is compared with {opts.reference!r}"
+                 f"is compared with {opts.reference!r}" + ("; departures: " + "; ".join(departures) if departures
+                                                           else "")
     elif departures:
         status = f"departs from the plan (hash {plan.hash}, {plan.source}): " + "; ".join(departures)
     else:
