@@ -141,12 +141,13 @@ def write_compare_report(result: CompareResult, uri: str, out_dir, *, draw_figur
     from .report import analyse, write_report
 
     last = result.looks[-1]
+    seeds = result.spec.evaluation.seed_list[:last.seeds]  # the last look's seeds, never more
     if result.spec.evaluation.sequential:
-        analysis = analyse(uri, result.spec.name, alpha=last.threshold, level=1 - last.threshold)
+        analysis = analyse(uri, result.spec.name, alpha=last.threshold, level=1 - last.threshold, seeds=seeds)
         # the look's nominal threshold is the plan's sequential design, not a departure from it
         analysis.departures = [d for d in analysis.departures if not d.startswith("alpha:")]
     else:
-        analysis = analyse(uri, result.spec.name)
+        analysis = analyse(uri, result.spec.name, seeds=seeds)
     folder = write_report(analysis, out_dir, sections=[protocol_section(result, analysis, uri)],
                           draw_figures=draw_figures)
     return folder, analysis
