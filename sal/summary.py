@@ -201,6 +201,8 @@ def across_datasets(tidy: pd.DataFrame, opts: ReportOptions, metric: str, *, min
     methods = sorted(set(part["method"]))
     out: dict = {"metric": metric, "n_sets": len(norm), "deltas": {}, "iqm": {}, "n_runs": {},
                  "diverged_score": DIVERGED_NORMALISED}
+    if len(norm) < 2:  # one data set has no cross-data-set view (and its bootstrap would be thrown away)
+        return out
     for method in methods:
         groups = [w[method].dropna().to_numpy() for w in norm.values() if method in w]
         if groups:
