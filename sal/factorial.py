@@ -84,12 +84,15 @@ def factorial(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
     out = out.rename(columns={"delta": "estimate", "delta_ci_low": "ci_low", "delta_ci_high": "ci_high"})
     # Every effect stays in the family: one without a t p-value enters with its sign-flip p (stats.adjust).
     for _, idx in out.groupby("metric").groups.items():
-        out.loc[idx, "p_holm"] = stats.adjust(out.loc[idx, "p_ttest"], opts.correction,
-                                              fill=out.loc[idx, "p_signflip"])
-        out.loc[idx, "p_signflip_holm"] = stats.adjust(out.loc[idx, "p_signflip"], opts.correction)
+        out.loc[idx, "p_adj"] = stats.adjust(out.loc[idx, "p_ttest"], opts.correction,
+                                             fill=out.loc[idx, "p_signflip"])
+        out.loc[idx, "p_signflip_adj"] = stats.adjust(out.loc[idx, "p_signflip"], opts.correction)
+    out["correction"] = opts.correction  # p_holm names Holm's values only (docs/statistics.md, "Families")
+    holm = opts.correction == "holm"
+    out["p_holm"], out["p_signflip_holm"] = (out["p_adj"], out["p_signflip_adj"]) if holm else (np.nan, np.nan)
     out["verdict"] = [
-        stats.verdict(delta=r.estimate, ci_low=r.ci_low, ci_high=r.ci_high, p_ttest_adj=r.p_holm,
-                      p_signflip_adj=r.p_signflip_holm, n=int(r.n), sd=r.delta_sd,
+        stats.verdict(delta=r.estimate, ci_low=r.ci_low, ci_high=r.ci_high, p_ttest_adj=r.p_adj,
+                      p_signflip_adj=r.p_signflip_adj, n=int(r.n), sd=r.delta_sd,
                       rope=opts.rope if is_bounded_fraction(r.metric) and r.scale == "values" else 0.0,
                       alpha=opts.alpha, higher_is_better=higher_is_better(r.metric)) for r in out.itertuples()]
     return out.drop(columns="delta_sd")

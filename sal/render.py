@@ -58,13 +58,18 @@ def table_frame(summary: pd.DataFrame, metric: str, correction: str = "holm") ->
 
 def factorial_frame(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     t = table[table["metric"] == metric]
-    return pd.DataFrame({
+    correction = t["correction"].iloc[0] if "correction" in t and len(t) else "holm"
+    out = pd.DataFrame({
         "dataset": t["dataset"], "context": t["context"], "effect": t["effect"], "n": t["n"].astype(int),
         "estimate": t["estimate"].map(lambda v: f"{v:+.4f}"),
         "ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(t["ci_low"], t["ci_high"])],
-        "p_ttest": t["p_ttest"].map(_p), "p_holm": t["p_holm"].map(_p), "p_signflip_holm": t["p_signflip_holm"].map(_p),
+        "p_ttest": t["p_ttest"].map(_p), f"p_{correction}": t["p_adj"].map(_p),
+        f"p_signflip_{correction}": t["p_signflip_adj"].map(_p),
         "verdict": [_verdict_label(v, n <= 5) for v, n in zip(t["verdict"], t["n"])],
     })
+    if "scale" in t and (t["scale"] == "ranks").any():  # rank-based rows (a diverged seed) say so in the table
+        out.insert(3, "scale", t["scale"])
+    return out
 
 
 def interventions_frame(table: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +155,9 @@ def _cross_lines(cross: dict) -> list[str]:
 def _factorial_intro(factorial: pd.DataFrame) -> str:
     cells = factorial["cells"].iloc[0].split("/")
     return (f"The 2x2 factorial of the cells {cells[0]} (neither part), {cells[1]} (noise), {cells[2]} "
-            f"(deformation) and {cells[3]} (both), paired by seed; Holm across the three effects and data sets.")
+            f"(deformation) and {cells[3]} (both), paired by seed; "
+            f"{_CORRECTION.get(factorial['correction'].iloc[0], 'Holm') if 'correction' in factorial else 'Holm'} "
+            "across the three effects and data sets.")
 
 
 def render_markdown(*, name, summary, opts, notes, cross, figures, n_runs, families, uri, departures, factorial,

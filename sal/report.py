@@ -92,7 +92,8 @@ def _draw(tidy, summary, history, opts, cross, folder: Path) -> dict[str, str]:
     paired = opts.reference is not None
     if paired:
         out["Paired by seed"] = _save(figures.slopes(tidy, primary, opts.reference), folder, "slopes.png")
-        out["Forest plot of paired differences"] = _save(figures.forest(summary, primary, opts.rope, opts.level), folder,
+        out["Forest plot of paired differences"] = _save(figures.forest(summary, primary, opts.rope, opts.level),
+                                                         folder,
                                                          "forest.png")
     if not history.empty:
         if "val/acc" in history:
@@ -306,7 +307,8 @@ def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), dr
     from .flatness_report import flatness_sections  # ---- issue 13: flatness section when runs carry sharpness
 
     sections = [*sections, *flatness_sections(a.selection.runs, reference=a.opts.reference,
-                                              contrasts=a.opts.plan.contrasts, correction=a.opts.correction)]
+                                              contrasts=a.opts.plan.contrasts, correction=a.opts.correction,
+                                              level=a.opts.level)]
     context = dict(name=a.name, summary=a.summary, opts=a.opts, cross=a.cross, n_runs=len(a.selection.runs),
                    notes=notes(a.summary, a.opts, a.selection, a.interventions), uri=mask_url(a.uri),
                    families=family_sizes(a.summary, a.opts), departures=a.departures, factorial=a.factorial,

@@ -18,8 +18,8 @@ from statsmodels.stats.power import TTestPower
 from statsmodels.stats.proportion import proportion_confint
 
 __all__ = [
-    "describe", "no_spread", "paired", "sign_flip_p", "exploratory", "cliffs_delta", "cliffs_magnitude", "p_outperform", "adjust",
-    "verdict",
+    "describe", "no_spread", "paired", "sign_flip_p", "exploratory", "cliffs_delta", "cliffs_magnitude",
+    "p_outperform", "adjust", "verdict",
     "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm", "aggregate_scores",
     "probability_of_improvement", "stratified_bootstrap_ci", "normalized_delta_across", "friedman",
     "nemenyi_cd", "obrien_fleming_spending", "sequential_alphas",

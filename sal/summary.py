@@ -21,8 +21,9 @@ __all__ = ["ReportOptions", "summarize", "across_datasets", "family_sizes", "SUM
 SUMMARY_COLUMNS = ["dataset", "context", "metric", "family", "treatment", "method", "baseline", "n", "n_diverged",
                    "diverged_seeds", "mean", "sd", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
                    "boot_ci_low", "boot_ci_high", "p_ttest", "p_signflip", "p_wilcoxon", "correction", "p_adj",
-                   "p_signflip_adj", "p_wilcoxon_adj", "p_holm", "p_signflip_holm", "p_wilcoxon_holm", "effect_dz", "cliffs_delta", "cliffs_magnitude", "win_rate", "win_ci_low",
-                   "win_ci_high", "p_outperform", "corr", "mde", "exploratory", "unpaired_seeds", "verdict"]
+                   "p_signflip_adj", "p_wilcoxon_adj", "p_holm", "p_signflip_holm", "p_wilcoxon_holm", "effect_dz",
+                   "cliffs_delta", "cliffs_magnitude", "win_rate", "win_ci_low", "win_ci_high", "p_outperform", "corr",
+                   "mde", "exploratory", "unpaired_seeds", "verdict"]
 BLOCK = ["dataset", "context", "metric"]
 FAMILY_MODES = ("plan", "metric", "dataset")
 

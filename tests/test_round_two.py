@@ -158,7 +158,7 @@ def test_the_cross_data_set_view_keeps_a_diverged_loss_seed(tmp_path, mlflow_uri
     assert loss["diverged_score"] == acc["diverged_score"] == 0.0
     # the normalised loss delta (1 = best run of its data set) with the diverged seed at 0, by hand
     expected = []
-    for dataset, g in tidy[tidy["metric"] == "test/loss"].groupby("dataset"):
+    for _, g in tidy[tidy["metric"] == "test/loss"].groupby("dataset"):
         w = g.pivot_table(index="seed", columns="method", values="value")
         finite = -w.to_numpy()[np.isfinite(w.to_numpy())]
         norm = ((-w - finite.min()) / (finite.max() - finite.min())).where(np.isfinite(w), 0.0)
@@ -318,9 +318,9 @@ def test_the_level_and_the_diverged_wording_follow_the_analysis():
     opts = ReportOptions(plan=legacy_plan(["adam", "sal"], "adam", ["test/loss"]), level=0.99)
     text = "\n".join(_setup_lines("x", opts, 10, {"all": 1}, "sqlite://", []))
     assert "99% t-intervals" in text and "95%" not in text
-    summary = pd.DataFrame([{"dataset": "digits", "context": "", "metric": "test/loss", "method": "sal", "family": "all",
-                             "baseline": "adam", "n": 10, "n_diverged": 1, "diverged_seeds": "3", "delta": math.inf,
-                             "p_ttest": math.nan, "verdict": "worse", "exploratory": False}])
+    summary = pd.DataFrame([{"dataset": "digits", "context": "", "metric": "test/loss", "method": "sal",
+                             "family": "all", "baseline": "adam", "n": 10, "n_diverged": 1, "diverged_seeds": "3",
+                             "delta": math.inf, "p_ttest": math.nan, "verdict": "worse", "exploratory": False}])
     said = " ".join(notes(summary, opts, Selection(pd.DataFrame()), pd.DataFrame()))
     assert "0 for accuracies" not in said and "+inf" in said
 
