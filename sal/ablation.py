@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import engine
+from . import engine, scoring
 from .ablation_worker import EXIT_AFTER_LOG_ENV, PARENT_RUN, ablation_worker, close_group, group_name
 from .analysis import AnalysisSpec, Plan, resolve_plan
 from .config import (
@@ -37,6 +37,7 @@ from .fidelity import PAPER_METRIC, fidelity_overrides
 from .tracking import (
     ensure_experiment,
     experiment_name,
+    get_experiment_record,
     kill_runs,
     run_ids,
     set_experiment_record,
@@ -53,8 +54,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def metric_direction(metric: str) -> str:
-    """maximize accuracies (``*/acc``, ``*/top5``), minimize losses, times and the rest."""
-    return "maximize" if metric.rsplit("/", 1)[-1] in ("acc", "top5") else "minimize"
+    """The queue's direction for the recorded metric: sal.scoring's one rule (a diverged seed's worst score
+    must rank last in it)."""
+    return scoring.direction(metric)
 
 
 class AblationSpec(BaseModel):
@@ -74,6 +76,8 @@ class AblationSpec(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow tags on every run (sal compare)")
     fidelity: Literal["sal", "paper"] = Field("sal", description="paper: the paper's setup (no validation hold-out, "
                                               "inputs in [0, 1], float32; sal/fidelity.py)")
+    planned_seeds: list[int] | None = Field(None, description="the seeds the analysis plan declares when a design "
+                                            "adds seeds later (sal compare's looks); default: seeds")
 
     @field_validator("name")
     @classmethod
@@ -214,7 +218,9 @@ def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None
 def plan_of(spec: AblationSpec, items: list[GridItem]) -> Plan:
     """The ablation's analysis plan, resolved against its cells."""
     methods = {i.cell: i.spec.method.name for i in items}
-    return resolve_plan(spec.analysis, methods, baseline=spec.baseline)
+    plan = resolve_plan(spec.analysis, methods, baseline=spec.baseline)
+    plan.seeds = list(spec.planned_seeds or spec.seed_list)  # adding seeds later changes the plan
+    return plan
 
 
 def definition_of(items: list[GridItem]) -> dict[str, str]:
@@ -269,6 +275,10 @@ def queue_grid(ref: engine.StorageRef, spec: AblationSpec, items: list[GridItem]
         experiment = experiment_name("ablation", spec.name)
         set_experiment_record(uri, experiment, "sal.definition", definition)
         set_experiment_record(uri, experiment, "sal.plan", plan.to_json())
+        # every plan ever launched, by hash, never overwritten: a report analyses the plan the runs carry
+        plans = get_experiment_record(uri, experiment, "sal.plans") or {}
+        if plan.hash not in plans:
+            set_experiment_record(uri, experiment, "sal.plans", {**plans, plan.hash: plan.to_json()})
         present = run_ids(uri, experiment)
     # Tags every run of the grid carries, so a report needs nothing but MLflow.
     tags = {k: v for k, v in {**spec.tags, "sal.baseline": spec.baseline, "sal.paper_table": spec.paper_table,

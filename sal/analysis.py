@@ -1,10 +1,10 @@
-"""The analysis plan of an ablation, declared before the runs (reference/statistics.md): which pairs of
+"""The analysis plan of an ablation, declared before the runs (docs/statistics.md): which pairs of
 cells are compared (contrasts), how they are grouped for the multiplicity correction (families), on
-which metrics, with which alpha, ROPE and correction.
+which metrics and seeds, with which alpha, ROPE and correction.
 
-The plan is resolved against the ablation's cells once, when the ablation starts, and stored with a
-hash on the queue, on the MLflow experiment and on every run, so a report can say whether the analysis
-it ran is the one that was planned.
+The plan is resolved against the ablation's cells at every launch and stored with a hash on the queue, on
+the MLflow experiment (every plan ever launched, by hash) and on every run, so a report can analyse the
+plan in force (the one the runs were launched with) and list every later change as a departure.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from .config import SpecError
 from .methods import names_with_role
 
 __all__ = ["AnalysisSpec", "Contrast", "Plan", "resolve_plan", "legacy_plan", "override_plan", "BASELINE_METHODS",
-           "ABLATION_METHODS", "STANDARD_FAMILIES"]
+           "ABLATION_METHODS", "STANDARD_FAMILIES", "plan_changes"]
 
-# The default family layout for SAL (reference/statistics.md), by the roles the method modules declare.
+# The default family layout for SAL (docs/statistics.md), by the roles the method modules declare.
 BASELINE_METHODS = names_with_role("base", "baseline")
 ABLATION_METHODS = names_with_role("ablation")
 STANDARD_FAMILIES = "standard"
@@ -69,6 +69,7 @@ class Plan:
     treatment: str | None = None
     source: str = "declared"  # declared | default | legacy (no plan stored: every cell vs the baseline)
     extra: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] | None = None  # the seeds the plan declares (None: a plan stored before seeds were)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +82,8 @@ class Plan:
 
     @property
     def hash(self) -> str:
-        body = {k: v for k, v in self.to_json().items() if k != "extra"}
+        # a plan without seeds hashes as before seeds were part of plans, so stored hashes stay valid
+        body = {k: v for k, v in self.to_json().items() if k != "extra" and not (k == "seeds" and v is None)}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
@@ -170,9 +172,27 @@ def override_plan(plan: Plan, *, cells: list[str], baseline: str | None = None, 
                               f"{len(plan.contrasts)} contrasts")
     changed = {"metrics": metrics, "rope": rope, "alpha": alpha, "correction": correction}
     new = Plan(contrasts, plan.metrics, plan.alpha, plan.rope, plan.correction,
-               None if baseline is not None else plan.treatment, plan.source)
+               None if baseline is not None else plan.treatment, plan.source, seeds=plan.seeds)
     for name, value in changed.items():
         if value is not None and value != getattr(plan, name):
             departures.append(f"{name}: {value} (command line) instead of the plan's {getattr(plan, name)}")
             setattr(new, name, value)
     return new, departures
+
+
+def plan_changes(old: Plan, new: Plan) -> list[str]:
+    """What ``new`` changes in ``old``, one phrase per setting (``alpha: 0.05 -> 0.1``); empty if nothing."""
+    out = []
+    for name in ("alpha", "rope", "correction", "metrics", "treatment"):
+        a, b = getattr(old, name), getattr(new, name)
+        if a != b:
+            out.append(f"{name}: {a} -> {b}")
+    pairs = [[(c.family, c.method, c.baseline) for c in p.contrasts] for p in (old, new)]
+    if pairs[0] != pairs[1]:
+        show = [", ".join(f"{f}: {m} vs {b}" for f, m, b in p) for p in pairs]
+        out.append(f"contrasts: [{show[0]}] -> [{show[1]}]")
+    if old.seeds is not None and new.seeds is not None and old.seeds != new.seeds:
+        added = sorted(set(new.seeds) - set(old.seeds))
+        out.append(f"seeds: {len(old.seeds)} -> {len(new.seeds)}"
+                   + (f" (seeds {', '.join(map(str, added))} added)" if added else ""))
+    return out

@@ -399,7 +399,7 @@ def _report(args: argparse.Namespace) -> int:
         ci = "no interval" if r["delta_ci_low"] != r["delta_ci_low"] else \
             f"[{r['delta_ci_low']:+.4f}, {r['delta_ci_high']:+.4f}]"
         say(f"  {where:16s} {r['method'] + ' vs ' + r['baseline']:30s} delta {r['delta']:+.4f} {ci}  "
-            f"p_holm {r['p_holm']:.3g}  {r['verdict']}{exploratory}")
+            f"p_{r['correction']} {r['p_adj']:.3g}  {r['verdict']}{exploratory}")
     say(f"report: {folder / 'report.html'} (also report.md, summary.csv, table.tex)")
     return 0
 

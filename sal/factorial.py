@@ -10,12 +10,17 @@ epochs: sal/yoke.py),
   trigger effect     = sal_s - y_s  (stress-timed against randomly timed, at equal count)
 each a paired quantity with its t-interval and sign-flip test, corrected (Holm) across the effects
 and every data set and context, and judged like any contrast.
+
+Diverged seeds follow the one rule (docs/statistics.md, "Diverged runs"): they score the metric's worst value.
+Where that is infinite (a loss) no effect has a mean; the data set's factorial is then computed on the ranks
+of its 4n scores (a diverged seed ranks worst; ``scale`` = ranks), never dropped, and the report says so.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sp_stats
 
 from . import stats
 from .scoring import higher_is_better, is_bounded_fraction
@@ -72,26 +77,42 @@ def factorial(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
         roles = [r for r in (*ROLES, "yoked") if r in cells]
         wide = wide[[cells[r] for r in roles]].dropna()
         wide.columns = roles
-        if len(wide) < 2 or not np.all(np.isfinite(wide.to_numpy())):
+        if len(wide) < 2:
             continue
+        scale = "values"
+        if not np.all(np.isfinite(wide.to_numpy())):
+            # ranks keep the metric's direction: a diverged loss (+inf) takes the highest ranks, the worst
+            scale = "ranks"
+            wide = pd.DataFrame(stats_ranks(wide.to_numpy()), index=wide.index, columns=wide.columns)
         for effect, d in _effects(wide).items():
             p = stats.paired(d, np.zeros_like(d), n_boot=opts.n_boot, random_state=opts.random_state)
             rows.append({"dataset": dataset, "context": context, "metric": metric, "effect": effect,
-                         **{k: p[k] for k in ("n", "delta", "delta_ci_low", "delta_ci_high", "p_ttest",
-                                              "p_signflip")}, "cells": "/".join(cells[r] for r in roles)})
+                         **{k: p[k] for k in ("n", "delta", "delta_ci_low", "delta_ci_high", "delta_sd", "p_ttest",
+                                              "p_signflip")}, "scale": scale,
+                         "cells": "/".join(cells[r] for r in roles)})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     out = out.rename(columns={"delta": "estimate", "delta_ci_low": "ci_low", "delta_ci_high": "ci_high"})
+    # Every effect stays in the family: one without a t p-value enters with its sign-flip p (stats.adjust).
     for _, idx in out.groupby("metric").groups.items():
-        out.loc[idx, "p_holm"] = stats.adjust(out.loc[idx, "p_ttest"], opts.correction)
-        out.loc[idx, "p_signflip_holm"] = stats.adjust(out.loc[idx, "p_signflip"], opts.correction)
+        out.loc[idx, "p_adj"] = stats.adjust(out.loc[idx, "p_ttest"], opts.correction,
+                                             fill=out.loc[idx, "p_signflip"])
+        out.loc[idx, "p_signflip_adj"] = stats.adjust(out.loc[idx, "p_signflip"], opts.correction)
+    out["correction"] = opts.correction  # p_holm names Holm's values only (docs/statistics.md, "Families")
+    holm = opts.correction == "holm"
+    out["p_holm"], out["p_signflip_holm"] = (out["p_adj"], out["p_signflip_adj"]) if holm else (np.nan, np.nan)
     out["verdict"] = [
-        stats.verdict(delta=r.estimate, ci_low=r.ci_low, ci_high=r.ci_high, p_ttest_adj=r.p_holm,
-                      p_signflip_adj=r.p_signflip_holm, n=int(r.n),
-                      rope=opts.rope if is_bounded_fraction(r.metric) else 0.0, alpha=opts.alpha,
-                      higher_is_better=higher_is_better(r.metric)) for r in out.itertuples()]
-    return out
+        stats.verdict(delta=r.estimate, ci_low=r.ci_low, ci_high=r.ci_high, p_ttest_adj=r.p_adj,
+                      p_signflip_adj=r.p_signflip_adj, n=int(r.n), sd=r.delta_sd,
+                      rope=opts.rope if is_bounded_fraction(r.metric) and r.scale == "values" else 0.0,
+                      alpha=opts.alpha, higher_is_better=higher_is_better(r.metric)) for r in out.itertuples()]
+    return out.drop(columns="delta_sd")
+
+
+def stats_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks of every score of the block pooled (1 = lowest value; +inf ranks highest, ties share)."""
+    return sp_stats.rankdata(values, axis=None).reshape(values.shape)
 
 
 def factorial_sentence(table: pd.DataFrame, metric: str) -> str:
@@ -117,5 +138,8 @@ def factorial_sentence(table: pd.DataFrame, metric: str) -> str:
                      "equivalent": "; timing by stress is equivalent to random timing at equal count (within the "
                                    "ROPE)"}.get(v["trigger"], "; the stress trigger has no significant effect over "
                                                               "random timing at equal count")
+        if (g["scale"] == "ranks").any() if "scale" in g else False:
+            text += (" (rank-based: a diverged seed has no finite score, so the effects are on the ranks of the "
+                     "block's scores, a diverged seed ranking worst, in rank units)")
         lines.append(text + ".")
     return " ".join(lines)

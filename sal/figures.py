@@ -14,6 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 from .methods import SAL_FAMILY as METHOD_SAL_FAMILY
+from .scoring import is_bounded_fraction
 
 __all__ = ["strip", "slopes", "forest", "learning_curves", "stress_trace", "loss_vs_stress", "stress_histogram",
            "accuracy_gap", "cd_diagram"]
@@ -26,8 +27,8 @@ def _facet_label(df: pd.DataFrame) -> pd.Series:
     return df["dataset"] + np.where(df["context"] != "", " " + df["context"], "")
 
 
-def strip(tidy: pd.DataFrame, summary: pd.DataFrame, metric: str) -> plt.Figure:
-    """Per-seed scores per method with the mean and its 95% t-interval."""
+def strip(tidy: pd.DataFrame, summary: pd.DataFrame, metric: str, level: float = 0.95) -> plt.Figure:
+    """Per-seed scores per method with the mean and its t-interval at ``level``."""
     df = tidy[tidy["metric"] == metric].dropna(subset=["value"]).assign(block=lambda d: _facet_label(d))
     blocks = sorted(df["block"].unique())
     fig, axes = plt.subplots(1, len(blocks), figsize=(max(5, 1.1 * df["method"].nunique()) * len(blocks), 4),
@@ -43,7 +44,7 @@ def strip(tidy: pd.DataFrame, summary: pd.DataFrame, metric: str) -> plt.Figure:
         s = summary[(summary["metric"] == metric) & (_facet_label(summary) == block)]
         s = s.drop_duplicates("method").set_index("method").loc[order]  # a cell's mean and CI, once
         ax.errorbar(range(len(order)), s["mean"], yerr=[s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]],
-                    fmt="D", color="black", capsize=4, label="mean, 95% CI")
+                    fmt="D", color="black", capsize=4, label=f"mean, {level * 100:g}% CI")
         ax.set(title=block, xlabel="", ylabel=metric)
         ax.tick_params(axis="x", rotation=30)
     axes[0][0].legend(loc="lower left", fontsize=8)
@@ -68,25 +69,36 @@ def slopes(tidy: pd.DataFrame, metric: str, baseline: str) -> plt.Figure:
     return fig
 
 
-def forest(summary: pd.DataFrame, metric: str, rope: float) -> plt.Figure:
-    """Delta of each contrast with its 95% t-interval; the ROPE as a band. Zero-variance contrasts (no
-    interval) show as a hollow point."""
+def forest(summary: pd.DataFrame, metric: str, rope: float, level: float = 0.95) -> plt.Figure:
+    """Delta of each contrast with its t-interval at ``level``; the ROPE (an accuracy margin) as a band on
+    fractions only. Zero-variance contrasts (no interval) show as a hollow point; an infinite delta (a
+    diverged seed on a loss) as an arrow at the edge, labelled, never left out."""
     s = summary[(summary["metric"] == metric) & (summary["verdict"] != "reference")].copy()
     s["label"] = _facet_label(s) + " | " + s["method"] + " vs " + s["baseline"]
     s = s.iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(s) + 1.5))
-    if rope:
+    if rope and is_bounded_fraction(metric):
         ax.axvspan(-rope, rope, color="tab:green", alpha=0.15, label=f"ROPE +-{rope:g}")
     ax.axvline(0, color="grey", lw=1)
     colors = s["verdict"].map({"better": "tab:blue", "worse": "tab:red", "equivalent": "tab:green"}).fillna("black")
+    finite = [v for v in pd.concat([s["delta"], s["delta_ci_low"], s["delta_ci_high"]]) if np.isfinite(v)]
+    edge = max([abs(v) for v in finite] + [rope if is_bounded_fraction(metric) else 0.0, 1e-9]) * 1.3
     for y, (delta, low, high, color) in enumerate(zip(s["delta"], s["delta_ci_low"], s["delta_ci_high"], colors)):
         if np.isfinite(low) and np.isfinite(high):
             ax.errorbar(delta, y, xerr=[[delta - low], [high - delta]], fmt="o", color=color, capsize=3)
         elif np.isfinite(delta):
             ax.plot(delta, y, "o", mfc="none", color=color)
+        elif np.isinf(delta):
+            x = edge if delta > 0 else -edge
+            ax.plot(x, y, ">" if delta > 0 else "<", color=color, ms=9)
+            ax.text(x * 0.95, y + 0.15, f"delta {'+' if delta > 0 else '-'}inf: diverged seed (sign test)",
+                    ha="right" if delta > 0 else "left", fontsize=7, color=color)
+    if finite or s["delta"].map(np.isinf).any():
+        ax.set_xlim(-edge * 1.1, edge * 1.1)
     ax.set_yticks(range(len(s)), s["label"])
-    ax.set(xlabel=f"delta {metric} (95% CI)", title="Paired differences")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set(xlabel=f"delta {metric} ({level * 100:g}% CI)", title="Paired differences")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -6,11 +6,15 @@ Pure functions on the report's frames; each returns sentences.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 
 from . import stats
 from .attribution import attribution_notes
 from .methods import STRESS_AWARE
+from .scoring import is_bounded_fraction, worst_value
 from .selection import Selection
 from .summary import ReportOptions, family_sizes
 
@@ -40,8 +44,9 @@ def _seed_notes(summary: pd.DataFrame, opts: ReportOptions) -> list[str]:
     flat = compared[(compared["delta"] == 0) & compared["p_ttest"].isna()]
     for r in flat.itertuples():
         out.append(f"{r.method} and {r.baseline} ({r.dataset} {r.context} {r.metric}) score the same on every "
-                   "seed: with no spread there is no t-test and no interval, so neither a difference nor "
-                   "equivalence can be shown.".replace("  ", " "))
+                   "seed: with no spread the difference is known exactly (0), so there is no t-test and no "
+                   "interval; it stays in its family with p = 1, and within the ROPE it is equivalent."
+                   .replace("  ", " "))
     return out
 
 
@@ -50,6 +55,11 @@ def _ignored_notes(selection: Selection) -> list[str]:
     if selection.superseded:
         out.append(f"{selection.superseded} run(s) of superseded configurations (settings changed since; another "
                    "config_hash than the ablation's latest definition) were ignored.")
+    if selection.left_out:
+        shown = ", ".join(f"{cell} seed {seed} ({state})" for cell, seed, state in selection.left_out[:20])
+        more = f" and {len(selection.left_out) - 20} more" if len(selection.left_out) > 20 else ""
+        out.append(f"{len(selection.left_out)} run(s) are not results and were left out (only finished runs, and "
+                   f"diverged ones scored as diverged, count): {shown}{more}.")
     if selection.duplicates:
         out.append(f"{selection.duplicates} repeated run(s) of a (cell, seed) already counted were ignored (each "
                    "trial counts once; the newest run is used).")
@@ -57,15 +67,37 @@ def _ignored_notes(selection: Selection) -> list[str]:
 
 
 def _diverged_notes(summary: pd.DataFrame) -> list[str]:
+    """The one diverged-seed rule (docs/statistics.md) in the words of each metric, and a note wherever a
+    rank-based test stands in for a mean (an infinite difference has no mean, t-test or interval)."""
+    out = []
     rows = summary[summary["n_diverged"].fillna(0) > 0].drop_duplicates(["dataset", "context", "metric", "method"])
-    return [f"{r.method} diverged on seed(s) {r.diverged_seeds} ({r.dataset} {r.context}, {r.metric}); those "
-            "seeds count with the worst score of the metric (0 for accuracies).".replace("  ", " ")
-            for r in rows.itertuples()]
+    for r in rows.itertuples():
+        worst = worst_value(r.metric)
+        scored = f"{worst:g}, the lowest {r.metric}" if math.isfinite(worst) else \
+            f"{'+' if worst > 0 else '-'}inf, the worst {r.metric}"
+        out.append(f"{r.method} diverged on seed(s) {r.diverged_seeds} ({r.dataset} {r.context}, {r.metric}); those "
+                   f"seeds count with the metric's worst score ({scored}).".replace("  ", " "))
+    compared = summary[summary["verdict"] != "reference"]
+    for r in compared[~np.isfinite(compared["delta"].astype(float)) & compared["delta"].notna()].itertuples():
+        out.append(f"{r.method} vs {r.baseline} ({r.dataset} {r.context}, {r.metric}): a diverged seed makes the "
+                   "difference infinite, so there is no mean difference, t-test or interval; the exact sign test "
+                   "(rank-based: which cell did better on each seed) decides, and enters the family with its "
+                   "p-value.".replace("  ", " "))
+    return out
+
+
+def _unpaired_notes(summary: pd.DataFrame) -> list[str]:
+    if "unpaired_seeds" not in summary:
+        return []
+    rows = summary[summary["unpaired_seeds"].fillna("").astype(str) != ""]
+    return [f"{r.method} vs {r.baseline} ({r.dataset} {r.context}, {r.metric}) is compared on the {int(r.n)} seed(s) "
+            f"both cells have (--allow-unpaired; left out: seed(s) {r.unpaired_seeds}); its mean and CI are over "
+            "the same seeds.".replace("  ", " ") for r in rows.itertuples()]
 
 
 def _rope_notes(runs: pd.DataFrame, opts: ReportOptions) -> list[str]:
     col = "metrics.test/n_samples"
-    if col not in runs or not any(m.endswith(("acc", "top5")) for m in opts.metrics) or opts.rope <= 0:
+    if col not in runs or not any(is_bounded_fraction(m) for m in opts.metrics) or opts.rope <= 0:
         return []
     out = []
     for dataset, n in runs.groupby("tags.dataset")[col].max().items():
@@ -97,6 +129,7 @@ def interventions(runs: pd.DataFrame) -> pd.DataFrame:
 def notes(summary: pd.DataFrame, opts: ReportOptions, selection: Selection,
           intervention_table: pd.DataFrame) -> list[str]:
     out = _seed_notes(summary, opts) + _ignored_notes(selection) + _diverged_notes(summary)
+    out += _unpaired_notes(summary)
     out += _rope_notes(selection.runs, opts) + attribution_notes(summary, selection.runs)
     for r in intervention_table.itertuples() if not intervention_table.empty else []:
         if r.idle_seeds:

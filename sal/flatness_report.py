@@ -177,12 +177,15 @@ def contrast_table(runs: pd.DataFrame, contrasts: list, *, correction: str = "ho
                     p = stats.paired(pair[c.method], pair[c.baseline], level=level)
                     rows.append({"family": c.family, "measure": label, "contrast": f"{c.method} vs {c.baseline}",
                                  "n": len(pair), "delta": p["delta"], "ci_low": p["delta_ci_low"],
-                                 "ci_high": p["delta_ci_high"], "p_ttest": p["p_ttest"]})
+                                 "ci_high": p["delta_ci_high"], "p_ttest": p["p_ttest"],
+                                 "p_signflip": p["p_signflip"]})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     for _, idx in out.groupby(["family", "measure"]).groups.items():
-        out.loc[idx, "p_corrected"] = stats.adjust(out.loc[idx, "p_ttest"], correction)
+        # every contrast counts in m; one without a t p-value enters with its sign-flip p (docs/statistics.md)
+        out.loc[idx, "p_corrected"] = stats.adjust(out.loc[idx, "p_ttest"], correction,
+                                                   fill=out.loc[idx, "p_signflip"])
     return pd.DataFrame({"family": out["family"], "measure": out["measure"], "contrast": out["contrast"],
                          "n": out["n"], "delta": out["delta"].map(_num),
                          "95% CI": [_ci(a, b) for a, b in zip(out["ci_low"], out["ci_high"])],

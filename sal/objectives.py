@@ -12,8 +12,6 @@ from collections.abc import Sequence
 
 from scipy import stats
 
-from .scoring import is_bounded_fraction
-
 __all__ = ["mean", "worst", "cvar", "lower_confidence_bound", "aggregate", "trial_value", "AGGREGATES"]
 
 
@@ -65,10 +63,13 @@ def trial_value(name: str, scores: Sequence[float], diverged: Sequence[bool], *,
 
     ``scores`` already carry the diverged seeds' worst scores (sal.scoring.score). A trial whose every seed
     diverged trained nothing: it gets the infinitely bad value, so it never ranks above a trial with a
-    trained seed (a pessimistic aggregate of trained seeds can go below an accuracy's worst of 0). An
-    accuracy's aggregate stays inside [0, 1], the range the metric lives in.
+    trained seed.
+
+    The value is a ranking score, not an accuracy: a pessimistic aggregate (the LCB of a wide spread) may
+    leave the metric's range, and it is never clipped back into it. Clipping to [0, 1] made trials tie at 0,
+    and Optuna then kept the first completed one, even one with 2 of 3 seeds diverged (docs/statistics.md,
+    "Tuning objective").
     """
     if diverged and all(diverged):
         return -math.inf if maximize else math.inf
-    value = aggregate(name, scores, maximize=maximize, alpha=alpha)
-    return min(1.0, max(0.0, value)) if is_bounded_fraction(metric) else value
+    return aggregate(name, scores, maximize=maximize, alpha=alpha)

@@ -41,9 +41,10 @@ from .config import (
 from .methods import default_space
 from .study import best_spec, run_study
 from .study_spec import Objective, ParamSpace, PrunerSpec, SamplerSpec, StudySpec, check_study_spec
-from .tracking import end_compare_parents, experiment_name
+from .tracking import end_compare_parents, experiment_name, get_experiment_record, set_experiment_record
 
-__all__ = ["CompareSpec", "load_compare", "run_compare", "Look", "CompareResult", "tuning_spec", "looks_of"]
+__all__ = ["CompareSpec", "load_compare", "run_compare", "Look", "CompareResult", "tuning_spec", "looks_of",
+           "check_design", "record_design", "design_of"]
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -111,6 +112,18 @@ class CompareSpec(_Strict):
             problems.append(f"evaluation.max_seeds={e.max_seeds} is below evaluation.seeds={e.seeds}; fix: raise it")
         if e.sequential and isinstance(e.seeds, list):
             problems.append("evaluation.seeds must be a count when max_seeds is set; fix: e.g. seeds: 10")
+        elif e.sequential and e.seeds < 2:
+            # checked here, not after every method was tuned: a look needs a paired t-test (2 seeds at least)
+            problems.append(f"evaluation.seeds={e.seeds} with max_seeds={e.max_seeds}: the first look needs at "
+                            "least 2 seeds; fix: seeds: 2 or more (10 for claims)")
+        metrics = (self.analysis or AnalysisSpec()).metrics
+        split = self.tuning.objective.metric.split("/")[0] + "/"
+        on_selection = [m for m in metrics if m.startswith(split)]
+        if on_selection:
+            problems.append(f"analysis.metrics={on_selection} evaluates on the split used for selection "
+                            f"(tuning.objective.metric={self.tuning.objective.metric!r}): the selected "
+                            "configurations were chosen for their score there; fix: evaluate on held-out data, "
+                            "e.g. analysis.metrics: [test/acc]")
         unknown = sorted(set(self.tuning.space) - set(self.methods))
         if unknown:
             problems.append(f"tuning.space names {unknown}, which are not methods; fix: use {sorted(self.methods)}")
@@ -129,12 +142,77 @@ def load_compare(path: str | Path, base_overrides: dict[str, Any] | None = None)
         raise format_validation_error(err, raw, top=CompareSpec) from None
     if base_overrides:
         spec = spec.model_copy(update={"base": apply_overrides(spec.base, base_overrides)})
+    _check_budget(spec)
     for cell in spec.methods:
         check_study_spec(tuning_spec(spec, cell))
     # the evaluation grid and its analysis plan, at the spec's own settings (the tuned ones come later)
     grid = _ablation_spec(spec, spec.base, spec.methods, spec.evaluation.seed_list[:1])
     plan_of(grid, expand(grid))
     return spec
+
+
+BUDGET_KEYS = ("train.epochs",)  # what every method must spend alike (trials and seeds are one setting already)
+
+
+def _check_budget(spec: CompareSpec) -> None:
+    """Equal budget (docs/statistics.md, "Equal budget"): every method trains the same epochs, and no method's
+    search space moves them; trials and seeds per trial are one setting for all (tuning.trials, .seeds)."""
+    problems = []
+    for key in BUDGET_KEYS:
+        section, field = key.split(".")
+        values = {cell: getattr(getattr(validate_run(apply_overrides(spec.base, over)), section), field)
+                  for cell, over in spec.methods.items()}
+        if len(set(values.values())) > 1:
+            shown = ", ".join(f"{c}: {v}" for c, v in values.items())
+            problems.append(f"{key} differs between methods ({shown}): a comparison needs the same budget for every "
+                            f"method; fix: set {key} in base only, not in methods")
+        for cell, space in spec.tuning.space.items():
+            if key in space:
+                problems.append(f"tuning.space.{cell} tunes {key}, which is part of the budget (equal for every "
+                                f"method); fix: remove {key} from the space and set it in base")
+    if problems:
+        raise SpecError(problems)
+
+
+def design_of(spec: CompareSpec) -> dict[str, Any]:
+    """The evaluation design a compare's error rate rests on: its looks (seed counts), seeds and alpha."""
+    e = spec.evaluation
+    return {"looks": looks_of(e), "seeds": e.seed_list, "alpha": (spec.analysis or AnalysisSpec()).alpha,
+            "sequential": e.sequential}
+
+
+_DESIGN = "sal.compare_design"
+
+
+def check_design(spec: CompareSpec, uri: str) -> None:
+    """Refuse a re-run whose evaluation design differs from the one stored when its first look was taken.
+
+    A group-sequential design is fixed at its first look (docs/statistics.md, "Adding seeds until decided"):
+    re-running with a larger max_seeds (or other looks, seeds or alpha) re-uses looks already taken under
+    another spending plan and inflates the false-positive rate (simulated: 0.051 for looks 10-15-20, 0.081
+    when re-run to 40). Called before any tuning.
+    """
+    stored = get_experiment_record(uri, experiment_name("ablation", spec.name), _DESIGN)
+    if not stored or not stored.get("looks_taken"):
+        return
+    wanted = design_of(spec)
+    changed = [k for k in ("looks", "seeds", "alpha") if stored.get(k) != wanted[k]]
+    if changed:
+        raise SpecError([
+            f"compare {spec.name!r}: its evaluation design is fixed at its first look: looks {stored['looks']} at "
+            f"alpha {stored['alpha']}, and {stored['looks_taken']} look(s) were taken; this run asks for looks "
+            f"{wanted['looks']} at alpha {wanted['alpha']} ({', '.join(changed)} changed). Looking again under a "
+            "new design re-uses the looks already taken and inflates the false-positive rate above alpha; fix: "
+            "restore evaluation.seeds, max_seeds, step, first_seed and analysis.alpha, or run the new design "
+            "under a new name"])
+
+
+def record_design(spec: CompareSpec, uri: str, *, looks_taken: int) -> None:
+    """Store the design and how many looks were taken (never fewer than already stored)."""
+    experiment = experiment_name("ablation", spec.name)
+    stored = get_experiment_record(uri, experiment, _DESIGN) or {}
+    taken = max(int(stored.get("looks_taken", 0)), looks_taken)
+    set_experiment_record(uri, experiment, _DESIGN, {**design_of(spec), "looks_taken": taken})
 
 
 def tuning_spec(spec: CompareSpec, cell: str) -> StudySpec:
@@ -150,9 +228,10 @@ def tuning_spec(spec: CompareSpec, cell: str) -> StudySpec:
 
 def _ablation_spec(spec: CompareSpec, base: dict[str, Any], cells: dict[str, dict[str, Any]],
                    seeds: list[int]) -> AblationSpec:
+    # the plan declares every seed the design may add, so a later look is the same plan, not a departure
     return AblationSpec(name=spec.name, base=base, cells=cells, seeds=seeds, analysis=spec.analysis,
                         tags={"sal.compare": spec.name, "sal.stage": "evaluate"},
-                        metric=spec.tuning.objective.metric)
+                        metric=spec.tuning.objective.metric, planned_seeds=spec.evaluation.seed_list)
 
 
 def looks_of(e: EvaluationSpec) -> list[int]:
@@ -183,14 +262,15 @@ def _selected(study: optuna.Study) -> dict[str, Any]:
     return {k: v for k, v in flatten(best_spec(study)).items() if k not in ("seed", "train.device")}
 
 
-def _look_verdicts(uri: str, name: str, threshold: float, seeds: int) -> dict[str, str]:
+def _look_verdicts(uri: str, name: str, threshold: float, seeds: list[int]) -> dict[str, str]:
     from .report import analyse
 
-    a = analyse(uri, name, alpha=threshold, level=1 - threshold)
+    # a look analyses exactly the seeds it is labelled with, even when a longer earlier run logged more
+    a = analyse(uri, name, alpha=threshold, level=1 - threshold, seeds=seeds)
     compared = a.summary[a.summary["verdict"] != "reference"]
-    if (compared["n"] < seeds).any():
-        raise SpecError([f"compare {name!r}: a contrast has fewer than {seeds} paired seeds after the look; fix: "
-                         "re-run `sal compare` to finish the missing runs"])
+    if (compared["n"] < len(seeds)).any():
+        raise SpecError([f"compare {name!r}: a contrast has fewer than {len(seeds)} paired seeds after the look; "
+                         "fix: re-run `sal compare` to finish the missing runs"])
     return {f"{r.dataset}|{r.context}|{r.metric}|{r.method} vs {r.baseline}": r.verdict
             for r in compared.itertuples()}
 
@@ -199,6 +279,7 @@ def run_compare(spec: CompareSpec, *, ref: engine.StorageRef, uri: str, workers:
                 gpus: list[str] | None = None, checkpoint_dir: str | None = None) -> CompareResult:
     """Tune every method with one budget, select, evaluate on fresh seeds (until decided), and return
     what happened at each step; the report is written by the caller (protocol_report)."""
+    check_design(spec, uri)  # before any compute: a stored design that differs is refused
     studies = {}
     for cell in spec.methods:
         log.info("compare %s: tuning %s", spec.name, cell)
@@ -214,8 +295,9 @@ def run_compare(spec: CompareSpec, *, ref: engine.StorageRef, uri: str, workers:
         ablation = _ablation_spec(spec, {}, selected, e.seed_list[:n])
         run_ablation(ablation, expand(ablation), ref=ref, uri=uri, workers=workers, gpus=gpus,
                      checkpoint_dir=checkpoint_dir)
-        verdicts = _look_verdicts(uri, spec.name, threshold, n)
+        verdicts = _look_verdicts(uri, spec.name, threshold, e.seed_list[:n])
         result.looks.append(Look(n, threshold, verdicts))
+        record_design(spec, uri, looks_taken=len(result.looks))
         undecided = [k for k, v in verdicts.items() if v not in _DECIDED]
         if not e.sequential:
             result.stop_reason = f"fixed design: {n} evaluation seeds"

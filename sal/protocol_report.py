@@ -13,6 +13,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from . import stats
+from .config import apply_overrides, validate_run
 from .protocol import CompareResult, looks_of
 from .report import Analysis, Section
 from .tracking import experiment_name, runs_frame
@@ -105,8 +106,13 @@ def protocol_section(result: CompareResult, analysis: Analysis, uri: str) -> Sec
     alpha = analysis.opts.plan.alpha if not spec.evaluation.sequential else (spec.analysis.alpha if spec.analysis
                                                                              else 0.05)
     tuning_seeds, eval_seeds = spec.tuning.seed_list, spec.evaluation.seed_list[:result.looks[-1].seeds]
+    epochs = {cell: validate_run(apply_overrides(spec.base, over)).train.epochs for cell, over in spec.methods.items()}
+    same = len(set(epochs.values())) == 1  # load_compare refuses unequal epochs; an older spec is named here
+    budget = f" x {next(iter(epochs.values()))} epochs" if same else \
+        " (epochs differ: " + ", ".join(f"{c} {e}" for c, e in epochs.items()) + ")"
     paragraphs = [
-        f"Every method was tuned with the same budget: {spec.tuning.trials} trials x {len(tuning_seeds)} seeds, "
+        f"Every method was tuned with {'the same budget' if same else 'this budget'}: {spec.tuning.trials} trials x "
+        f"{len(tuning_seeds)} seeds{budget}, "
         f"sampler {spec.tuning.sampler.name} (seed {spec.tuning.sampler.seed}), pruner {spec.tuning.pruner.name}, "
         f"objective {spec.tuning.objective.aggregate}({spec.tuning.objective.metric}) on validation data, over "
         "each method's own knobs plus the shared optimizer knobs. Each method's best trial was then evaluated "
@@ -141,12 +147,13 @@ def write_compare_report(result: CompareResult, uri: str, out_dir, *, draw_figur
     from .report import analyse, write_report
 
     last = result.looks[-1]
+    seeds = result.spec.evaluation.seed_list[:last.seeds]  # the last look's seeds, never more
     if result.spec.evaluation.sequential:
-        analysis = analyse(uri, result.spec.name, alpha=last.threshold, level=1 - last.threshold)
+        analysis = analyse(uri, result.spec.name, alpha=last.threshold, level=1 - last.threshold, seeds=seeds)
         # the look's nominal threshold is the plan's sequential design, not a departure from it
         analysis.departures = [d for d in analysis.departures if not d.startswith("alpha:")]
     else:
-        analysis = analyse(uri, result.spec.name)
+        analysis = analyse(uri, result.spec.name, seeds=seeds)
     folder = write_report(analysis, out_dir, sections=[protocol_section(result, analysis, uri)],
                           draw_figures=draw_figures)
     return folder, analysis

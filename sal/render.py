@@ -8,6 +8,7 @@ import math
 import pandas as pd
 
 from .factorial import factorial_sentence
+from .scoring import worst_value
 from .summary import ReportOptions
 
 __all__ = ["render_markdown", "render_html", "render_latex", "table_frame", "factorial_frame"]
@@ -28,9 +29,9 @@ def _verdict_label(verdict: str, exploratory) -> str:
     return f"{verdict} (exploratory)" if exploratory is True and verdict != "reference" else verdict
 
 
-def table_frame(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+def table_frame(summary: pd.DataFrame, metric: str, correction: str = "holm") -> pd.DataFrame:
     """The columns a reader scans first, formatted, for one metric: one row per contrast, then the
-    cells that are only references."""
+    cells that are only references. Adjusted p-values are named after their correction (p_holm, p_bh)."""
     s = summary[summary["metric"] == metric]
     out = pd.DataFrame({
         "dataset": s["dataset"], "context": s["context"], "family": s["family"].fillna(""),
@@ -41,7 +42,8 @@ def table_frame(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
         "delta": s["delta"].map(lambda v: "" if math.isnan(v) else f"{v:+.4f}"),
         "delta_ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(s["delta_ci_low"],
                                                                                       s["delta_ci_high"])],
-        "p_ttest": s["p_ttest"].map(_p), "p_holm": s["p_holm"].map(_p), "p_signflip_holm": s["p_signflip_holm"].map(_p),
+        "p_ttest": s["p_ttest"].map(_p), f"p_{correction}": s["p_adj"].map(_p),
+        f"p_signflip_{correction}": s["p_signflip_adj"].map(_p),
         "effect_dz": s["effect_dz"].map(lambda v: _num(v, 2)),
         "cliffs_delta": s["cliffs_delta"].map(lambda v: _num(v, 2)),
         "win_rate": s["win_rate"].map(lambda v: _num(v, 2)), "mde": s["mde"].map(_num),
@@ -56,13 +58,18 @@ def table_frame(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def factorial_frame(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     t = table[table["metric"] == metric]
-    return pd.DataFrame({
+    correction = t["correction"].iloc[0] if "correction" in t and len(t) else "holm"
+    out = pd.DataFrame({
         "dataset": t["dataset"], "context": t["context"], "effect": t["effect"], "n": t["n"].astype(int),
         "estimate": t["estimate"].map(lambda v: f"{v:+.4f}"),
         "ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(t["ci_low"], t["ci_high"])],
-        "p_ttest": t["p_ttest"].map(_p), "p_holm": t["p_holm"].map(_p), "p_signflip_holm": t["p_signflip_holm"].map(_p),
+        "p_ttest": t["p_ttest"].map(_p), f"p_{correction}": t["p_adj"].map(_p),
+        f"p_signflip_{correction}": t["p_signflip_adj"].map(_p),
         "verdict": [_verdict_label(v, n <= 5) for v, n in zip(t["verdict"], t["n"])],
     })
+    if "scale" in t and (t["scale"] == "ranks").any():  # rank-based rows (a diverged seed) say so in the table
+        out.insert(3, "scale", t["scale"])
+    return out
 
 
 def interventions_frame(table: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +97,8 @@ def _setup_lines(name, opts: ReportOptions, n_runs, families, uri, departures) -
     correction = _CORRECTION[opts.correction]
     if plan.source == "legacy":
         status = "no analysis plan was stored with this ablation (launched before plans existed): every cell " \
-                 f"is compared with {opts.reference!r}"
+                 f"is compared with {opts.reference!r}" + ("; departures: " + "; ".join(departures) if departures
+                                                           else "")
     elif departures:
         status = f"departs from the plan (hash {plan.hash}, {plan.source}): " + "; ".join(departures)
     else:
@@ -99,18 +107,28 @@ def _setup_lines(name, opts: ReportOptions, n_runs, families, uri, departures) -
     return [
         f"- ablation `{name}`: {n_runs} runs read from `{uri}`{treatment}",
         f"- analysis: {status}",
-        f"- metrics: {', '.join(opts.metrics)}; pairs are matched on seed (same init, same batches); a diverged "
-        "seed counts with the metric's worst score (0 for accuracies)",
-        f"- families for multiplicity ({opts.family}): {fam}; correction: {correction}, within each family "
-        f"across data sets and contexts; alpha = {opts.alpha}",
-        f"- ROPE used for accuracies: +-{opts.rope:g} ({opts.rope * 100:g} points); intervals are 95% t-intervals, "
-        f"clipped to the range of the metric (bootstrap BCa as a check in summary.csv, seeded {opts.random_state})",
-        f"- verdict, first rule that holds: equivalent = the delta CI inside the ROPE; better/worse = the "
-        f"{correction}-adjusted paired t-test p < alpha and the CI excludes 0 (with fewer than 10 seeds the "
-        "adjusted exact sign-flip p too; with no spread in the differences, the sign-flip p alone); else "
-        "inconclusive. effect_dz = mean(d)/sd(d) (Cohen's d_z); mde = smallest delta detectable at power 0.8 "
-        "with these seeds and alpha/m; win rate counts ties as half.",
+        f"- metrics: {', '.join(opts.metrics)}; pairs are matched on seed (same init, same batches); only finished "
+        "runs are results, and a diverged seed counts with the metric's worst score "
+        f"({'; '.join(_worst_words(m) for m in opts.metrics)})",
+        f"- families for multiplicity ({opts.family}): {fam}; correction: {correction} (column "
+        f"p_{opts.correction}), within each family across data sets and contexts, every declared contrast "
+        f"counted; alpha = {opts.alpha}",
+        f"- ROPE used for accuracies: +-{opts.rope:g} ({opts.rope * 100:g} points); intervals are "
+        f"{opts.level * 100:g}% t-intervals, clipped to the range of the metric (bootstrap BCa as a check in "
+        f"summary.csv, seeded {opts.random_state})",
+        f"- verdict, first rule that holds: equivalent = the delta CI inside the ROPE (with no spread: the delta "
+        f"itself); better/worse = the {correction}-adjusted paired t-test p < alpha and the CI excludes 0 (with "
+        "fewer than 10 seeds the adjusted exact sign-flip p too; with no spread in the differences or an "
+        "infinite one, the sign-flip or sign test alone); else inconclusive. effect_dz = mean(d)/sd(d) "
+        "(Cohen's d_z, the sign of delta); mde = smallest delta detectable at power 0.8 with these seeds and "
+        "alpha/m; win rate (ties half), Cliff's delta and P(A>B) read 'higher favours the method' for every "
+        "metric (a lower loss is a win). Rules: docs/statistics.md.",
     ]
+
+
+def _worst_words(metric: str) -> str:
+    worst = worst_value(metric)
+    return f"{metric}: {worst:g}" if math.isfinite(worst) else f"{metric}: {'+' if worst > 0 else '-'}inf"
 
 
 def _cross_lines(cross: dict) -> list[str]:
@@ -121,7 +139,8 @@ def _cross_lines(cross: dict) -> list[str]:
             p = "" if math.isnan(d["p_wilcoxon"]) else f", Wilcoxon over sets p = {d['p_wilcoxon']:.3g}"
             caveat = "" if d["can_reject"] else " (fewer than 6 sets: the Wilcoxon test cannot reject)"
             lines.append(f"- {method}: mean normalised delta {d['norm_delta']:+.4f} "
-                         f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] (stratified bootstrap){p}{caveat}")
+                         f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] (stratified bootstrap){p}{caveat}; scores "
+                         "normalised per data set, 1 = its best run, 0 = its worst, a diverged seed 0")
         for method, q in c["iqm"].items():
             lines.append(f"- IQM {method}: {q['iqm']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]")
         if "friedman" in c:
@@ -135,8 +154,13 @@ def _cross_lines(cross: dict) -> list[str]:
 
 def _factorial_intro(factorial: pd.DataFrame) -> str:
     cells = factorial["cells"].iloc[0].split("/")
+    yoked = (f"; the trigger effect is {cells[3]} minus {cells[4]}, a yoked control with as many interventions as "
+             f"{cells[3]}'s run of the same seed at random epochs") if len(cells) > 4 else ""
+    effects = factorial["effect"].nunique()
     return (f"The 2x2 factorial of the cells {cells[0]} (neither part), {cells[1]} (noise), {cells[2]} "
-            f"(deformation) and {cells[3]} (both), paired by seed; Holm across the three effects and data sets.")
+            f"(deformation) and {cells[3]} (both){yoked}, paired by seed; "
+            f"{_CORRECTION.get(factorial['correction'].iloc[0], 'Holm') if 'correction' in factorial else 'Holm'} "
+            f"across the {effects} effects and data sets.")
 
 
 def render_markdown(*, name, summary, opts, notes, cross, figures, n_runs, families, uri, departures, factorial,
@@ -146,7 +170,7 @@ def render_markdown(*, name, summary, opts, notes, cross, figures, n_runs, famil
     if notes:
         lines += ["## Warnings", *[f"- {n}" for n in notes], ""]
     for metric in opts.metrics:
-        lines += [f"## {metric}", "", _md_table(table_frame(summary, metric)), ""]
+        lines += [f"## {metric}", "", _md_table(table_frame(summary, metric, opts.correction)), ""]
         if not factorial.empty and metric in set(factorial["metric"]):
             lines += [f"### Which part of SAL matters ({metric})", "", _factorial_intro(factorial), "",
                       _md_table(factorial_frame(factorial, metric)), "", factorial_sentence(factorial, metric), ""]
@@ -198,7 +222,7 @@ def render_html(*, name, summary, opts, notes, cross, figures, images, n_runs, f
         items = "".join(f"<li>{esc(n)}</li>" for n in notes)
         parts.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
     for metric in opts.metrics:
-        parts.append(f"<h2>{esc(metric)}</h2>{_html_table(table_frame(summary, metric))}")
+        parts.append(f"<h2>{esc(metric)}</h2>{_html_table(table_frame(summary, metric, opts.correction))}")
         if not factorial.empty and metric in set(factorial["metric"]):
             parts.append(f"<h3>Which part of SAL matters ({esc(metric)})</h3><p>{esc(_factorial_intro(factorial))}</p>"
                          f"{_html_table(factorial_frame(factorial, metric))}"
@@ -228,15 +252,17 @@ def render_latex(summary: pd.DataFrame, opts: ReportOptions) -> str:
         s = summary[summary["metric"] == metric]
         out += [f"% {metric}; {correction} within each family ({opts.family}); plan {opts.plan.hash}",
                 "\\begin{tabular}{llllrlrlrl}", "\\toprule",
-                "Data set & Context & Method & vs & $n$ & Mean $\\pm$ SD & $\\Delta$ & 95\\% CI of $\\Delta$ & "
+                f"Data set & Context & Method & vs & $n$ & Mean $\\pm$ SD & $\\Delta$ & {opts.level * 100:g}\\% CI "
+                "of $\\Delta$ & "
                 f"$p_\\mathrm{{{correction}}}$ & Verdict \\\\", "\\midrule"]
         for _, r in s.iterrows():
             delta = "" if math.isnan(r["delta"]) else f"{r['delta']:+.4f}"
             ci = "" if math.isnan(r["delta_ci_low"]) else f"[{r['delta_ci_low']:+.4f}, {r['delta_ci_high']:+.4f}]"
-            p = "" if math.isnan(r["p_holm"]) else f"{r['p_holm']:.4f}"
+            p = "" if math.isnan(r["p_adj"]) else f"{r['p_adj']:.4f}"
+            sd = "" if math.isnan(r["sd"]) else f" $\\pm$ {r['sd']:.4f}"  # one seed has no SD: none is printed
             vs = "" if not isinstance(r["baseline"], str) else r["baseline"]
             cells = [r["dataset"], r["context"], r["method"], vs, str(int(r["n"])),
-                     f"{r['mean']:.4f} $\\pm$ {0 if math.isnan(r['sd']) else r['sd']:.4f}", delta, ci, p,
+                     f"{r['mean']:.4f}{sd}", delta, ci, p,
                      _verdict_label(r["verdict"], r["exploratory"])]
             out.append(" & ".join(str(c).replace("_", "\\_") for c in cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", ""]

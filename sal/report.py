@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import figures
-from .analysis import Plan, legacy_plan, override_plan
+from .analysis import Plan, legacy_plan, override_plan, plan_changes
 from .attribution import dose_figure, dose_response, mark_by_construction
 from .config import SpecError
 from .factorial import factorial
@@ -89,11 +89,14 @@ def _save(fig: plt.Figure, folder: Path, name: str) -> str:
 def _draw(tidy, summary, history, opts, cross, folder: Path) -> dict[str, str]:
     """Every figure that the data supports: {title: file name}."""
     out, primary = {}, opts.metrics[0]
-    out["Per-seed scores with mean and 95% CI"] = _save(figures.strip(tidy, summary, primary), folder, "strip.png")
+    level = f"{opts.level * 100:g}%"
+    out[f"Per-seed scores with mean and {level} CI"] = _save(figures.strip(tidy, summary, primary, opts.level), folder,
+                                                             "strip.png")
     paired = opts.reference is not None
     if paired:
         out["Paired by seed"] = _save(figures.slopes(tidy, primary, opts.reference), folder, "slopes.png")
-        out["Forest plot of paired differences"] = _save(figures.forest(summary, primary, opts.rope), folder,
+        out["Forest plot of paired differences"] = _save(figures.forest(summary, primary, opts.rope, opts.level),
+                                                         folder,
                                                          "forest.png")
     if not history.empty:
         if "val/acc" in history:
@@ -123,23 +126,88 @@ def _draw(tidy, summary, history, opts, cross, folder: Path) -> dict[str, str]:
     return out
 
 
+def _plan_hashes(runs: pd.DataFrame) -> list[str]:
+    """The plan hashes the runs were launched with, in the order they first appear (oldest run first)."""
+    if "tags.sal.plan_hash" not in runs:
+        return []
+    ordered = runs.sort_values("start_time") if "start_time" in runs else runs
+    return list(dict.fromkeys(ordered["tags.sal.plan_hash"].dropna()))
+
+
+def _plan_in_force(uri: str, name: str, runs: pd.DataFrame) -> tuple[Plan | None, list[str]]:
+    """The plan in force is the one the runs were launched with (the oldest run's plan hash); every later
+    plan, on later runs or stored by a later launch, is a departure (docs/statistics.md, "The plan")."""
+    experiment = experiment_name("ablation", name)
+    latest = get_experiment_record(uri, experiment, "sal.plan")
+    plans = {h: Plan.from_json(p) for h, p in (get_experiment_record(uri, experiment, "sal.plans") or {}).items()}
+    if latest is not None:
+        plans.setdefault(Plan.from_json(latest).hash, Plan.from_json(latest))
+    latest = Plan.from_json(latest) if latest is not None else None
+    launched = [h for h in _plan_hashes(runs) if h]
+    if not launched or latest is None:
+        return latest, []
+    if launched[0] not in plans:
+        return latest, [f"the runs were launched with plan {launched[0]}, which is not stored (a later launch "
+                        f"replaced it); the analysis uses the stored plan {latest.hash}"]
+    plan, departures = plans[launched[0]], []
+    later = [h for h in launched[1:]] + ([latest.hash] if latest.hash not in launched else [])
+    for h in later:
+        changes = plan_changes(plan, plans[h]) if h in plans else ["not stored"]
+        if not changes:
+            continue
+        where = "runs were launched under" if h in launched else "a later launch stored"
+        departures.append(f"plan in force: hash {plan.hash} (the runs' first launch); {where} plan {h}: "
+                          + "; ".join(changes) + " (the analysis keeps the plan in force)")
+    return plan, departures
+
+
 def _plan_for(uri: str, name: str, selection: Selection, *, baseline: str | None, metrics: list[str] | None,
               rope: float | None, alpha: float | None, correction: str | None) -> tuple[Plan, list[str]]:
-    """The plan stored when the ablation started, with the command line's overrides applied."""
+    """The plan in force (see _plan_in_force), with the command line's overrides applied."""
     runs = selection.runs
     cells = sorted(set(runs.get("tags.sal.cell", runs["tags.method"]).fillna(runs["tags.method"])))
-    stored = get_experiment_record(uri, experiment_name("ablation", name), "sal.plan")
-    if stored is not None:
-        plan = Plan.from_json(stored)
-    else:
+    plan, departures = _plan_in_force(uri, name, runs)
+    if plan is None:
         tagged = runs.get("tags.sal.baseline", pd.Series(dtype=object)).dropna()
         legacy_baseline = baseline or (tagged.iloc[0] if len(tagged) else None)
         if not legacy_baseline:
             raise SpecError([f"ablation {name!r} has no stored analysis plan and declares no baseline; fix: "
                              f"re-launch it with `sal ablate FILE` or pass --baseline with one of {cells}"])
         plan = legacy_plan(cells, legacy_baseline, metrics or ["test/acc"])
-    return override_plan(plan, cells=cells, baseline=baseline, metrics=metrics, rope=rope, alpha=alpha,
-                         correction=correction)
+    plan, overrides = override_plan(plan, cells=cells, baseline=baseline, metrics=metrics, rope=rope, alpha=alpha,
+                                    correction=correction)
+    if plan.seeds is not None:
+        extra = sorted({int(s) for s in runs["tags.seed"]} - set(plan.seeds))
+        if extra:
+            departures.append(f"{len(extra)} seed(s) analysed that the plan in force does not declare (it has "
+                              f"{len(plan.seeds)}): seeds {', '.join(map(str, extra))}")
+    return plan, departures + overrides
+
+
+def _filtered_out(all_runs: Selection, kept: Selection, plan: Plan) -> str | None:
+    """The runs of planned contrasts' cells that a --filter removed, as a departure (None: none removed)."""
+    def keys(sel: Selection) -> dict[tuple, bool]:
+        r = sel.runs
+        if r.empty:
+            return {}
+        cell = r.get("tags.sal.cell", r["tags.method"]).fillna(r["tags.method"])
+        diverged = r.get("tags.sal.status", pd.Series("finished", index=r.index)) == "diverged"
+        return {(c, d, x, int(s)): bool(v) for c, d, x, s, v in zip(
+            cell, r["tags.dataset"], r.get("tags.sal.context", pd.Series("", index=r.index)).fillna(""),
+            r["tags.seed"], diverged)}
+
+    planned = {x for c in plan.contrasts for x in (c.method, c.baseline)}
+    before, after = keys(all_runs), keys(kept)
+    removed = sorted(k for k in before if k not in after and k[0] in planned)
+    if not removed:
+        return None
+    several = len({(d, x) for _, d, x, _ in removed}) > 1
+    groups: dict[str, list[str]] = {}
+    for cell, dataset, context, seed in removed:
+        label = f"{cell} ({dataset}{' ' + context if context else ''})" if several else cell
+        groups.setdefault(label, []).append(f"{seed}{' (diverged)' if before[(cell, dataset, context, seed)] else ''}")
+    return (f"--filter removed {len(removed)} run(s) of planned contrasts: "
+            + "; ".join(f"{label} seed {', '.join(seeds)}" for label, seeds in groups.items()))
 
 
 def _restrict(plan: Plan, selection: Selection, filter_string: str, departures: list[str]) -> Plan:
@@ -198,12 +266,15 @@ class Analysis:
 def analyse(uri: str, name: str, *, baseline: str | None = None, metrics: list[str] | None = None,
             rope: float | None = None, alpha: float | None = None, correction: str | None = None,
             family: str = "plan", allow_unpaired: bool = False, random_state: int = 0, n_boot: int = 2000,
-            level: float = 0.95, filter_string: str = "") -> Analysis:
-    """The stored analysis plan of ablation ``name`` run on its current runs; each argument left None keeps
-    the plan's value, and every departure from the plan is listed."""
+            level: float = 0.95, filter_string: str = "", seeds: list[int] | None = None) -> Analysis:
+    """The analysis plan in force of ablation ``name`` run on its current results; each argument left None
+    keeps the plan's value, and every departure from the plan is listed. ``seeds``: analyse only these
+    (a sequential look of `sal compare`: a look never analyses more seeds than it is labelled with)."""
     if family not in FAMILY_MODES:
         raise SpecError([f"--family={family!r} is not a family layout; fix: use one of {list(FAMILY_MODES)}"])
     runs = load_runs(uri, name, filter_string=filter_string)
+    if seeds is not None:
+        runs = runs[runs["tags.seed"].astype(int).isin(seeds)]
     definition = get_experiment_record(uri, experiment_name("ablation", name), "sal.definition")
     selection = select_runs(runs, definition)
     if selection.runs.empty:
@@ -214,6 +285,13 @@ def analyse(uri: str, name: str, *, baseline: str | None = None, metrics: list[s
     if family != "plan":
         departures.append(f"correction families: per {family} (--family {family}) instead of the plan's families")
     plan = _restrict(plan, selection, filter_string, departures)
+    if filter_string:  # a filter that removes runs of planned contrasts is a departure naming them
+        unfiltered = load_runs(uri, name)
+        if seeds is not None:
+            unfiltered = unfiltered[unfiltered["tags.seed"].astype(int).isin(seeds)]
+        removed = _filtered_out(select_runs(unfiltered, definition), selection, plan)
+        if removed:
+            departures.append(removed)
     _check_metrics(selection.runs, plan.metrics)
     opts = ReportOptions(plan=plan, family=family, allow_unpaired=allow_unpaired, n_boot=n_boot,
                          random_state=random_state, level=level)
@@ -232,7 +310,8 @@ def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), dr
     from .flatness_report import flatness_sections  # ---- issue 13: flatness section when runs carry sharpness
 
     sections = [*sections, *flatness_sections(a.selection.runs, reference=a.opts.reference,
-                                              contrasts=a.opts.plan.contrasts, correction=a.opts.correction),
+                                              contrasts=a.opts.plan.contrasts, correction=a.opts.correction,
+                                              level=a.opts.level),
                 *dose_sections(a.summary, a.selection.runs, rope=a.opts.rope, draw_figures=draw_figures)]
     if "paper" in a.summary:  # beside the paper's numbers: how these runs' setup differs from the paper's
         sections.append(Section("Departures from the paper's setup", paper_departures(a.selection.runs)))

@@ -1,9 +1,11 @@
-"""One scoring rule for studies, ablations and reports: which way a metric is better, and what a seed
-that diverged scores.
+"""One scoring rule for studies, ablations, reports, findings and the Optuna queues (whose direction
+optuna-dashboard shows): which way a metric is better, the range it lives in, and what a seed that
+diverged scores.
 
 A run that diverged (NaN/inf loss) is a failure of the method on that seed, not a missing value
-(reference/statistics.md): it keeps its place in every paired comparison and aggregate with the worst
-score the metric can take, so divergence always counts against the method.
+(docs/statistics.md, "Diverged runs"): it keeps its place in every paired comparison and aggregate with the
+worst score the metric can take, so divergence always counts against the method, in the direction the
+metric is optimised.
 """
 
 from __future__ import annotations
@@ -12,22 +14,36 @@ import math
 
 from .instability import LOWER_IS_BETTER as LOWER_IS_BETTER_STABILITY
 
-__all__ = ["higher_is_better", "is_bounded_fraction", "is_cost", "worst_value", "score", "DIVERGED"]
+__all__ = ["direction", "higher_is_better", "bounds", "is_bounded_fraction", "is_cost", "worst_value", "score",
+           "DIVERGED", "RESULT_STATUSES"]
 
 DIVERGED = "diverged"  # train()'s status for a NaN/inf loss (also the MLflow tag sal.status)
+RESULT_STATUSES = ("finished", DIVERGED)  # the runs that are results; killed, running, failed, pruned are not
 
 _LOWER_IS_BETTER = ("loss", "time/", "mem/", "sharpness", "infer", *LOWER_IS_BETTER_STABILITY)
+# Scores that are fractions in [0, 1] by construction (the last part of the metric's name).
+_FRACTIONS = ("acc", "top1", "top5", "f1", "precision", "recall", "auc", "auroc", "ap", "iou", "miou", "dice")
+
+
+def direction(metric: str) -> str:
+    """``maximize`` or ``minimize``: accuracies, F1 and other scores go up; losses, times, memory and
+    sharpness go down. The one place that decides it (Optuna queues, objectives, verdicts, effect sizes)."""
+    return "minimize" if any(s in metric for s in _LOWER_IS_BETTER) else "maximize"
 
 
 def higher_is_better(metric: str) -> bool:
-    """Accuracies go up; losses, times, memory and sharpness go down."""
-    return not any(s in metric for s in _LOWER_IS_BETTER)
+    return direction(metric) == "maximize"
+
+
+def bounds(metric: str) -> tuple[float, float] | None:
+    """The range the metric lives in: (0, 1) for fractions (accuracies, top-5, F1, ...), else None."""
+    leaf = metric.rsplit("/", 1)[-1]
+    return (0.0, 1.0) if leaf in _FRACTIONS or leaf.endswith("acc") else None
 
 
 def is_bounded_fraction(metric: str) -> bool:
-    """Accuracies (top-1, top-5) are fractions in [0, 1]: their intervals are clipped there and the ROPE
-    applies to them."""
-    return metric.endswith("acc") or metric.endswith("top5")
+    """Fractions in [0, 1]: their intervals are clipped there and the ROPE applies to them."""
+    return bounds(metric) is not None
 
 
 def is_cost(metric: str) -> bool:
@@ -36,9 +52,10 @@ def is_cost(metric: str) -> bool:
 
 
 def worst_value(metric: str) -> float:
-    """The worst score the metric can take: 0 for accuracies, else the unbounded end."""
-    if is_bounded_fraction(metric):
-        return 0.0
+    """The worst score the metric can take: the bad end of its bounds (0 for accuracies), else infinite."""
+    b = bounds(metric)
+    if b is not None:
+        return b[0] if higher_is_better(metric) else b[1]
     return -math.inf if higher_is_better(metric) else math.inf
 
 

@@ -1,5 +1,9 @@
-"""Which logged runs a report analyses: the current definition's runs, each (cell, seed) once, diverged
+"""Which logged runs a report analyses: the current definition's results, each (cell, seed) once, diverged
 seeds kept with the worst score.
+
+Results are FINISHED runs, plus diverged runs scored as diverged (docs/statistics.md, "Which runs are
+results"). A killed, still-running, failed or pruned run is never a score, however many epochs it logged:
+it is left out, and counted and listed by the report.
 
 A run is its configuration (DESIGN.md): runs of a cell whose settings changed since (another
 config_hash than the ablation's latest definition) are superseded and left out, and counted; runs of one
@@ -16,7 +20,7 @@ import pandas as pd
 from . import scoring
 from .config import SpecError
 
-__all__ = ["Selection", "select_runs", "tidy_scores", "TIDY_COLUMNS"]
+__all__ = ["Selection", "select_runs", "run_state", "tidy_scores", "TIDY_COLUMNS"]
 
 TIDY_COLUMNS = ["dataset", "context", "method", "seed", "metric", "value", "status", "diverged", "run_id"]
 
@@ -27,6 +31,7 @@ class Selection:
     superseded: int = 0  # runs of configurations the current definition no longer has
     duplicates: int = 0  # further runs of a (cell, seed) already counted (a worker killed after logging)
     hashes: dict[str, str] = field(default_factory=dict)  # cell|dataset|context -> the config_hash analysed
+    left_out: list[tuple[str, int, str]] = field(default_factory=list)  # (cell, seed, status): not results
 
 
 def _column(runs: pd.DataFrame, name: str, default) -> pd.Series:
@@ -59,15 +64,30 @@ def select_runs(runs: pd.DataFrame, definition: dict[str, str] | None) -> Select
                 "says which is current; fix: re-launch the ablation with `sal ablate FILE` (it records its "
                 "definition), or select one with --filter \"tags.config_hash = '...'\""
                 for where, hashes in mixed.items()])
-    # A crashed run never hides a later or earlier result of the same (cell, seed); among the rest the
-    # newest counts (a worker killed after logging leaves an older twin).
-    usable = (_column(runs, "tags.sal.status", "finished") != "failed").astype(int)
-    runs = runs.assign(_usable=usable).sort_values(["_usable", "start_time"] if "start_time" in runs else "_usable")
+    state = run_state(runs)
+    result = state.isin(scoring.RESULT_STATUSES)
+    # Every run that is not a result (killed, running, failed) is listed, even beside a later result of its
+    # (cell, seed): a reader sees what the numbers do not contain.
+    left = runs[~result].assign(_state=state[~result])
+    left_out = sorted({(w.split("|")[0], int(s), st) for w, s, st in zip(left["_where"], left["tags.seed"],
+                                                                          left["_state"])})
+    # Among the results of one (cell, seed) the newest counts (a worker killed after logging leaves a twin).
+    runs = runs[result]
+    runs = runs.sort_values("start_time") if "start_time" in runs else runs
     seed_key = ["_where", "tags.seed"]
     duplicates = int(runs.duplicated(seed_key, keep="last").sum())
     runs = runs.drop_duplicates(seed_key, keep="last")
     hashes = dict(zip(runs["_where"], runs["_hash"]))
-    return Selection(runs.drop(columns=["_where", "_hash", "_usable"]), superseded, duplicates, hashes)
+    return Selection(runs.drop(columns=["_where", "_hash"]), superseded, duplicates, hashes, left_out)
+
+
+def run_state(runs: pd.DataFrame) -> pd.Series:
+    """Each run's state: its ``sal.status`` tag (finished, diverged, killed, running, failed, pruned), or for a
+    run without one (logged by hand or by an older sal) its MLflow status in lower case. A run MLflow still
+    shows RUNNING or KILLED is never finished, whatever its tag says (a killed worker leaves its tag)."""
+    mlflow_status = _column(runs, "status", "FINISHED").astype(str).str.lower()
+    state = _column(runs, "tags.sal.status", None).fillna(mlflow_status).astype(str)
+    return state.where(~mlflow_status.isin(["running", "killed"]) | (state != "finished"), mlflow_status)
 
 
 def tidy_scores(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Statistics for paired, seeded comparisons: pure functions, arrays in, dicts out, seeded resampling.
 
 The unit of analysis is the per-seed difference d_s = A(s) - B(s) (randomised blocks, block = seed).
-See reference/statistics.md for the method; every function here is checked against scipy/statsmodels
+See docs/statistics.md for the method; every function here is checked against scipy/statsmodels
 or a published value in tests/test_stats.py.
 """
 
@@ -18,8 +18,8 @@ from statsmodels.stats.power import TTestPower
 from statsmodels.stats.proportion import proportion_confint
 
 __all__ = [
-    "describe", "paired", "sign_flip_p", "exploratory", "cliffs_delta", "cliffs_magnitude", "p_outperform", "adjust",
-    "verdict",
+    "describe", "no_spread", "paired", "sign_flip_p", "exploratory", "cliffs_delta", "cliffs_magnitude",
+    "p_outperform", "adjust", "verdict",
     "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm", "aggregate_scores",
     "probability_of_improvement", "stratified_bootstrap_ci", "normalized_delta_across", "friedman",
     "nemenyi_cd", "obrien_fleming_spending", "sequential_alphas",
@@ -72,7 +72,7 @@ def sign_flip_p(d: Array, *, n_exact: int = 16, n_resamples: int = 20000, random
     x = np.asarray(d, float)
     if len(x) == 0:
         return math.nan
-    if not np.any(x != 0):
+    if not np.any(x != 0) or len(x) == 1:  # one pair: both sign patterns are as extreme
         return 1.0
     res = stats.permutation_test((x,), np.mean, permutation_type="samples", alternative="two-sided",
                                  n_resamples=np.inf if len(x) <= n_exact else n_resamples,
@@ -80,8 +80,17 @@ def sign_flip_p(d: Array, *, n_exact: int = 16, n_resamples: int = 20000, random
     return float(min(1.0, res.pvalue))
 
 
+def no_spread(d: Array) -> bool:
+    """True when every difference is the same (up to float rounding, e.g. 0.901 - 0.900 vs 0.851 - 0.850):
+    the difference is then known exactly and t-tests and t-intervals are undefined."""
+    x = np.asarray(d, float)
+    if len(x) < 2 or not np.all(np.isfinite(x)):
+        return False
+    return float(np.ptp(x)) <= 1e-12 * max(1.0, float(np.abs(x).max()))
+
+
 def paired(a: Array, b: Array, *, level: float = 0.95, n_boot: int = 2000, random_state: int = 0,
-           bounds: tuple[float, float] | None = None) -> dict[str, float]:
+           bounds: tuple[float, float] | None = None, higher_is_better: bool = True) -> dict[str, float]:
     """Paired comparison of A against B over seeds (a[i], b[i] share seed i). a, b: (n,).
 
     delta = mean(d) with its t-interval (primary) and a seeded BCa bootstrap interval (secondary);
@@ -90,33 +99,42 @@ def paired(a: Array, b: Array, *, level: float = 0.95, n_boot: int = 2000, rando
     P(A > B); corr(A, B). ``bounds``: the range of A and B (accuracies: (0, 1)), so delta's interval is
     clipped to the differences that can occur.
 
+    delta, its intervals and d_z keep the metric's sign (A - B). Win rate, Cliff's delta and P(A > B) read
+    "higher favours A" whatever the metric: with ``higher_is_better=False`` (a loss) a lower A is a win.
+
     When every seed differs by the same amount the t-test and t-interval are undefined: p_ttest and the
-    interval are NaN and the sign-flip p (2/2^n for one sign) is the evidence (reference/statistics.md).
+    interval are NaN, delta_sd is 0 and the sign-flip p (2/2^n for one sign) is the evidence
+    (docs/statistics.md, "No spread").
     """
     x, y = np.asarray(a, float), np.asarray(b, float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"paired() needs two equal-length 1-d arrays, got {x.shape} and {y.shape}")
     d = np.where(x == y, 0.0, x - y)  # two seeds that both diverged on a loss (inf, inf) tie
     n = len(d)
+    flat = no_spread(d)
+    if flat:
+        d = np.full(n, d.mean())  # float rounding is not spread
     delta_bounds = None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
     desc = describe(d, level=level, bounds=delta_bounds)
-    out = {"n": n, "delta": desc["mean"], "delta_sd": desc["sd"], "delta_ci_low": desc["ci_low"],
-           "delta_ci_high": desc["ci_high"]}
-    spread = n > 1 and bool(np.all(np.isfinite(d))) and not np.all(d == d[0])
+    out = {"n": n, "delta": desc["mean"], "delta_sd": 0.0 if flat else desc["sd"],
+           "delta_ci_low": math.nan if flat else desc["ci_low"], "delta_ci_high": math.nan if flat else desc["ci_high"]}
+    spread = n > 1 and bool(np.all(np.isfinite(d))) and not flat
     out["p_ttest"] = float(stats.ttest_rel(x, y).pvalue) if spread else math.nan
     out["p_signflip"] = sign_flip_p(d, random_state=random_state) if np.all(np.isfinite(d)) else _sign_test_p(d)
     out["p_wilcoxon"] = float(stats.wilcoxon(x, y).pvalue) if n > 1 and np.any(d != 0) else (1.0 if n > 1 else
                                                                                              math.nan)
     out["boot_ci_low"], out["boot_ci_high"] = _bootstrap_mean_ci(d, level, n_boot, random_state)
     out["effect_dz"] = desc["mean"] / desc["sd"] if spread else math.nan
-    out["cliffs_delta"] = cliffs_delta(x, y)
-    wins, ties = int((d > 0).sum()), int((d == 0).sum())
+    good = d if higher_is_better else -d  # oriented: > 0 favours A
+    fx, fy = (x, y) if higher_is_better else (y, x)
+    out["cliffs_delta"] = cliffs_delta(fx, fy)
+    wins, ties = int((good > 0).sum()), int((good == 0).sum())
     out["wins"], out["ties"] = wins, ties
-    score = wins + 0.5 * ties  # a tie is half a win (reference/statistics.md)
+    score = wins + 0.5 * ties  # a tie is half a win (docs/statistics.md)
     out["win_rate"] = score / n if n else math.nan
     low, high = proportion_confint(score, n, alpha=1 - level, method="wilson") if n else (math.nan, math.nan)
     out["win_ci_low"], out["win_ci_high"] = float(low), float(high)
-    out["p_outperform"] = p_outperform(x, y)
+    out["p_outperform"] = p_outperform(fx, fy)
     finite = np.all(np.isfinite(x)) and np.all(np.isfinite(y))
     out["corr"] = float(np.corrcoef(x, y)[0, 1]) if finite and n > 2 and x.std() > 0 and y.std() > 0 else math.nan
     return out
@@ -139,14 +157,23 @@ def _bootstrap_mean_ci(d: np.ndarray, level: float, n_boot: int, random_state: i
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def adjust(pvalues: Array, method: str = "holm") -> np.ndarray:
-    """Multiplicity-adjusted p-values over one family (holm or bh); NaNs stay NaN and do not count."""
+def adjust(pvalues: Array, method: str = "holm", *, fill: Array | None = None) -> np.ndarray:
+    """Multiplicity-adjusted p-values over one family (holm or bh). pvalues: (m,).
+
+    The family's m is its declared contrasts, always (docs/statistics.md, "Families"): a contrast without a
+    p-value (a t-test undefined with no spread or an infinite difference) takes its ``fill`` p (the test
+    that decides it, e.g. the exact sign-flip) and its adjusted value is returned; with no fill it enters
+    as p = 1 and stays NaN in the output. Dropping it would correct every other contrast over fewer tests.
+    """
     p = np.asarray(pvalues, float)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method={"holm": "holm", "bh": "fdr_bh"}[method])[1]
-    return out
+    missing = np.isnan(p)
+    filled = np.asarray(fill, float) if fill is not None else np.full_like(p, np.nan)
+    p = np.where(missing, filled, p)
+    unknown = np.isnan(p)
+    if not len(p):
+        return p
+    out = multipletests(np.where(unknown, 1.0, p), method={"holm": "holm", "bh": "fdr_bh"}[method])[1]
+    return np.where(unknown, np.nan, out)
 
 
 SEEDS_FOR_T_ALONE = 10  # below this, a better/worse verdict also needs the exact sign-flip test
@@ -154,18 +181,21 @@ EXPLORATORY_MAX_SEEDS = 5  # verdicts on this many seeds or fewer are explorator
 
 
 def verdict(*, delta: float, ci_low: float, ci_high: float, p_ttest_adj: float, p_signflip_adj: float, n: int,
-            rope: float, alpha: float = 0.05, higher_is_better: bool = True) -> str:
-    """reference/statistics.md's verdict; the first rule that holds wins:
+            rope: float, alpha: float = 0.05, higher_is_better: bool = True, sd: float = math.nan) -> str:
+    """docs/statistics.md's verdict; the first rule that holds wins:
 
     1. ``equivalent``: the delta CI lies inside +-rope, whatever the p-value (a significant but
-       negligible gain is not a gain);
+       negligible gain is not a gain). With no spread (``sd`` = 0 on n >= 2 seeds) the difference is
+       known exactly: inside +-rope it is equivalent;
     2. ``better``/``worse``: the corrected t-test p < alpha and the CI excludes 0, and with fewer than
        SEEDS_FOR_T_ALONE seeds the corrected exact sign-flip p < alpha too. With zero-variance
-       differences (no t-test, no interval) the corrected sign-flip p alone decides;
+       differences or an infinite one (no t-test, no interval) the corrected sign-flip (or sign) p alone decides;
     3. ``inconclusive`` otherwise.
     """
     has_ci = math.isfinite(ci_low) and math.isfinite(ci_high)
     if rope > 0 and has_ci and -rope < ci_low and ci_high < rope:
+        return "equivalent"
+    if rope > 0 and n > 1 and sd == 0 and math.isfinite(delta) and abs(delta) < rope:
         return "equivalent"
     sign_flip_ok = not math.isnan(p_signflip_adj) and p_signflip_adj < alpha
     if has_ci and not math.isnan(p_ttest_adj):
@@ -180,7 +210,7 @@ def verdict(*, delta: float, ci_low: float, ci_high: float, p_ttest_adj: float, 
 
 
 def exploratory(n: int) -> bool:
-    """Verdicts on 5 seeds or fewer are exploratory (reference/statistics.md)."""
+    """Verdicts on 5 seeds or fewer are exploratory (docs/statistics.md)."""
     return n <= EXPLORATORY_MAX_SEEDS
 
 
@@ -237,13 +267,15 @@ def stratified_bootstrap_ci(groups: list[np.ndarray], statistic, *, level: float
 
 
 def normalized_delta_across(pairs: dict[str, tuple[np.ndarray, np.ndarray]], *, level: float = 0.95,
-                            n_boot: int = 2000, random_state: int = 0) -> dict[str, float]:
-    """Across data sets: the mean over data sets of mean(d)/|mean(B)| with a stratified bootstrap
-    interval (seeds resampled within each data set), and a Wilcoxon test over per-set mean deltas."""
+                            n_boot: int = 2000, random_state: int = 0, relative: bool = True) -> dict[str, float]:
+    """Across data sets: the mean over data sets of mean(d)/|mean(B)| (``relative``; or of mean(d) for
+    scores already normalised per data set) with a stratified bootstrap interval (seeds resampled within
+    each data set), and a Wilcoxon test over per-set mean deltas."""
     groups = [np.stack([np.asarray(a, float), np.asarray(b, float)], axis=1) for a, b in pairs.values()]
 
     def stat(gs):
-        return float(np.mean([(g[:, 0] - g[:, 1]).mean() / abs(g[:, 1].mean()) for g in gs]))
+        return float(np.mean([(g[:, 0] - g[:, 1]).mean() / (abs(g[:, 1].mean()) if relative else 1.0)
+                              for g in gs]))
 
     low, high = stratified_bootstrap_ci(groups, stat, level=level, n_boot=n_boot, random_state=random_state)
     deltas = [float((g[:, 0] - g[:, 1]).mean()) for g in groups]

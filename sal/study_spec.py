@@ -25,6 +25,7 @@ from .config import (
     missing_data_root,
     validate_run,
 )
+from .scoring import direction as scoring_direction
 from .scoring import higher_is_better
 
 __all__ = ["ParamSpace", "Objective", "SamplerSpec", "PrunerSpec", "StudySpec", "load_study_spec", "build_sampler",
@@ -85,9 +86,16 @@ class ParamSpace(_Strict):
 
 class Objective(_Strict):
     metric: str = Field("val/acc", description="a per-epoch metric (last epoch) or a final one, never test/*")
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="default: the metric's own (sal.scoring.direction); another one is refused")
     aggregate: Literal["mean", "worst", "cvar", "lcb"] = Field("mean", description="over the trial's seeds")
     cvar_alpha: float = Field(0.25, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _natural_direction(self):
+        if self.direction is None:  # one rule for every part of sal: the metric decides (sal.scoring)
+            self.direction = scoring_direction(self.metric)
+        return self
 
 
 class SamplerSpec(_Strict):

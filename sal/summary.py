@@ -1,9 +1,10 @@
 """From scored runs to the report's tables: one summary row per (dataset, context, metric, contrast) of
-the analysis plan, paired on seed, corrected within each family, with reference/statistics.md's verdict.
+the analysis plan, paired on seed, corrected within each family, with docs/statistics.md's verdict.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,16 +13,17 @@ import pandas as pd
 from . import stats
 from .analysis import Plan
 from .config import SpecError
-from .scoring import higher_is_better, is_bounded_fraction
+from .scoring import bounds, higher_is_better, is_bounded_fraction
 
 __all__ = ["ReportOptions", "summarize", "across_datasets", "family_sizes", "SUMMARY_COLUMNS", "BLOCK",
            "bounds_of"]
 
 SUMMARY_COLUMNS = ["dataset", "context", "metric", "family", "treatment", "method", "baseline", "n", "n_diverged",
                    "diverged_seeds", "mean", "sd", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
-                   "boot_ci_low", "boot_ci_high", "p_ttest", "p_signflip", "p_wilcoxon", "p_holm", "p_signflip_holm",
-                   "p_wilcoxon_holm", "effect_dz", "cliffs_delta", "cliffs_magnitude", "win_rate", "win_ci_low",
-                   "win_ci_high", "p_outperform", "corr", "mde", "exploratory", "verdict"]
+                   "boot_ci_low", "boot_ci_high", "p_ttest", "p_signflip", "p_wilcoxon", "correction", "p_adj",
+                   "p_signflip_adj", "p_wilcoxon_adj", "p_holm", "p_signflip_holm", "p_wilcoxon_holm", "effect_dz",
+                   "cliffs_delta", "cliffs_magnitude", "win_rate", "win_ci_low", "win_ci_high", "p_outperform", "corr",
+                   "mde", "exploratory", "unpaired_seeds", "verdict"]
 BLOCK = ["dataset", "context", "metric"]
 FAMILY_MODES = ("plan", "metric", "dataset")
 
@@ -59,7 +61,7 @@ class ReportOptions:
 
 
 def bounds_of(metric: str) -> tuple[float, float] | None:
-    return (0.0, 1.0) if is_bounded_fraction(metric) else None
+    return bounds(metric)
 
 
 def _check_pairs(wide: pd.DataFrame, cells: list[str], block: tuple, allow_unpaired: bool) -> None:
@@ -94,12 +96,13 @@ def summarize(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
         contrasts = [c for c in opts.plan.contrasts if c.method in wide and c.baseline in wide]
         _check_pairs(wide, sorted({x for c in contrasts for x in (c.method, c.baseline)}), block, opts.allow_unpaired)
         for c in contrasts:
-            row = {**_describe_row(block, c.method, wide, diverged, opts.level), "baseline": c.baseline,
-                   "family": c.family,
-                   "treatment": opts.plan.treatment}
+            # With --allow-unpaired a row's mean and CI are over the same (common) seeds as its n and delta.
             pair = wide[[c.method, c.baseline]].dropna()
+            row = {**_describe_row(block, c.method, wide.loc[pair.index], diverged, opts.level),
+                   "baseline": c.baseline, "family": c.family, "treatment": opts.plan.treatment}
             p = stats.paired(pair[c.method], pair[c.baseline], level=opts.level, n_boot=opts.n_boot,
-                             random_state=opts.random_state, bounds=bounds_of(metric))
+                             random_state=opts.random_state, bounds=bounds_of(metric),
+                             higher_is_better=higher_is_better(metric))
             row.update({k: p[k] for k in ("n", "delta", "delta_ci_low", "delta_ci_high", "boot_ci_low",
                                           "boot_ci_high", "p_ttest", "p_signflip", "p_wilcoxon", "effect_dz",
                                           "cliffs_delta", "win_rate", "win_ci_low", "win_ci_high", "p_outperform",
@@ -107,6 +110,7 @@ def summarize(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
             row["cliffs_magnitude"] = stats.cliffs_magnitude(p["cliffs_delta"])
             row["exploratory"] = stats.exploratory(p["n"])
             row["_sd_diff"] = p["delta_sd"]
+            row["unpaired_seeds"] = ",".join(str(int(s)) for s in wide.index.difference(pair.index))
             rows.append(row)
         firsts = {c.method for c in contrasts}
         for cell in sorted(set(wide.columns) - firsts):
@@ -122,15 +126,24 @@ def _family_keys(opts: ReportOptions) -> list[str]:
 
 
 def _adjust(summary: pd.DataFrame, opts: ReportOptions) -> None:
-    """Holm (or BH) within each family; then the minimum detectable effect and the verdict."""
-    for col in ("p_holm", "p_signflip_holm", "p_wilcoxon_holm", "mde"):
+    """Holm (or BH) within each family; then the minimum detectable effect and the verdict.
+
+    Every declared contrast counts in its family's m (docs/statistics.md, "Families"): one without a t p-value
+    (no spread, an infinite difference) enters the t-test family with the p of the test that decides it,
+    the exact sign-flip (or sign) test. The adjusted values sit in ``p_adj`` (``correction`` names the
+    method); ``p_holm`` and its siblings hold them only when the correction is Holm's.
+    """
+    for col in ("p_adj", "p_signflip_adj", "p_wilcoxon_adj", "mde"):
         summary[col] = np.nan
+    summary["correction"] = None
     if "verdict" not in summary:
         summary["verdict"] = None
     compared = summary["verdict"] != "reference"
     for _, idx in summary[compared].groupby(_family_keys(opts)).groups.items():
-        for raw, adjusted in (("p_ttest", "p_holm"), ("p_signflip", "p_signflip_holm"),
-                              ("p_wilcoxon", "p_wilcoxon_holm")):
+        summary.loc[idx, "correction"] = opts.correction
+        summary.loc[idx, "p_adj"] = stats.adjust(summary.loc[idx, "p_ttest"], opts.correction,
+                                                 fill=summary.loc[idx, "p_signflip"])
+        for raw, adjusted in (("p_signflip", "p_signflip_adj"), ("p_wilcoxon", "p_wilcoxon_adj")):
             summary.loc[idx, adjusted] = stats.adjust(summary.loc[idx, raw], opts.correction)
         m = len(idx)
         for i in idx:
@@ -138,9 +151,14 @@ def _adjust(summary: pd.DataFrame, opts: ReportOptions) -> None:
             summary.loc[i, "mde"] = stats.min_detectable_effect(int(r["n"]), r["_sd_diff"], alpha=opts.alpha, m=m)
             summary.loc[i, "verdict"] = stats.verdict(
                 delta=r["delta"], ci_low=r["delta_ci_low"], ci_high=r["delta_ci_high"],
-                p_ttest_adj=summary.loc[i, "p_holm"], p_signflip_adj=summary.loc[i, "p_signflip_holm"],
-                n=int(r["n"]), rope=opts.rope if is_bounded_fraction(r["metric"]) else 0.0, alpha=opts.alpha,
-                higher_is_better=higher_is_better(r["metric"]))
+                p_ttest_adj=summary.loc[i, "p_adj"] if math.isfinite(r["delta_ci_low"]) else math.nan,
+                p_signflip_adj=summary.loc[i, "p_signflip_adj"], n=int(r["n"]),
+                rope=opts.rope if is_bounded_fraction(r["metric"]) else 0.0, alpha=opts.alpha,
+                higher_is_better=higher_is_better(r["metric"]), sd=r["_sd_diff"])
+    holm = opts.correction == "holm"
+    for adjusted, named in (("p_adj", "p_holm"), ("p_signflip_adj", "p_signflip_holm"),
+                            ("p_wilcoxon_adj", "p_wilcoxon_holm")):
+        summary[named] = summary[adjusted] if holm else np.nan
 
 
 def family_sizes(summary: pd.DataFrame, opts: ReportOptions) -> dict[str, int]:
@@ -150,45 +168,59 @@ def family_sizes(summary: pd.DataFrame, opts: ReportOptions) -> dict[str, int]:
             for key, g in compared.groupby(_family_keys(opts))}
 
 
-def _normalised(part: pd.DataFrame) -> pd.DataFrame:
-    """Scores min-max normalised within each (dataset, context) over every run there, so data sets of
-    different difficulty pool into one IQM (rliable's normalised scores)."""
+DIVERGED_NORMALISED = 0.0  # a diverged seed's normalised score: the worst end, whatever the metric
+
+
+def _normalised(part: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Scores min-max normalised within each (dataset, context) over every run there, oriented so that
+    1 = the best run and 0 = the worst, so data sets of different difficulty pool into one IQM (rliable's
+    normalised scores) and a loss reads like an accuracy.
+
+    The one diverged-seed rule (docs/statistics.md, "Diverged runs"): a diverged seed scores the metric's worst
+    value; where that is infinite (a loss) it cannot set the scale, so its normalised score is the worst end, 0,
+    exactly where a diverged accuracy (0, the lowest score of its data set) lands.
+    """
+    sign = 1.0 if higher_is_better(metric) else -1.0
+
     def scale(v: pd.Series) -> pd.Series:
-        finite = v[np.isfinite(v)]
+        o = v * sign
+        finite = o[np.isfinite(o)]
         low, high = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
-        return (v - low) / (high - low) if high > low else v * 0 + 0.5
+        out = (o - low) / (high - low) if high > low else o * 0 + 0.5
+        return out.where(np.isfinite(o) | o.isna(), DIVERGED_NORMALISED)
 
     return part.assign(value=part.groupby(["dataset", "context"])["value"].transform(scale))
 
 
 def across_datasets(tidy: pd.DataFrame, opts: ReportOptions, metric: str, *, min_sets_friedman: int = 5) -> dict:
-    """Cross-data-set view of one metric: normalised mean delta per contrast (stratified bootstrap), IQM
-    per cell on normalised scores, and Friedman / Iman-Davenport with the Nemenyi CD with enough sets."""
+    """Cross-data-set view of one metric, on normalised scores (``_normalised``: 1 = best run of the data set,
+    a diverged seed 0): mean normalised delta per contrast (higher favours the method; stratified bootstrap),
+    IQM per cell, and Friedman / Iman-Davenport with the Nemenyi CD with enough sets."""
     part = tidy[tidy["metric"] == metric].dropna(subset=["value"])
-    part = part[np.isfinite(part["value"])]
-    blocks = {k: g.pivot_table(index="seed", columns="method", values="value") for k, g in
-              part.groupby(["dataset", "context"])}
     norm = {k: g.pivot_table(index="seed", columns="method", values="value") for k, g in
-            _normalised(part).groupby(["dataset", "context"])}
+            _normalised(part, metric).groupby(["dataset", "context"])}
     methods = sorted(set(part["method"]))
-    out: dict = {"metric": metric, "n_sets": len(blocks), "deltas": {}, "iqm": {}}
+    out: dict = {"metric": metric, "n_sets": len(norm), "deltas": {}, "iqm": {}, "n_runs": {},
+                 "diverged_score": DIVERGED_NORMALISED}
+    if len(norm) < 2:  # one data set has no cross-data-set view (and its bootstrap would be thrown away)
+        return out
     for method in methods:
         groups = [w[method].dropna().to_numpy() for w in norm.values() if method in w]
         if groups:
             low, high = stats.stratified_bootstrap_ci(groups, lambda gs: stats.iqm(np.concatenate(gs)),
                                                       n_boot=opts.n_boot, random_state=opts.random_state)
             out["iqm"][method] = {"iqm": stats.iqm(np.concatenate(groups)), "ci_low": low, "ci_high": high}
+            out["n_runs"][method] = int(sum(len(g) for g in groups))
     for c in opts.plan.contrasts:
         pairs = {k: (w[c.method].to_numpy(), w[c.baseline].to_numpy()) for k, w in
-                 ((k, w[[c.method, c.baseline]].dropna()) for k, w in blocks.items()
+                 ((k, w[[c.method, c.baseline]].dropna()) for k, w in norm.items()
                   if c.method in w and c.baseline in w) if len(w) > 0}
         if len(pairs) >= 2:
             out["deltas"][f"{c.method} vs {c.baseline}"] = stats.normalized_delta_across(
-                pairs, n_boot=opts.n_boot, random_state=opts.random_state)
-    if len(blocks) >= min_sets_friedman and len(methods) >= 3:
-        means = pd.DataFrame({k: w.mean() for k, w in blocks.items()}).T[methods].dropna()
+                pairs, n_boot=opts.n_boot, random_state=opts.random_state, relative=False)
+    if len(norm) >= min_sets_friedman and len(methods) >= 3:
+        means = pd.DataFrame({k: w.mean() for k, w in norm.items()}).T[methods].dropna()
         if len(means) >= min_sets_friedman:
-            f = stats.friedman(means.to_numpy(), higher_is_better=higher_is_better(metric), alpha=opts.alpha)
+            f = stats.friedman(means.to_numpy(), higher_is_better=True, alpha=opts.alpha)
             out["friedman"] = {**f, "methods": methods, "avg_ranks": dict(zip(methods, f["avg_ranks"]))}
     return out
-

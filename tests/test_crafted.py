@@ -1,4 +1,4 @@
-"""Crafted ablations, written straight into MLflow, one per verdict rule of reference/statistics.md;
+"""Crafted ablations, written straight into MLflow, one per verdict rule of docs/statistics.md;
 each of them got a wrong verdict on old main."""
 
 from __future__ import annotations

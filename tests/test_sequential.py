@@ -1,4 +1,4 @@
-"""Group-sequential seeds (reference/statistics.md): Lan-DeMets O'Brien-Fleming-type boundaries, checked by
+"""Group-sequential seeds (docs/statistics.md): Lan-DeMets O'Brien-Fleming-type boundaries, checked by
 simulation."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""sal.stats against scipy/statsmodels and the public check values of reference/statistics.md."""
+"""sal.stats against scipy/statsmodels and the public check values of docs/statistics.md."""
 
 from __future__ import annotations
 
@@ -52,12 +52,14 @@ def test_holm_and_bh_match_derrac_2011_table_16():
                                                      0.188124, 0.592691, 0.660706], abs=1e-6)
 
 
-def test_holm_matches_statsmodels_on_random_unsorted_pvalues_and_skips_nan():
+def test_holm_matches_statsmodels_on_random_unsorted_pvalues_and_keeps_nan_in_m():
     p = RNG.uniform(0, 0.2, 9)
     assert stats.adjust(p) == pytest.approx(multipletests(p, method="holm")[1], abs=1e-12)
+    # a contrast without a p-value still counts in m (docs/statistics.md, "Families"): it enters as p = 1
     with_nan = np.array([0.01, np.nan, 0.04])
     out = stats.adjust(with_nan)
-    assert math.isnan(out[1]) and out[[0, 2]] == pytest.approx(multipletests([0.01, 0.04], method="holm")[1])
+    assert math.isnan(out[1]) and out[[0, 2]] == pytest.approx(multipletests([0.01, 1.0, 0.04],
+                                                                             method="holm")[1][[0, 2]])
 
 
 def test_rliable_check_values():
