@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import logging
 import math
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 from . import interrupts
 from .config import SpecError
 from .engine import QueueLost
-from .redact import MaskingFormatter, mask_text, mask_url, quiet_library_tracebacks
+from .redact import MaskingFormatter, has_mask, mask_text, mask_url, quiet_library_tracebacks
 
 __all__ = ["main"]
 
@@ -216,7 +215,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise SpecError([f"{args.name!r} in {mask_url(ref.url)} was not launched by `sal ablate` or `sal study run` "
                          "(no sal.kind); fix: launch it first, then join it with sal worker"])
     uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri is None and stored_uri is not None and ":***@" not in stored_uri:  # sal never stores a password
+    if uri is None and stored_uri is not None and not has_mask(stored_uri):  # sal never stores a password
         uri = stored_uri
     if uri is None:
         raise SpecError([f"the {kind} {args.name!r} stores no usable tracking URI ({stored_uri!r}); fix: pass "
@@ -444,28 +443,33 @@ def _compare(args: argparse.Namespace) -> int:
 
 @command("landscape")  # ---- issue 13: sharpness and connectivity of an ablation's saved final weights
 def _landscape(args: argparse.Namespace) -> int:
-    from .flatness import LandscapeOptions, measure_ablation, parse_what
+    from .flatness import LandscapeOptions, check_options, measure_ablation, parse_what
 
     opts = LandscapeOptions(what=parse_what(args.what), device=args.device, samples=args.samples,
                             probes=args.probes, fourier_steps=args.fourier_steps, slice_steps=args.slice_steps)
+    check_options(opts)
+    _preflight(uri=_uri(args), must_exist=True)  # as for a report: reading a store never creates an empty one
     out = measure_ablation(_uri(args), args.name, opts, filter_string=args.filter or "")
     runs, pairs = out["runs"], out["pairs"]
     shown = [c for c in runs.columns if c.startswith("landscape/") and "/vs" not in c and "_vs/" not in c]
     for _, r in runs.iterrows():
         values = ", ".join(f"{c.removeprefix('landscape/')}={r[c]:.4g}" for c in shown if r[c] == r[c])
-        print(f"  {r['cell']:18s} seed {r['seed']:<3d} {values}")
+        say(f"  {r['cell']:18s} seed {r['seed']:<3d} {values}")
     if len(pairs):
         for (kind, path), part in pairs.groupby(["kind", "path"]):
-            print(f"  {path} {kind}: mean {part['barrier'].mean():.4g} over {len(part)} pairs "
+            say(f"  {path} {kind}: mean {part['barrier'].mean():.4g} over {len(part)} pairs "
                   f"({part['seconds'].mean():.3g} s each)")
-    print(f"logged to {len(runs)} runs in {_uri(args)} (metrics landscape/*, time/landscape_*_s"
+    say(f"logged to {len(runs)} runs in {mask_url(_uri(args))} (metrics landscape/*, time/landscape_*_s"
           + (", figures" if out["figures"] else "") + ")")
     return 0
 
 
 @command("ui")
 def _ui(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        raise SpecError([f"--port={args.port} must be in 1..65535; fix: e.g. --port 5000"])
     uri = _uri(args)
+    _preflight(uri=uri)
     if uri.startswith("sqlite:///"):
         from .tracking import client_for
 
@@ -474,12 +478,9 @@ def _ui(args: argparse.Namespace) -> int:
     # (the choice is then remembered by the browser); sal's runs belong in the training view.
     say(f"MLflow UI on http://127.0.0.1:{args.port}/#/experiments?workflowType=machine_learning "
         f"(store {mask_url(uri)}); Ctrl-C stops it")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port)]
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    from .uiproc import serve
+
+    return serve(uri, port=args.port)
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
