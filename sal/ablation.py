@@ -56,7 +56,7 @@ def metric_direction(metric: str) -> str:
 
 
 class AblationSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
 
     name: str
     description: str = ""
@@ -185,7 +185,7 @@ def expand(spec: AblationSpec, base_overrides: dict[str, Any] | None = None) -> 
 
 def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None,
                   seeds: int | None = None) -> tuple[AblationSpec, list[GridItem]]:
-    raw = expand_data_env(load_yaml(path))
+    raw = expand_data_env(load_yaml(path, kind="ablation"))
     raw.setdefault("name", Path(path).stem)
     if seeds is not None:
         raw["seeds"] = seeds

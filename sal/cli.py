@@ -108,6 +108,16 @@ def _checkpoint_dir(args: argparse.Namespace) -> str:
     return str(args.checkpoint_dir or default_directory())
 
 
+def _check_finite(args: argparse.Namespace, *names: str) -> None:
+    """Float flags parse 'nan' and 'inf'; no setting of sal means either."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            flag = "--" + name.replace("_", "-")
+            raise SpecError([f"{flag}={value} must be a finite number; fix: give a number, e.g. {flag} 0.05, or "
+                             "leave the flag out for the default"])
+
+
 def _check_workers(n: int) -> int:
     if n < 1:
         raise SpecError([f"--workers={n} must be at least 1; fix: --workers 1"])
@@ -294,6 +304,7 @@ def _study_run(args: argparse.Namespace) -> int:
     from .study_spec import corner_specs, load_study_spec
     from .study_summary import log_study_summary
 
+    _check_finite(args, "timeout")
     spec = load_study_spec(args.file, parse_overrides(args.set), n_trials=args.n_trials, timeout=args.timeout,
                            seeds=args.seeds)
     check_plugins(corner_specs(spec))  # issue 14
@@ -375,6 +386,7 @@ def _report(args: argparse.Namespace) -> int:
     from .outputs import check_output_folder
     from .tracking import check_filter
 
+    _check_finite(args, "rope", "alpha")
     if args.alpha is not None and not 0 < args.alpha < 1:
         raise SpecError([f"--alpha={args.alpha} must be in (0, 1); fix: e.g. --alpha 0.05"])
     if args.rope is not None and args.rope < 0:

@@ -35,7 +35,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
 
 
 class ParamSpace(_Strict):
@@ -206,7 +206,7 @@ def check_study_spec(spec: StudySpec) -> None:
 
 
 def load_study_spec(path: str | Path, base_overrides: dict[str, Any] | None = None, **fields: Any) -> StudySpec:
-    raw = expand_data_env(load_yaml(path))
+    raw = expand_data_env(load_yaml(path, kind="study"))
     raw.setdefault("name", Path(path).stem)
     if "objective" in raw:  # one objective may be written without the list
         raw["objectives"] = [raw.pop("objective")]
