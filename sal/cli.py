@@ -43,6 +43,12 @@ def say(*parts: object, file=None) -> None:
     print(mask_text(" ".join(str(p) for p in parts)), file=file or sys.stdout, flush=True)
 
 
+def _check_devices(specs, *, gpus: list[str] | None = None) -> None:
+    from .preflight import check_devices
+
+    check_devices(specs, gpus=gpus)
+
+
 def _preflight(*, storage: str | None = None, uri: str | None = None, must_exist: bool = False) -> None:
     """Storage and tracking store reachable (and writable) before anything is created or computed."""
     from .preflight import check_storage, check_tracking
@@ -76,6 +82,7 @@ def _train(args: argparse.Namespace) -> int:
 
     spec = load_run_spec(args.config, parse_overrides(args.set))
     check_plugins([spec])  # issue 14: a user's model/data functions, before any compute
+    _check_devices([spec])
     uri = _uri(args)
     _preflight(uri=uri)
     say(f"training {spec.method.name} on {spec.data.name} ({spec.model.name}, {spec.optim.name}), seed {spec.seed}, "
@@ -176,6 +183,7 @@ def _ablate(args: argparse.Namespace) -> int:
     spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
     check_plugins(i.spec for i in items)  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
+    _check_devices([i.spec for i in items], gpus=gpus)
     ref = StorageRef.resolve(args.storage, spec.name, "ablation")
     cells = sorted({(i.spec.data.display_name, i.context, i.cell) for i in items})
     say(f"ablation {spec.name}: {len(cells)} cells x {len(spec.seed_list)} seeds = {len(items)} runs")
@@ -217,6 +225,7 @@ def _worker(args: argparse.Namespace) -> int:
     from .workqueue import TRACKING_URI, Queue
 
     workers, gpus = _check_workers(args.workers), _worker_gpus(args.gpus)
+    _check_devices([], gpus=gpus)  # the specs' own devices are checked where they were launched
     ref = StorageRef.resolve(args.storage, args.name, "worker")
     _preflight(storage=ref.url, must_exist=True)
     queue = _existing_queue(ref, args.name)
@@ -309,6 +318,7 @@ def _study_run(args: argparse.Namespace) -> int:
                            seeds=args.seeds)
     check_plugins(corner_specs(spec))  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
+    _check_devices(corner_specs(spec), gpus=gpus)
     ref, uri = StorageRef.resolve(args.storage, spec.name, "study"), _uri(args)
     _preflight(storage=ref.url, uri=uri)
     say(f"study {spec.name}: {spec.n_trials} trials x {len(spec.seed_list)} seeds, sampler {spec.sampler.name}, "
@@ -428,8 +438,10 @@ def _compare(args: argparse.Namespace) -> int:
     from .protocol import tuning_spec
     from .study_spec import corner_specs
 
-    check_plugins(s for cell in spec.methods for s in corner_specs(tuning_spec(spec, cell)))  # issue 14
+    corners = [s for cell in spec.methods for s in corner_specs(tuning_spec(spec, cell))]
+    check_plugins(corners)  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
+    _check_devices(corners, gpus=gpus)
     ref, uri = StorageRef.resolve(args.storage, spec.name, "compare"), _uri(args)
     t, e = spec.tuning, spec.evaluation
     say(f"compare {spec.name}: {len(spec.methods)} methods ({', '.join(spec.methods)}), each tuned with "

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import (
     RunSpec,
@@ -88,6 +88,16 @@ class Objective(_Strict):
     direction: Literal["maximize", "minimize"] = "maximize"
     aggregate: Literal["mean", "worst", "cvar", "lcb"] = Field("mean", description="over the trial's seeds")
     cvar_alpha: float = Field(0.25, gt=0.0, le=1.0)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_logged(cls, v: str) -> str:  # a typo would be found only after every trial trained
+        from .metricnames import unknown_metric
+
+        problem = unknown_metric(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class SamplerSpec(_Strict):
