@@ -214,7 +214,7 @@ def definition_of(items: list[GridItem]) -> dict[str, str]:
 
 
 def _start_parents(uri: str, spec: AblationSpec, items: list[GridItem]) -> dict[str, str]:
-    """One parent run per cell x data set x context (RUNNING while its seeds train): group -> run id."""
+    """One parent run per cell x data set x context (SCHEDULED, RUNNING once a seed trains): group -> run id."""
     experiment = experiment_name("ablation", spec.name)
     parents = {}
     for item in items:
@@ -224,7 +224,7 @@ def _start_parents(uri: str, spec: AblationSpec, items: list[GridItem]) -> dict[
                     "model": item.spec.model.name, "optimizer": item.spec.optim.name}
             name = group_name(item.cell, item.context, item.spec.data.display_name)
             parents[item.group] = start_parent(uri, experiment, kind="cell", key=f"{spec.name}|{item.group}",
-                                               run_name=name, tags=tags, spec=item.spec)
+                                               run_name=name, tags=tags, spec=item.spec, scheduled=True)
     return parents
 
 

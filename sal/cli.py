@@ -49,6 +49,20 @@ def _check_devices(specs, *, gpus: list[str] | None = None) -> None:
     check_devices(specs, gpus=gpus)
 
 
+def _check_artifacts(uri: str, *, storage: str | None = None, joining: bool = False) -> None:
+    from .preflight import check_artifact_root
+
+    check_artifact_root(uri, storage=storage, joining=joining)
+
+
+def _right_store(ref, name: str, uri: str, args: argparse.Namespace) -> None:
+    """The queue's own MLflow store, and artifacts every machine of the sweep reaches."""
+    from .preflight import check_recorded_store
+
+    check_recorded_store(ref, name, uri, new_store=args.new_tracking_store)
+    _check_artifacts(uri, storage=ref.url)
+
+
 def _preflight(*, storage: str | None = None, uri: str | None = None, must_exist: bool = False) -> None:
     """Storage and tracking store reachable (and writable) before anything is created or computed."""
     from .preflight import check_storage, check_tracking
@@ -193,6 +207,7 @@ def _ablate(args: argparse.Namespace) -> int:
         return 0
     uri = _uri(args)
     _preflight(storage=ref.url, uri=uri)
+    _right_store(ref, spec.name, uri, args)
     say(f"queue {mask_url(ref.url)}; MLflow {mask_url(uri)}")
     with _progress(ref, spec.name, label=spec.name, total=len(items), keys={i.key for i in items},
                    value_name=spec.metric):
@@ -240,6 +255,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise SpecError([f"the {kind} {args.name!r} stores no usable tracking URI ({stored_uri!r}); fix: pass "
                          "--tracking-uri, the one its launcher used (e.g. http://mlflow-host:5000)"])
     _preflight(uri=uri)
+    _check_artifacts(uri, joining=True)
     say(f"worker for the {kind} {args.name}: queue {mask_url(ref.url)}; MLflow {mask_url(uri)}; {workers} "
         f"process(es) on {', '.join('cuda:' + g for g in gpus) if gpus else 'the spec device'}")
     kwargs = dict(ref=ref, uri=uri, checkpoint_dir=_checkpoint_dir(args))
@@ -321,6 +337,7 @@ def _study_run(args: argparse.Namespace) -> int:
     _check_devices(corner_specs(spec), gpus=gpus)
     ref, uri = StorageRef.resolve(args.storage, spec.name, "study"), _uri(args)
     _preflight(storage=ref.url, uri=uri)
+    _right_store(ref, spec.name, uri, args)
     say(f"study {spec.name}: {spec.n_trials} trials x {len(spec.seed_list)} seeds, sampler {spec.sampler.name}, "
         f"pruner {spec.pruner.name}, objective " + ", ".join(f"{o.aggregate}({o.metric}) {o.direction}"
                                                             for o in spec.objectives))
@@ -450,6 +467,7 @@ def _compare(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("reports") / spec.name)
     check_output_folder(out)
     _preflight(storage=ref.url, uri=uri)
+    _check_artifacts(uri, storage=ref.url)
     say(f"storage {mask_url(ref.url)}; MLflow {mask_url(uri)}")
     result = run_compare(spec, ref=ref, uri=uri, workers=workers, gpus=gpus, checkpoint_dir=_checkpoint_dir(args))
     for look in result.looks:
@@ -514,6 +532,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", help="comma-separated GPU numbers; worker i uses the (i mod n)-th")
     p.add_argument("--no-wait", action="store_true",
                    help="stop when the queue is empty instead of waiting for other workers' running trials")
+    p.add_argument("--new-tracking-store", action="store_true",
+                   help="the queue was run with another --tracking-uri: train every run again into this one (without "
+                   "it, such a launch is refused)")
     p.add_argument("--checkpoint-dir", help="where runs with train.checkpoint_every > 0 keep their checkpoints, "
                    "from which a retried trial resumes (default checkpoints/ in the repository); shared by the "
                    "machines of a cluster when it is on a shared file system")

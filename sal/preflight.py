@@ -203,3 +203,38 @@ def check_devices(specs, *, gpus: list[str] | None = None) -> None:
         if not ok:
             raise SpecError([f"train.device={device!r}: no such device; {have}; fix: set train.device=auto (or cpu, "
                              "or a cuda:N that exists)"])
+
+
+def check_recorded_store(ref, name: str, uri: str, *, new_store: bool = False) -> None:
+    """A queue that exists keeps to the MLflow store it recorded (``sal.tracking_uri``): launched again with
+    another ``--tracking-uri`` it would train every run again there and point its later workers at it.
+    ``new_store`` (--new-tracking-store) says that is the intent. Reads only; a queue not yet created passes."""
+    import optuna
+
+    from .storeuri import same_store
+    from .workqueue import TRACKING_URI
+
+    if ref.is_journal or ref.url.startswith("sqlite:///"):
+        if not Path(ref.url.removeprefix("sqlite:///")).is_file():
+            return
+    found = [s for s in optuna.get_all_study_summaries(ref.open()) if s.study_name == name]
+    recorded = found[0].user_attrs.get(TRACKING_URI) if found else None
+    if recorded is None or new_store or same_store(recorded, uri):
+        return
+    raise SpecError([f"--tracking-uri={mask_url(uri)!r} is not the MLflow store {name!r} was run with "
+                     f"({recorded}); its finished runs are there. fix: pass --tracking-uri {recorded} (with its "
+                     "password, if any), or add --new-tracking-store to train every run again into the new store"])
+
+
+def check_artifact_root(uri: str, *, storage: str | None = None, joining: bool = False) -> None:
+    """A sweep over several machines (a PostgreSQL queue, or a joining `sal worker`) that logs to a database
+    store needs an artifact root all of them reach: the default is a folder of this machine."""
+    from .tracking import ARTIFACT_ENV, default_local_artifacts
+
+    several = joining or (storage is not None and storage.split("://", 1)[0].split("+", 1)[0] in _DATABASES)
+    local = default_local_artifacts(uri)
+    if several and local:
+        raise SpecError([f"--tracking-uri={mask_url(uri)!r} is a database store whose artifact root would be "
+                         f"{local}, a folder of this machine; the other machines of this sweep would each write "
+                         "their own. fix: serve the store with mlflow/server.sh and pass --tracking-uri "
+                         f"http://host:5000, or set {ARTIFACT_ENV} to a shared folder or an s3:// / gs:// URI"])

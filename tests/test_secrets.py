@@ -49,8 +49,10 @@ def secret_databases():
 
 
 def _sal(tmp_path, *args):
+    # a PostgreSQL queue is a sweep over machines: its database store needs a shared artifact root (issue 19)
+    env = {**os.environ, "SAL_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
     proc = subprocess.run([sys.executable, "-m", "sal", "-v", *args], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=400)
+                          timeout=400, env=env)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -82,7 +84,7 @@ def test_a_password_in_storage_and_tracking_urls_appears_nowhere(tmp_path, secre
         assert password not in output
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {"report.md", "report.html", "summary.csv", "best.yaml"} <= {p.name for p in written}
-    assert any(p.name == "spec.yaml" for p in written)  # MLflow's artifacts land here (a database store's default)
+    assert any(p.name == "spec.yaml" for p in written)  # MLflow's artifacts land in $SAL_ARTIFACT_ROOT
     assert [p for p in written if password.encode() in p.read_bytes()] == []
     assert ":***@" in (tmp_path / "rep" / "report.md").read_text()
     for name in names:  # every MLflow param, tag and metric, every Optuna attr
