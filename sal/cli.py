@@ -97,6 +97,7 @@ def _train(args: argparse.Namespace) -> int:
     spec = load_run_spec(args.config, parse_overrides(args.set))
     check_plugins([spec])  # issue 14: a user's model/data functions, before any compute
     _check_devices([spec])
+    _check_data([spec])
     uri = _uri(args)
     _preflight(uri=uri)
     say(f"training {spec.method.name} on {spec.data.name} ({spec.model.name}, {spec.optim.name}), seed {spec.seed}, "
@@ -198,6 +199,7 @@ def _ablate(args: argparse.Namespace) -> int:
     check_plugins(i.spec for i in items)  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     _check_devices([i.spec for i in items], gpus=gpus)
+    _check_data(i.spec for i in items)  # a layout the loader reads wrongly, a wrong class count
     ref = StorageRef.resolve(args.storage, spec.name, "ablation")
     cells = sorted({(i.spec.data.display_name, i.context, i.cell) for i in items})
     say(f"ablation {spec.name}: {len(cells)} cells x {len(spec.seed_list)} seeds = {len(items)} runs")
@@ -335,6 +337,7 @@ def _study_run(args: argparse.Namespace) -> int:
     check_plugins(corner_specs(spec))  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     _check_devices(corner_specs(spec), gpus=gpus)
+    _check_data(corner_specs(spec))
     ref, uri = StorageRef.resolve(args.storage, spec.name, "study"), _uri(args)
     _preflight(storage=ref.url, uri=uri)
     _right_store(ref, spec.name, uri, args)
@@ -459,6 +462,7 @@ def _compare(args: argparse.Namespace) -> int:
     check_plugins(corners)  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     _check_devices(corners, gpus=gpus)
+    _check_data(corners)
     ref, uri = StorageRef.resolve(args.storage, spec.name, "compare"), _uri(args)
     t, e = spec.tuning, spec.evaluation
     say(f"compare {spec.name}: {len(spec.methods)} methods ({', '.join(spec.methods)}), each tuned with "
@@ -504,6 +508,39 @@ def _landscape(args: argparse.Namespace) -> int:
     say(f"logged to {len(runs)} runs in {mask_url(_uri(args))} (metrics landscape/*, time/landscape_*_s"
           + (", figures" if out["figures"] else "") + ")")
     return 0
+
+
+@command("data")
+def _data(args: argparse.Namespace) -> int:
+    if args.data_command == "prepare":
+        from .dataprep import prepare
+
+        n = prepare(args.layout, args.source, args.out)
+        say(f"linked {n} images of {args.source} into {args.out} (class-per-folder; the source is unchanged)")
+        return 0
+    from .datacheck import data_reports, preset_path, preset_specs
+
+    path = preset_path(args.preset)
+    reports, weights = data_reports(preset_specs(path))
+    say(f"{path}: {len(reports)} data set(s)")
+    for r in reports:
+        counts = ", ".join(f"{split} {n}" for split, n in r.classes.items())
+        expected = f", expected {r.expected}" if r.expected else ""
+        say(f"  {r.label:14s} {r.root}  {r.layout or '-'}  classes: {counts or '-'}{expected}  "
+            + ("ready" if r.ready else "NOT READY"))
+        for problem, fix in zip(r.problems, r.fixes):
+            say(f"    {problem}; fix: {fix}")
+    for problem, fix in weights:
+        say(f"  weights: {problem}; fix: {fix}")
+    ready = all(r.ready for r in reports) and not weights
+    say("ready" if ready else "not ready: run the fixes above, then check again")
+    return 0 if ready else 1
+
+
+def _check_data(specs) -> None:
+    from .datacheck import check_specs_data
+
+    check_specs_data(specs)
 
 
 @command("ui")
@@ -637,6 +674,18 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--no-wait", action="store_true",
                    help="stop when the queue is empty instead of waiting for other workers' running trials")
     w.add_argument("--checkpoint-dir", help="as for ablate and study run (default checkpoints/ in the repository)")
+
+    d = sub.add_parser("data", help="is the data of a preset ready (check), convert a known layout (prepare)",
+                       parents=common)
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dc = dsub.add_parser("check", help="what a preset needs, what is found, classes per split, the fix of each",
+                         parents=common)
+    dc.add_argument("preset", help="a spec file or a preset name (paper_table2, paper_degraded, ...)")
+    dp = dsub.add_parser("prepare", help="link a known layout into the class-per-folder tree sal reads",
+                         parents=common)
+    dp.add_argument("layout", choices=["pacs", "tiny_imagenet", "corel1k"])
+    dp.add_argument("source", help="the unpacked archive (only read)")
+    dp.add_argument("out", help="a new folder for the converted tree (symbolic links to the source's images)")
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store", parents=common)
     u.add_argument("--port", type=int, default=5000)
