@@ -101,7 +101,8 @@ def inspect_data(spec: RunSpec) -> DataReport | None:
         return report
     counts = set(report.classes.values())
     if 0 in counts:
-        report.problems.append(f"{root} has no class folders with images in {[s for s, n in report.classes.items() if not n]}")
+        empty = [split for split, n in report.classes.items() if not n]
+        report.problems.append(f"{root} has no class folders with images in {empty}")
         report.fixes.append(f"one sub-folder of images per class under {root}")
     elif len(counts) > 1:
         report.problems.append(f"{root}: the splits have different numbers of classes {report.classes}")

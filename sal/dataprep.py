@@ -12,14 +12,15 @@ import re
 from pathlib import Path
 
 from .config import SpecError
+from .datacheck import IMAGE_SUFFIXES as _IMAGES
 
 __all__ = ["LAYOUTS", "prepare", "load_backbone_weights", "rename_old_densenet_keys"]
 
 COREL_CLASSES = ("africa", "beach", "buildings", "buses", "dinosaurs", "elephants", "flowers", "horses",
                  "mountains", "food")  # Corel-1k: 100 images each, numbered in this order
-_IMAGES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # torchvision.models.densenet._load_state_dict's pattern
-_OLD_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_OLD_DENSENET = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 def _link(src: Path, dest: Path) -> None:
