@@ -206,7 +206,7 @@ def _ablate(args: argparse.Namespace) -> int:
     if args.dry_run:
         for dataset, context, cell in cells:
             say(f"  {dataset:14s} {context:32s} {cell}")
-        return 0
+        return _print_estimate(spec.name, [(i.spec, 1) for i in items])
     uri = _uri(args)
     _preflight(storage=ref.url, uri=uri)
     _right_store(ref, spec.name, uri, args)
@@ -338,6 +338,10 @@ def _study_run(args: argparse.Namespace) -> int:
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     _check_devices(corner_specs(spec), gpus=gpus)
     _check_data(corner_specs(spec))
+    if args.dry_run:  # the base spec stands for every trial (the space moves knobs, rarely the cost)
+        trials = spec.n_trials or 1
+        return _print_estimate(spec.name, [(corner_specs(spec)[0], trials * len(spec.seed_list))],
+                               note="" if spec.n_trials else " (per trial: n_trials is not set)")
     ref, uri = StorageRef.resolve(args.storage, spec.name, "study"), _uri(args)
     _preflight(storage=ref.url, uri=uri)
     _right_store(ref, spec.name, uri, args)
@@ -468,6 +472,10 @@ def _compare(args: argparse.Namespace) -> int:
     say(f"compare {spec.name}: {len(spec.methods)} methods ({', '.join(spec.methods)}), each tuned with "
         f"{t.trials} trials x {len(t.seed_list)} seeds; evaluated on seeds from {e.seed_list[0]} "
         + (f"at looks {looks_of(e)}" if e.sequential else f"({len(e.seed_list)} seeds)"))
+    if args.dry_run:  # tuning trials x seeds, then the evaluation's seeds (all looks), per method
+        per_method = t.trials * len(t.seed_list) + len(e.seed_list)
+        return _print_estimate(spec.name, [(corner_specs(tuning_spec(spec, cell))[0], per_method)
+                                           for cell in spec.methods], note=" (the evaluation at its most seeds)")
     out = Path(args.out or Path("reports") / spec.name)
     check_output_folder(out)
     _preflight(storage=ref.url, uri=uri)
@@ -535,6 +543,15 @@ def _data(args: argparse.Namespace) -> int:
     ready = all(r.ready for r in reports) and not weights
     say("ready" if ready else "not ready: run the fixes above, then check again")
     return 0 if ready else 1
+
+
+def _print_estimate(name: str, runs, *, note: str = "") -> int:
+    """--dry-run: the compute of the sweep, from one timed epoch per model, data and device; writes nothing."""
+    from .estimate import estimate, format_estimate
+
+    for line in format_estimate(name, estimate(list(runs)), note=note):
+        say(line)
+    return 0
 
 
 def _check_data(specs) -> None:
@@ -606,7 +623,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--seeds", type=int, help="number of seeds (overrides the file)")
     _add_engine_args(a)
     a.add_argument("--retry-failed", action="store_true", help="run again the cells whose run crashed")
-    a.add_argument("--dry-run", action="store_true", help="print the cells and their count, run nothing")
+    a.add_argument("--dry-run", action="store_true", help="print the cells, their count and the compute (one timed "
+                   "epoch per model, data and device), write nothing")
 
     st = sub.add_parser("study", help="Optuna studies over SAL's knobs, multi-seed trials", parents=common)
     ssub = st.add_subparsers(dest="study_command", required=True)
@@ -616,6 +634,7 @@ def _parser() -> argparse.ArgumentParser:
     sr.add_argument("--n-trials", type=int, help="finished trials to reach (overrides the file)")
     sr.add_argument("--timeout", type=float, help="seconds for this invocation")
     sr.add_argument("--seeds", type=int, help="seeds per trial (overrides the file)")
+    sr.add_argument("--dry-run", action="store_true", help="print the compute (one timed epoch), write nothing")
     sr.add_argument("--force-new", action="store_true", help="start a fresh study when the stored one was run with "
                     "another base spec or space (the old one is kept as NAME@time)")
     _add_engine_args(sr)
@@ -650,6 +669,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_engine_args(c)
     c.add_argument("--out", help="report folder (default reports/NAME)")
     c.add_argument("--no-figures", action="store_true")
+    c.add_argument("--dry-run", action="store_true", help="print the compute (one timed epoch per model, data and "
+                   "device), write nothing")
 
     ls = sub.add_parser("landscape", help="sharpness, slices and barriers of an ablation's saved final weights",
                         parents=common)

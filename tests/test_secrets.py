@@ -197,7 +197,7 @@ def test_sal_ui_shows_no_password_in_ps_and_sigterm_stops_every_process(secret_d
     proc = subprocess.Popen([sys.executable, "-m", "sal", "--tracking-uri", tracking, "ui", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline, up = time.time() + 120, False
+        deadline, up = time.time() + 300, False  # a first start migrates the new database: slow on a busy machine
         while time.time() < deadline and not up and proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
