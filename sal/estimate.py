@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import RunSpec
+from .config import RunSpec, SpecError
 
 __all__ = ["Group", "estimate", "format_estimate"]
 
@@ -45,7 +45,16 @@ def _timed_epoch(spec: RunSpec) -> float:
 
     one = spec.model_copy(update={"train": spec.train.model_copy(update={
         "epochs": 1, "checkpoint_every": 0, "sharpness_samples": 0})})
-    result = train(one)
+    try:
+        result = train(one)
+    except Exception as err:  # noqa: BLE001 - data that cannot be read, a model that does not fit: bad input
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise SpecError([f"one timed epoch of {spec.model.name} on {spec.data.display_name} failed "
+                         f"({type(err).__name__}: {first}); fix: correct the data or model (sal data check FILE "
+                         "lists what a preset needs)"]) from None
+    if result.status == "failed":
+        raise SpecError([f"one timed epoch of {spec.model.name} on {spec.data.display_name} failed "
+                         f"({result.message}); fix: correct the data or model"])
     seconds = result.last("time/epoch_s")
     return seconds if not math.isnan(seconds) else math.nan
 

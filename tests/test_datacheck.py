@@ -1,5 +1,5 @@
-"""Issue 19: data ready before compute. `sal data check` and `sal data prepare` on small trees written here
-(empty image files: nothing is decoded by a check or a conversion), and old-style DenseNet checkpoints."""
+"""Issue 19: data ready before compute. `sal data check` and `sal data prepare` on small trees of 4x4 images
+written here, and old-style DenseNet checkpoints."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ PACS_CLASSES = ["dog", "elephant", "giraffe", "guitar", "horse", "house", "perso
 
 
 def _touch(path):
+    """A real 4x4 image (a dry run times one epoch on the data), whatever the file's suffix."""
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
+    Image.new("RGB", (4, 4), (len(path.name) * 40 % 256, 0, 0)).save(path, format="PNG")
 
 
 def _pacs_tree(root):

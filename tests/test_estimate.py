@@ -54,3 +54,17 @@ def test_study_and_compare_dry_runs_print_an_estimate(tmp_path, capsys, monkeypa
     assert main(["compare", str(compare), "--dry-run"]) == 0
     assert "total: 10 runs, 20 epochs" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp.yaml", "st.yaml"]
+
+
+def test_a_dry_run_whose_data_cannot_be_read_exits_2(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        (root / cls / "x.jpg").write_bytes(b"not an image")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "bad", "cells": {"a": {"method.name": "base"}},
+                                    "base": {"data": {"name": "imagefolder", "root": str(root)},
+                                             "model": {"name": "cnn", "width": 4}, "train": {"epochs": 1}}}))
+    assert main(["ablate", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "one timed epoch of cnn on imagefolder failed (UnidentifiedImageError" in err and "resume" not in err
