@@ -158,7 +158,10 @@ def check_specs_data(specs) -> None:
     """Before compute: refuse a data set whose folder the loader would read wrongly (a known layout to convert,
     or a class count that is not the data set's). Missing folders are reported by config.missing_data_root."""
     reports, _ = data_reports(list(specs), weights=False)
-    problems = [f"data {r.label}: {p}; fix: {f}" for r in reports if Path(r.root).expanduser().is_dir()
+    # only what is known to be wrong: an archive's layout, or the class count of a data set sal knows; a folder
+    # of unknown data is the loader's to read (its errors end the run as FAILED, as any crash does)
+    problems = [f"data {r.label}: {p}; fix: {f}" for r in reports
+                if Path(r.root).expanduser().is_dir() and (r.layout in _FIX or r.expected is not None)
                 for p, f in zip(r.problems, r.fixes)]
     if problems:
         raise SpecError(problems + ["(sal data check PRESET lists everything a preset needs)"])
