@@ -60,7 +60,7 @@ def metric_direction(metric: str) -> str:
 
 
 class AblationSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
 
     name: str
     description: str = ""
@@ -194,7 +194,7 @@ def expand(spec: AblationSpec, base_overrides: dict[str, Any] | None = None) -> 
 
 def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None,
                   seeds: int | None = None) -> tuple[AblationSpec, list[GridItem]]:
-    raw = expand_data_env(load_yaml(path))
+    raw = expand_data_env(load_yaml(path, kind="ablation"))
     raw.setdefault("name", Path(path).stem)
     if raw.get("fidelity") == "paper":
         raw.setdefault("metric", PAPER_METRIC)  # no validation split: a trial records its test score
@@ -229,7 +229,7 @@ def definition_of(items: list[GridItem]) -> dict[str, str]:
 
 
 def _start_parents(uri: str, spec: AblationSpec, items: list[GridItem]) -> dict[str, str]:
-    """One parent run per cell x data set x context (RUNNING while its seeds train): group -> run id."""
+    """One parent run per cell x data set x context (SCHEDULED, RUNNING once a seed trains): group -> run id."""
     experiment = experiment_name("ablation", spec.name)
     parents = {}
     for item in items:
@@ -239,7 +239,7 @@ def _start_parents(uri: str, spec: AblationSpec, items: list[GridItem]) -> dict[
                     "model": item.spec.model.name, "optimizer": item.spec.optim.name}
             name = group_name(item.cell, item.context, item.spec.data.display_name)
             parents[item.group] = start_parent(uri, experiment, kind="cell", key=f"{spec.name}|{item.group}",
-                                               run_name=name, tags=tags, spec=item.spec)
+                                               run_name=name, tags=tags, spec=item.spec, scheduled=True)
     return parents
 
 

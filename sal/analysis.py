@@ -31,7 +31,7 @@ STANDARD_FAMILIES = "standard"
 class AnalysisSpec(BaseModel):
     """The ``analysis:`` block of an ablation YAML."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
 
     treatment: str = Field("sal", description="the cell every default contrast puts first")
     contrasts: list[tuple[str, str]] | None = Field(None, description="pairs [a, b]: a compared with b")

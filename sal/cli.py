@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import logging
 import math
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 from . import interrupts
 from .config import SpecError
 from .engine import QueueLost
-from .redact import MaskingFormatter, mask_text, mask_url, quiet_library_tracebacks
+from .redact import MaskingFormatter, has_mask, mask_text, mask_url, quiet_library_tracebacks
 
 __all__ = ["main"]
 
@@ -42,6 +41,26 @@ def _uri(args: argparse.Namespace) -> str:
 def say(*parts: object, file=None) -> None:
     """print, with the password of every URL masked: the one way this CLI writes to the terminal."""
     print(mask_text(" ".join(str(p) for p in parts)), file=file or sys.stdout, flush=True)
+
+
+def _check_devices(specs, *, gpus: list[str] | None = None) -> None:
+    from .preflight import check_devices
+
+    check_devices(specs, gpus=gpus)
+
+
+def _check_artifacts(uri: str, *, storage: str | None = None, joining: bool = False) -> None:
+    from .preflight import check_artifact_root
+
+    check_artifact_root(uri, storage=storage, joining=joining)
+
+
+def _right_store(ref, name: str, uri: str, args: argparse.Namespace) -> None:
+    """The queue's own MLflow store, and artifacts every machine of the sweep reaches."""
+    from .preflight import check_recorded_store
+
+    check_recorded_store(ref, name, uri, new_store=args.new_tracking_store)
+    _check_artifacts(uri, storage=ref.url)
 
 
 def _preflight(*, storage: str | None = None, uri: str | None = None, must_exist: bool = False) -> None:
@@ -77,6 +96,8 @@ def _train(args: argparse.Namespace) -> int:
 
     spec = load_run_spec(args.config, parse_overrides(args.set))
     check_plugins([spec])  # issue 14: a user's model/data functions, before any compute
+    _check_devices([spec])
+    _check_data([spec])
     uri = _uri(args)
     _preflight(uri=uri)
     say(f"training {spec.method.name} on {spec.data.name} ({spec.model.name}, {spec.optim.name}), seed {spec.seed}, "
@@ -107,6 +128,16 @@ def _checkpoint_dir(args: argparse.Namespace) -> str:
     from .checkpoints import default_directory
 
     return str(args.checkpoint_dir or default_directory())
+
+
+def _check_finite(args: argparse.Namespace, *names: str) -> None:
+    """Float flags parse 'nan' and 'inf'; no setting of sal means either."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            flag = "--" + name.replace("_", "-")
+            raise SpecError([f"{flag}={value} must be a finite number; fix: give a number, e.g. {flag} 0.05, or "
+                             "leave the flag out for the default"])
 
 
 def _check_workers(n: int) -> int:
@@ -167,15 +198,18 @@ def _ablate(args: argparse.Namespace) -> int:
     spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
     check_plugins(i.spec for i in items)  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
+    _check_devices([i.spec for i in items], gpus=gpus)
+    _check_data(i.spec for i in items)  # a layout the loader reads wrongly, a wrong class count
     ref = StorageRef.resolve(args.storage, spec.name, "ablation")
     cells = sorted({(i.spec.data.display_name, i.context, i.cell) for i in items})
     say(f"ablation {spec.name}: {len(cells)} cells x {len(spec.seed_list)} seeds = {len(items)} runs")
     if args.dry_run:
         for dataset, context, cell in cells:
             say(f"  {dataset:14s} {context:32s} {cell}")
-        return 0
+        return _print_estimate(spec.name, [(i.spec, 1) for i in items])
     uri = _uri(args)
     _preflight(storage=ref.url, uri=uri)
+    _right_store(ref, spec.name, uri, args)
     say(f"queue {mask_url(ref.url)}; MLflow {mask_url(uri)}")
     with _progress(ref, spec.name, label=spec.name, total=len(items), keys={i.key for i in items},
                    value_name=spec.metric):
@@ -208,6 +242,7 @@ def _worker(args: argparse.Namespace) -> int:
     from .workqueue import TRACKING_URI, Queue
 
     workers, gpus = _check_workers(args.workers), _worker_gpus(args.gpus)
+    _check_devices([], gpus=gpus)  # the specs' own devices are checked where they were launched
     ref = StorageRef.resolve(args.storage, args.name, "worker")
     _preflight(storage=ref.url, must_exist=True)
     queue = _existing_queue(ref, args.name)
@@ -216,12 +251,13 @@ def _worker(args: argparse.Namespace) -> int:
         raise SpecError([f"{args.name!r} in {mask_url(ref.url)} was not launched by `sal ablate` or `sal study run` "
                          "(no sal.kind); fix: launch it first, then join it with sal worker"])
     uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri is None and stored_uri is not None and ":***@" not in stored_uri:  # sal never stores a password
+    if uri is None and stored_uri is not None and not has_mask(stored_uri):  # sal never stores a password
         uri = stored_uri
     if uri is None:
         raise SpecError([f"the {kind} {args.name!r} stores no usable tracking URI ({stored_uri!r}); fix: pass "
                          "--tracking-uri, the one its launcher used (e.g. http://mlflow-host:5000)"])
     _preflight(uri=uri)
+    _check_artifacts(uri, joining=True)
     say(f"worker for the {kind} {args.name}: queue {mask_url(ref.url)}; MLflow {mask_url(uri)}; {workers} "
         f"process(es) on {', '.join('cuda:' + g for g in gpus) if gpus else 'the spec device'}")
     kwargs = dict(ref=ref, uri=uri, checkpoint_dir=_checkpoint_dir(args))
@@ -295,12 +331,20 @@ def _study_run(args: argparse.Namespace) -> int:
     from .study_spec import corner_specs, load_study_spec
     from .study_summary import log_study_summary
 
+    _check_finite(args, "timeout")
     spec = load_study_spec(args.file, parse_overrides(args.set), n_trials=args.n_trials, timeout=args.timeout,
                            seeds=args.seeds)
     check_plugins(corner_specs(spec))  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
+    _check_devices(corner_specs(spec), gpus=gpus)
+    _check_data(corner_specs(spec))
+    if args.dry_run:  # the base spec stands for every trial (the space moves knobs, rarely the cost)
+        trials = spec.n_trials or 1
+        return _print_estimate(spec.name, [(corner_specs(spec)[0], trials * len(spec.seed_list))],
+                               note="" if spec.n_trials else " (per trial: n_trials is not set)")
     ref, uri = StorageRef.resolve(args.storage, spec.name, "study"), _uri(args)
     _preflight(storage=ref.url, uri=uri)
+    _right_store(ref, spec.name, uri, args)
     say(f"study {spec.name}: {spec.n_trials} trials x {len(spec.seed_list)} seeds, sampler {spec.sampler.name}, "
         f"pruner {spec.pruner.name}, objective " + ", ".join(f"{o.aggregate}({o.metric}) {o.direction}"
                                                             for o in spec.objectives))
@@ -376,6 +420,7 @@ def _report(args: argparse.Namespace) -> int:
     from .outputs import check_output_folder
     from .tracking import check_filter
 
+    _check_finite(args, "rope", "alpha")
     if args.alpha is not None and not 0 < args.alpha < 1:
         raise SpecError([f"--alpha={args.alpha} must be in (0, 1); fix: e.g. --alpha 0.05"])
     if args.rope is not None and args.rope < 0:
@@ -417,16 +462,24 @@ def _compare(args: argparse.Namespace) -> int:
     from .protocol import tuning_spec
     from .study_spec import corner_specs
 
-    check_plugins(s for cell in spec.methods for s in corner_specs(tuning_spec(spec, cell)))  # issue 14
+    corners = [s for cell in spec.methods for s in corner_specs(tuning_spec(spec, cell))]
+    check_plugins(corners)  # issue 14
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
+    _check_devices(corners, gpus=gpus)
+    _check_data(corners)
     ref, uri = StorageRef.resolve(args.storage, spec.name, "compare"), _uri(args)
     t, e = spec.tuning, spec.evaluation
     say(f"compare {spec.name}: {len(spec.methods)} methods ({', '.join(spec.methods)}), each tuned with "
         f"{t.trials} trials x {len(t.seed_list)} seeds; evaluated on seeds from {e.seed_list[0]} "
         + (f"at looks {looks_of(e)}" if e.sequential else f"({len(e.seed_list)} seeds)"))
+    if args.dry_run:  # tuning trials x seeds, then the evaluation's seeds (all looks), per method
+        per_method = t.trials * len(t.seed_list) + len(e.seed_list)
+        return _print_estimate(spec.name, [(corner_specs(tuning_spec(spec, cell))[0], per_method)
+                                           for cell in spec.methods], note=" (the evaluation at its most seeds)")
     out = Path(args.out or Path("reports") / spec.name)
     check_output_folder(out)
     _preflight(storage=ref.url, uri=uri)
+    _check_artifacts(uri, storage=ref.url)
     say(f"storage {mask_url(ref.url)}; MLflow {mask_url(uri)}")
     result = run_compare(spec, ref=ref, uri=uri, workers=workers, gpus=gpus, checkpoint_dir=_checkpoint_dir(args))
     for look in result.looks:
@@ -444,28 +497,75 @@ def _compare(args: argparse.Namespace) -> int:
 
 @command("landscape")  # ---- issue 13: sharpness and connectivity of an ablation's saved final weights
 def _landscape(args: argparse.Namespace) -> int:
-    from .flatness import LandscapeOptions, measure_ablation, parse_what
+    from .flatness import LandscapeOptions, check_options, measure_ablation, parse_what
 
     opts = LandscapeOptions(what=parse_what(args.what), device=args.device, samples=args.samples,
                             probes=args.probes, fourier_steps=args.fourier_steps, slice_steps=args.slice_steps)
+    check_options(opts)
+    _preflight(uri=_uri(args), must_exist=True)  # as for a report: reading a store never creates an empty one
     out = measure_ablation(_uri(args), args.name, opts, filter_string=args.filter or "")
     runs, pairs = out["runs"], out["pairs"]
     shown = [c for c in runs.columns if c.startswith("landscape/") and "/vs" not in c and "_vs/" not in c]
     for _, r in runs.iterrows():
         values = ", ".join(f"{c.removeprefix('landscape/')}={r[c]:.4g}" for c in shown if r[c] == r[c])
-        print(f"  {r['cell']:18s} seed {r['seed']:<3d} {values}")
+        say(f"  {r['cell']:18s} seed {r['seed']:<3d} {values}")
     if len(pairs):
         for (kind, path), part in pairs.groupby(["kind", "path"]):
-            print(f"  {path} {kind}: mean {part['barrier'].mean():.4g} over {len(part)} pairs "
+            say(f"  {path} {kind}: mean {part['barrier'].mean():.4g} over {len(part)} pairs "
                   f"({part['seconds'].mean():.3g} s each)")
-    print(f"logged to {len(runs)} runs in {_uri(args)} (metrics landscape/*, time/landscape_*_s"
+    say(f"logged to {len(runs)} runs in {mask_url(_uri(args))} (metrics landscape/*, time/landscape_*_s"
           + (", figures" if out["figures"] else "") + ")")
     return 0
 
 
+@command("data")
+def _data(args: argparse.Namespace) -> int:
+    if args.data_command == "prepare":
+        from .dataprep import prepare
+
+        n = prepare(args.layout, args.source, args.out)
+        say(f"linked {n} images of {args.source} into {args.out} (class-per-folder; the source is unchanged)")
+        return 0
+    from .datacheck import data_reports, preset_path, preset_specs
+
+    path = preset_path(args.preset)
+    reports, weights = data_reports(preset_specs(path))
+    say(f"{path}: {len(reports)} data set(s)")
+    for r in reports:
+        counts = ", ".join(f"{split} {n}" for split, n in r.classes.items())
+        expected = f", expected {r.expected}" if r.expected else ""
+        say(f"  {r.label:14s} {r.root}  {r.layout or '-'}  classes: {counts or '-'}{expected}  "
+            + ("ready" if r.ready else "NOT READY"))
+        for problem, fix in zip(r.problems, r.fixes):
+            say(f"    {problem}; fix: {fix}")
+    for problem, fix in weights:
+        say(f"  weights: {problem}; fix: {fix}")
+    ready = all(r.ready for r in reports) and not weights
+    say("ready" if ready else "not ready: run the fixes above, then check again")
+    return 0 if ready else 1
+
+
+def _print_estimate(name: str, runs, *, note: str = "") -> int:
+    """--dry-run: the compute of the sweep, from one timed epoch per model, data and device; writes nothing."""
+    from .estimate import estimate, format_estimate
+
+    for line in format_estimate(name, estimate(list(runs)), note=note):
+        say(line)
+    return 0
+
+
+def _check_data(specs) -> None:
+    from .datacheck import check_specs_data
+
+    check_specs_data(specs)
+
+
 @command("ui")
 def _ui(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        raise SpecError([f"--port={args.port} must be in 1..65535; fix: e.g. --port 5000"])
     uri = _uri(args)
+    _preflight(uri=uri)
     if uri.startswith("sqlite:///"):
         from .tracking import client_for
 
@@ -474,12 +574,9 @@ def _ui(args: argparse.Namespace) -> int:
     # (the choice is then remembered by the browser); sal's runs belong in the training view.
     say(f"MLflow UI on http://127.0.0.1:{args.port}/#/experiments?workflowType=machine_learning "
         f"(store {mask_url(uri)}); Ctrl-C stops it")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port)]
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    from .uiproc import serve
+
+    return serve(uri, port=args.port)
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -489,6 +586,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", help="comma-separated GPU numbers; worker i uses the (i mod n)-th")
     p.add_argument("--no-wait", action="store_true",
                    help="stop when the queue is empty instead of waiting for other workers' running trials")
+    p.add_argument("--new-tracking-store", action="store_true",
+                   help="the queue was run with another --tracking-uri: train every run again into this one (without "
+                   "it, such a launch is refused)")
     p.add_argument("--checkpoint-dir", help="where runs with train.checkpoint_every > 0 keep their checkpoints, "
                    "from which a retried trial resumes (default checkpoints/ in the repository); shared by the "
                    "machines of a cluster when it is on a shared file system")
@@ -523,7 +623,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--seeds", type=int, help="number of seeds (overrides the file)")
     _add_engine_args(a)
     a.add_argument("--retry-failed", action="store_true", help="run again the cells whose run crashed")
-    a.add_argument("--dry-run", action="store_true", help="print the cells and their count, run nothing")
+    a.add_argument("--dry-run", action="store_true", help="print the cells, their count and the compute (one timed "
+                   "epoch per model, data and device), write nothing")
 
     st = sub.add_parser("study", help="Optuna studies over SAL's knobs, multi-seed trials", parents=common)
     ssub = st.add_subparsers(dest="study_command", required=True)
@@ -533,6 +634,7 @@ def _parser() -> argparse.ArgumentParser:
     sr.add_argument("--n-trials", type=int, help="finished trials to reach (overrides the file)")
     sr.add_argument("--timeout", type=float, help="seconds for this invocation")
     sr.add_argument("--seeds", type=int, help="seeds per trial (overrides the file)")
+    sr.add_argument("--dry-run", action="store_true", help="print the compute (one timed epoch), write nothing")
     sr.add_argument("--force-new", action="store_true", help="start a fresh study when the stored one was run with "
                     "another base spec or space (the old one is kept as NAME@time)")
     _add_engine_args(sr)
@@ -567,6 +669,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_engine_args(c)
     c.add_argument("--out", help="report folder (default reports/NAME)")
     c.add_argument("--no-figures", action="store_true")
+    c.add_argument("--dry-run", action="store_true", help="print the compute (one timed epoch per model, data and "
+                   "device), write nothing")
 
     ls = sub.add_parser("landscape", help="sharpness, slices and barriers of an ablation's saved final weights",
                         parents=common)
@@ -591,6 +695,18 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--no-wait", action="store_true",
                    help="stop when the queue is empty instead of waiting for other workers' running trials")
     w.add_argument("--checkpoint-dir", help="as for ablate and study run (default checkpoints/ in the repository)")
+
+    d = sub.add_parser("data", help="is the data of a preset ready (check), convert a known layout (prepare)",
+                       parents=common)
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dc = dsub.add_parser("check", help="what a preset needs, what is found, classes per split, the fix of each",
+                         parents=common)
+    dc.add_argument("preset", help="a spec file or a preset name (paper_table2, paper_degraded, ...)")
+    dp = dsub.add_parser("prepare", help="link a known layout into the class-per-folder tree sal reads",
+                         parents=common)
+    dp.add_argument("layout", choices=["pacs", "tiny_imagenet", "corel1k"])
+    dp.add_argument("source", help="the unpacked archive (only read)")
+    dp.add_argument("out", help="a new folder for the converted tree (symbolic links to the source's images)")
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store", parents=common)
     u.add_argument("--port", type=int, default=5000)

@@ -366,15 +366,44 @@ def _default_of(dotted: str, raw: dict) -> str | None:
     return None
 
 
+# pydantic names the member of a union that failed as part of the location: ("seeds", "list[int]")
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|list\[.*\]|dict\[.*\]|tuple\[.*\]|.*\[.*\])$")
+_FORM_WORDS = {"int": "a whole number", "float": "a number", "str": "a text", "bool": "true or false",
+               "list[int]": "a list of whole numbers", "list[float]": "a list of numbers",
+               "list[str]": "a list of texts"}
+
+
+def _without_union_member(loc: tuple) -> tuple:
+    return tuple(loc[:-1]) if loc and isinstance(loc[-1], str) and _UNION_MEMBER.match(loc[-1]) else tuple(loc)
+
+
+def _union_forms(err: ValidationError) -> dict[tuple, list[str]]:
+    forms: dict[tuple, list[str]] = {}
+    for e in err.errors():
+        loc = _without_union_member(e["loc"])
+        if loc != tuple(e["loc"]):
+            forms.setdefault(loc, []).append(_FORM_WORDS.get(e["loc"][-1], e["loc"][-1]))
+    return forms
+
+
 def format_validation_error(err: ValidationError, raw: dict, *, prefix: str = "",
                             top: type[BaseModel] | None = None) -> SpecError:
     """Turn pydantic's errors into lines ``key=value: what is wrong; fix: what to do``."""
-    problems = []
+    problems, forms = [], _union_forms(err)
     for e in err.errors():
-        key = prefix + _dotted_loc(e["loc"])
+        loc = _without_union_member(e["loc"])
+        key = prefix + _dotted_loc(loc)
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
-        if e["type"] == "extra_forbidden":
+        if loc != tuple(e["loc"]):  # one line for all members of a union (seeds: 3 or seeds: [1, 2, 3])
+            line = f"{key}={value!r}: must be {' or '.join(forms[loc])}; fix: set {key} to one of those forms"
+            if line not in problems:
+                problems.append(line)
+        elif e["type"] == "missing":  # the input is the whole section (or file): name the key, not the input
+            problems.append(f"{key}: missing; fix: set {key} (see the README for the spec's keys)")
+        elif e["type"] == "finite_number":
+            problems.append(f"{key}={value!r}: must be a finite number; fix: set {key} to a finite value")
+        elif e["type"] == "extra_forbidden":
             known = _known_keys(key.removeprefix(prefix), raw, top or RunSpec)
             problems.append(f"{key}: unknown setting; fix: remove it or correct its spelling"
                             + (f" (known here: {', '.join(known)})" if known else ""))
@@ -445,23 +474,37 @@ def missing_data_root(spec: RunSpec) -> str | None:
     return None
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, *, kind: str | None = None) -> dict:
+    """The top-level mapping of a YAML spec; ``kind`` (run, ablation, study, compare): the command's, and a
+    spec of another kind is refused naming the command that runs it."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError([f"config file {str(path)!r} is a folder, not a file; fix: pass the path of a YAML spec "
+                         "inside it"])
     if not path.is_file():
         raise SpecError([f"config file {str(path)!r} does not exist; fix: pass the path of a YAML spec"])
     try:
-        raw = load_unique(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError([f"{path} is not a UTF-8 text file (byte {err.start} is {err.object[err.start]:#04x}); "
+                         "fix: pass a YAML spec, saved as UTF-8"]) from None
+    try:
+        raw = load_unique(text, name=str(path))
     except yaml.YAMLError as err:
         raise SpecError([f"{path}: not valid YAML ({err}); fix: correct the syntax"]) from None
     if raw is None:  # an empty file would otherwise run every default (a 10-seed ablation)
         raise SpecError([f"{path} is empty; fix: write the spec into it (see the README for an example)"])
     if not isinstance(raw, dict):
         raise SpecError([f"{path}: the top level must be a mapping of settings"])
+    if kind is not None:
+        from .speckind import check_kind  # it imports SpecError from here
+
+        check_kind(raw, str(path), kind)
     return raw
 
 
 def load_run_spec(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunSpec:
-    raw = load_yaml(path) if path else {}
+    raw = load_yaml(path, kind="run") if path else {}
     spec = validate_run(apply_overrides(raw, overrides or {}))
     problem = missing_data_root(spec)
     if problem:

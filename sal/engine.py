@@ -35,7 +35,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from . import interrupts
 from .config import SpecError
-from .redact import MaskingFormatter, quiet_library_tracebacks
+from .redact import MaskingFormatter, mask_url, quiet_library_tracebacks
 
 __all__ = [
     "StorageRef", "QueueLost", "worker_id", "alive", "spawn_workers", "exit_with_launcher",
@@ -70,7 +70,7 @@ class StorageRef:
             return cls(str(base / "optuna" / f"{kind}-{name}.journal"), heartbeat_s)
         if url.startswith(("sqlite:", "postgresql", "mysql")) or url.endswith(".journal") or "://" not in url:
             return cls(url, heartbeat_s)
-        raise SpecError([f"--storage={url!r} is not a storage Optuna can share; fix: give a .journal file, "
+        raise SpecError([f"--storage={mask_url(url)!r} is not a storage Optuna can share; fix: give a .journal file, "
                          "sqlite:///file.db or postgresql://user@host/db"])
 
     @property

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["DEFAULT_TOLERANCE", "instability", "LOWER_IS_BETTER"]
+__all__ = ["DEFAULT_TOLERANCE", "instability", "LOWER_IS_BETTER", "STABILITY_METRICS"]
 
 # The epochs-below-best count needs a margin: the reports' default ROPE (0.2 points of accuracy).
 DEFAULT_TOLERANCE = 0.002
-LOWER_IS_BETTER = ("stability/max_drop", "stability/epochs_below_best")
+STABILITY_METRICS = ("stability/max_drop", "stability/epochs_below_best", "stability/final_minus_best",
+                     "stability/val_auc")
+LOWER_IS_BETTER = STABILITY_METRICS[:2]
 
 
 def instability(history: list[dict[str, float]], *, metric: str = "val/acc",

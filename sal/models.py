@@ -97,7 +97,9 @@ def _backbone(name: str, weights: str | None) -> tuple[nn.Module, int]:
         if not path.is_file():
             raise SpecError([f"model.weights={weights!r} is not a file; fix: point it at a local torchvision "
                              f"{name} state dict (nothing is downloaded)"])
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        from .dataprep import load_backbone_weights  # old DenseNet key names load too, as in torchvision
+
+        load_backbone_weights(name, path, net)
     if name.startswith("densenet"):
         feats = nn.Sequential(net.features, nn.ReLU(inplace=True))
         return feats, net.classifier.in_features

@@ -52,7 +52,7 @@ _DECIDED = {"better", "worse", "equivalent"}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
 
 
 class TuningSpec(_Strict):
@@ -134,7 +134,7 @@ class CompareSpec(_Strict):
 
 def load_compare(path: str | Path, base_overrides: dict[str, Any] | None = None) -> CompareSpec:
     """Read and check a compare spec: every method's study and the evaluation grid are validated here."""
-    raw = expand_data_env(load_yaml(path))
+    raw = expand_data_env(load_yaml(path, kind="compare"))
     raw.setdefault("name", Path(path).stem)
     try:
         spec = CompareSpec.model_validate(raw)

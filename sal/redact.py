@@ -1,7 +1,11 @@
 """Passwords in storage and tracking URLs never appear in anything sal prints or writes.
 
 ``mask_url`` hides the password of one URL; ``mask_text`` does it for every URL inside a text (an
-error message, a log line); ``MaskingFormatter`` applies it to every log record.
+error message, a log line); ``MaskingFormatter`` applies it to every log record. Every form libpq and
+SQLAlchemy accept is covered: the user-info (``scheme://user:PW@host``), a query parameter
+(``?password=PW``, ``&sslpassword=PW``) and a keyword connection string (``host=h password='PW'``).
+A URL without a password needs none of this: libpq reads ``PGPASSWORD`` or ``~/.pgpass``, MLflow's client
+``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (see the README).
 """
 
 from __future__ import annotations
@@ -9,16 +13,27 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["MASK", "mask_url", "mask_text", "MaskingFormatter", "quiet_library_tracebacks"]
+__all__ = ["MASK", "mask_url", "mask_text", "has_mask", "MaskingFormatter", "quiet_library_tracebacks"]
 
 MASK = "***"
 # scheme://user:password@host... ; the password is everything up to the last '@' before the host part
 _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*):(?P<password>[^@\s'\"]*)@")
+# password=PW (libpq also has sslpassword) as a URL query parameter or in a keyword connection string,
+# where the value may be quoted ('a b', with \' inside); key names are case-insensitive in SQLAlchemy's URL.
+_KEYWORD = re.compile(r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|[^&\s'\"]+)",
+                      re.IGNORECASE)
 
 
 def mask_text(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@host`` URL in it replaced by ***."""
-    return _USERINFO.sub(lambda m: f"{m.group('head')}:{MASK}@", str(text))
+    """``text`` with every password in it replaced by ***: of ``scheme://user:password@host`` URLs and of
+    ``password=...`` parameters (URL query or libpq keyword string)."""
+    text = _USERINFO.sub(lambda m: f"{m.group('head')}:{MASK}@", str(text))
+    return _KEYWORD.sub(lambda m: m.group("head") + MASK, text)
+
+
+def has_mask(url: str) -> bool:
+    """Whether ``url`` carries a masked password (a stored URL that cannot connect as it is)."""
+    return f":{MASK}@" in url or bool(re.search(rf"\b(?:ssl)?password\s*=\s*{re.escape(MASK)}", url, re.I))
 
 
 def mask_url(url: str | None) -> str | None:

@@ -12,4 +12,5 @@ __all__ = ["Strict"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # allow_inf_nan=False: every float setting is finite (optim.lr: .inf would train to divergence)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)

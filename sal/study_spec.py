@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import (
     RunSpec,
@@ -36,7 +36,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
 
 
 class ParamSpace(_Strict):
@@ -96,6 +96,16 @@ class Objective(_Strict):
         if self.direction is None:  # one rule for every part of sal: the metric decides (sal.scoring)
             self.direction = scoring_direction(self.metric)
         return self
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_logged(cls, v: str) -> str:  # a typo would be found only after every trial trained
+        from .metricnames import unknown_metric
+
+        problem = unknown_metric(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class SamplerSpec(_Strict):
@@ -214,7 +224,7 @@ def check_study_spec(spec: StudySpec) -> None:
 
 
 def load_study_spec(path: str | Path, base_overrides: dict[str, Any] | None = None, **fields: Any) -> StudySpec:
-    raw = expand_data_env(load_yaml(path))
+    raw = expand_data_env(load_yaml(path, kind="study"))
     raw.setdefault("name", Path(path).stem)
     if "objective" in raw:  # one objective may be written without the list
         raw["objectives"] = [raw.pop("objective")]

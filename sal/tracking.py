@@ -30,7 +30,8 @@ __all__ = [
     "default_tracking_uri", "client_for", "ensure_experiment", "log_result", "runs_frame", "run_history",
     "experiment_name", "log_artifact_dir", "log_summary", "RUN_STATUS", "LiveRun", "kill_runs", "runs_with_tag",
     "start_parent", "end_parent", "compare_parent", "end_compare_parents",
-    "annotate_run", "dataset_input", "PARENT_TAG", "PARENT_KEY", "EXPERIMENT_KIND",
+    "annotate_run", "dataset_input", "PARENT_TAG", "PARENT_KEY", "EXPERIMENT_KIND", "ARTIFACT_ENV", "artifact_root",
+    "default_local_artifacts",
     "set_experiment_record", "get_experiment_record", "run_ids", "check_filter",
     "WEIGHTS_ARTIFACT", "TRAJECTORY_ARTIFACT", "run_tensors", "run_spec_yaml", "log_run_metrics", "log_run_figure",
 ]
@@ -75,10 +76,32 @@ def client_for(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def _artifact_root(uri: str) -> str | None:
+ARTIFACT_ENV = "SAL_ARTIFACT_ROOT"  # where new experiments keep their artifacts: a folder or s3://, gs://, ...
+_DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "oracle")
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment of store ``uri`` keeps its artifacts: ``$SAL_ARTIFACT_ROOT``, else beside a
+    SQLite file (``mlflow/artifacts``), else for a database store the repository's ``mlflow/artifacts``
+    (MLflow's own default is ``./mlruns`` of whatever folder a command runs in). None for a tracking
+    server: it decides (``mlflow/server.sh --artifacts``)."""
+    env = os.environ.get(ARTIFACT_ENV)
+    if env:
+        return env if "://" in env else Path(env).expanduser().absolute().as_uri()
     if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-    return None  # a server or database store decides where artifacts go
+        return (Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent / "artifacts").as_uri()
+    if uri.split("://", 1)[0].split("+", 1)[0] in _DATABASE_SCHEMES:
+        base = REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+        return (base / "mlflow" / "artifacts").as_uri()
+    return None
+
+
+def default_local_artifacts(uri: str) -> str | None:
+    """The local folder a database store's artifacts would default to (no $SAL_ARTIFACT_ROOT), else None:
+    on a sweep over several machines each would write its own copy of that folder."""
+    if os.environ.get(ARTIFACT_ENV) or uri.split("://", 1)[0].split("+", 1)[0] not in _DATABASE_SCHEMES:
+        return None
+    return artifact_root(uri)
 
 
 def ensure_experiment(uri: str, name: str) -> str:
@@ -92,7 +115,7 @@ def ensure_experiment(uri: str, name: str) -> str:
             _retry(client.set_experiment_tag, exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     try:
-        root = _artifact_root(uri)
+        root = artifact_root(uri)
         return _retry(client.create_experiment, name, artifact_location=f"{root}/{name}" if root else None,
                       tags=dict([EXPERIMENT_KIND]))
     except MlflowException:
@@ -198,6 +221,9 @@ class LiveRun:
         run = _retry(client.create_run, ensure_experiment(self.uri, self.experiment), run_name=self.run_name,
                      tags=tags)
         self.run_id = run.info.run_id
+        parent = self.tags.get(PARENT_TAG)
+        if parent and _retry(client.get_run, parent).info.status == "SCHEDULED":  # its first seed starts
+            _retry(client.update_run, parent, status="RUNNING")
         params = [Param(k, "" if v is None else str(v)) for k, v in flatten(spec).items()]
         _retry(client.log_batch, self.run_id, params=params, tags=[RunTag("sal.device", spec.train.device)])
         try:
@@ -312,23 +338,28 @@ def runs_with_tag(uri: str, experiment: str, key: str, value: str) -> list:
 
 
 def start_parent(uri: str, experiment: str, *, kind: str, key: str, run_name: str, tags: dict[str, Any],
-                 params: dict[str, Any] | None = None, spec: RunSpec | None = None) -> str:
+                 params: dict[str, Any] | None = None, spec: RunSpec | None = None, scheduled: bool = False) -> str:
     """The parent run that groups the seeds of one ablation cell or study trial: the existing one of
     ``key`` (set RUNNING again when a sweep resumes) or a new one. Runs of a `sal compare` (tag
     ``sal.compare``) nest one level higher, under the compare's own parent run in this experiment."""
     from mlflow.entities import Param
 
+    # ``scheduled``: the parent waits as SCHEDULED and its first seed's run sets it RUNNING (LiveRun.start), so
+    # the runs table shows RUNNING only for cells that train.
+    status = "SCHEDULED" if scheduled else "RUNNING"
     client = client_for(uri)
     found = runs_with_tag(uri, experiment, PARENT_KEY, key)
     if found:
         run_id = found[0].info.run_id
-        if found[0].info.status != "RUNNING":
-            _retry(client.update_run, run_id, status="RUNNING")
+        if found[0].info.status not in ("RUNNING", status):
+            _retry(client.update_run, run_id, status=status)
         return run_id
     all_tags = {"sal.kind": kind, PARENT_KEY: key, "git_sha": _git_sha(), **{k: str(v) for k, v in tags.items()}}
     if kind != "compare" and "sal.compare" in tags:
         all_tags[PARENT_TAG] = compare_parent(uri, experiment, str(tags["sal.compare"]), str(tags.get("sal.stage")))
     run = _retry(client.create_run, ensure_experiment(uri, experiment), run_name=run_name, tags=all_tags)
+    if scheduled:
+        _retry(client.update_run, run.info.run_id, status="SCHEDULED")
     if params:
         _retry(client.log_batch, run.info.run_id,
                params=[Param(k[:250], "" if v is None else str(v)[:6000]) for k, v in params.items()])

@@ -278,7 +278,9 @@ TRACKING_URI = "sal.tracking_uri"  # study user attr: where the launcher's worke
 def worker_record(uri: str | None) -> dict[str, str]:
     """What the launcher stores with the queue so `sal worker` elsewhere logs to the same MLflow store: the
     tracking URI, with its password masked (sal never stores one; such a worker must pass --tracking-uri)."""
-    return {} if uri is None else {TRACKING_URI: mask_url(uri)}
+    from .storeuri import canonical_store_uri
+
+    return {} if uri is None else {TRACKING_URI: mask_url(canonical_store_uri(uri))}
 
 
 def trials_by_state(study: optuna.Study) -> dict[str, int]:

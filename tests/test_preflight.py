@@ -89,3 +89,109 @@ def test_report_errors_before_reading_or_writing(tmp_path, mlflow_uri, capsys):
     err = capsys.readouterr().err
     assert "--filter='tags.dataset = '" in err and "Invalid clause" in err and "fix:" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- issue 19: late errors found before anything is written ----------------------------------------------
+def _study_file(tmp_path, **fields):
+    path = tmp_path / "st.yaml"
+    path.write_text(yaml.safe_dump({"name": "st", "base": TINY_BASE, "seeds": 1, "n_trials": 2,
+                                    "pruner": {"name": "none"},
+                                    "space": {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}}, **fields}))
+    return path
+
+
+def test_an_unknown_objective_metric_is_refused_before_any_trial_trains(tmp_path, capsys):
+    """Before: both trials trained, then every value was NaN (the metric was never logged)."""
+    path = _study_file(tmp_path, objective={"metric": "val/accc"})
+    code = main(["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "study", "run", str(path), "--storage",
+                 str(tmp_path / "q.journal")])
+    err = capsys.readouterr().err
+    assert code == 2 and "objectives.0.metric='val/accc'" in err and "val/acc" in err and "train/loss" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st.yaml"]
+
+
+def test_known_metrics_pass_including_method_and_analysis_ones():
+    from sal.metricnames import unknown_metric
+
+    for name in ("val/acc", "val/loss", "train/loss", "test/acc", "time/epoch_s", "sal/stress", "sal/n_noise",
+                 "sharpness/trace", "time/sharpness_trace_s", "mem/peak_mb"):
+        assert unknown_metric(name) is None, name
+    assert "val/acc" in unknown_metric("val/accc")
+
+
+@pytest.mark.parametrize("setting", [["--set", "train.device=cuda:3"], ["--gpus", "3"]])
+def test_an_absent_gpu_is_refused_before_anything_is_written(tmp_path, spec_file, capsys, setting):
+    """Before: a FAILED MLflow run (and a journal) were created first, then the device error."""
+    import torch
+
+    if torch.cuda.device_count() > 3:
+        pytest.skip("this machine has a cuda:3")
+    code, _ = _ablate(tmp_path, spec_file, extra=setting)
+    err = capsys.readouterr().err
+    assert code == 2 and "cuda:3" in err and "fix:" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pre.yaml"]
+
+
+def test_train_refuses_an_absent_gpu_without_creating_a_run(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.device_count() > 3:
+        pytest.skip("this machine has a cuda:3")
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "train", "--set", "train.device=cuda:3"]) == 2
+    assert "train.device='cuda:3'" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def _journal_of_one_run(tmp_path, spec_file):
+    journal = tmp_path / "q.journal"
+    code, _ = _ablate(tmp_path, spec_file, storage=str(journal))
+    assert code == 0
+    return journal
+
+
+@pytest.mark.parametrize("damage", ["garbage_middle", "truncated_end"])
+def test_a_damaged_journal_exits_2_naming_file_and_line_and_is_left_unchanged(tmp_path, spec_file, capsys, damage):
+    """Before: JSONDecodeError + 're-run to resume' (exit 1), and a truncated one was appended to first."""
+    import hashlib
+
+    journal = _journal_of_one_run(tmp_path, spec_file)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    if damage == "garbage_middle":
+        lines[2] = b'{"op_code": 5, "worker_id": "x", "tri\n'
+        bad = 3
+    else:
+        lines[-1] = lines[-1][: len(lines[-1]) // 2]
+        bad = len(lines)
+    journal.write_bytes(b"".join(lines))
+    before = hashlib.sha256(journal.read_bytes()).hexdigest()
+    capsys.readouterr()
+    code, _ = _ablate(tmp_path, spec_file, storage=str(journal), extra=["--seeds", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{journal} line {bad}" in err and "fix:" in err and "resume" not in err
+    assert hashlib.sha256(journal.read_bytes()).hexdigest() == before
+
+
+def test_a_storage_that_is_a_folder_exits_2(tmp_path, spec_file, capsys):
+    folder = tmp_path / "q.journal"
+    folder.mkdir()
+    code, _ = _ablate(tmp_path, spec_file, storage=str(folder))
+    err = capsys.readouterr().err
+    assert code == 2 and f"--storage={str(folder)!r}" in err and "is a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pre.yaml", "q.journal"]
+
+
+@pytest.mark.parametrize("kind", ["text_file", "folder", "empty_path", "below_a_file", "sqlite_storage"])
+def test_a_sqlite_url_onto_a_non_database_exits_2_naming_the_setting(tmp_path, spec_file, capsys, kind):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n" * 20)
+    uri, storage, setting = {
+        "text_file": (f"sqlite:///{notes}", None, "--tracking-uri"),
+        "folder": (f"sqlite:///{tmp_path}", None, "--tracking-uri"),
+        "empty_path": ("sqlite:///", None, "--tracking-uri"),
+        "below_a_file": (f"sqlite:///{notes}/mlflow.db", None, "--tracking-uri"),
+        "sqlite_storage": (None, f"sqlite:///{notes}", "--storage"),
+    }[kind]
+    code, _ = _ablate(tmp_path, spec_file, uri=uri, storage=storage)
+    err = capsys.readouterr().err
+    assert code == 2 and f"{setting}=" in err and "fix:" in err
+    assert notes.read_text() == "my notes\n" * 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "pre.yaml"]

@@ -3,6 +3,8 @@ files, MLflow params, tags or artifacts, nor in Optuna's attrs (both databases a
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import uuid
@@ -47,8 +49,10 @@ def secret_databases():
 
 
 def _sal(tmp_path, *args):
+    # a PostgreSQL queue is a sweep over machines: its database store needs a shared artifact root (issue 19)
+    env = {**os.environ, "SAL_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
     proc = subprocess.run([sys.executable, "-m", "sal", "-v", *args], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=400)
+                          timeout=400, env=env)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -80,10 +84,140 @@ def test_a_password_in_storage_and_tracking_urls_appears_nowhere(tmp_path, secre
         assert password not in output
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {"report.md", "report.html", "summary.csv", "best.yaml"} <= {p.name for p in written}
-    assert any(p.name == "spec.yaml" for p in written)  # MLflow's artifacts land here (a database store's default)
+    assert any(p.name == "spec.yaml" for p in written)  # MLflow's artifacts land in $SAL_ARTIFACT_ROOT
     assert [p for p in written if password.encode() in p.read_bytes()] == []
     assert ":***@" in (tmp_path / "rep" / "report.md").read_text()
     for name in names:  # every MLflow param, tag and metric, every Optuna attr
         dump = subprocess.run(["pg_dump", "-h", PG["host"], "-p", str(PG["port"]), "-U", PG["user"], name],
                               capture_output=True, text=True, timeout=120, check=True).stdout
         assert "hush" in dump and password not in dump
+
+
+# --- issue 19: every credential form libpq and SQLAlchemy accept ---
+@pytest.mark.parametrize("text, shown", [
+    ("postgresql://alice@db/sal?password=hunter2", "postgresql://alice@db/sal?password=***"),
+    ("postgresql://alice@db/sal?sslmode=require&password=hunter2&x=1",
+     "postgresql://alice@db/sal?sslmode=require&password=***&x=1"),
+    ("postgresql://db/sal?user=alice&PASSWORD=hunter2", "postgresql://db/sal?user=alice&PASSWORD=***"),
+    ("host=db user=alice password=hunter2 dbname=sal", "host=db user=alice password=*** dbname=sal"),
+    ("host=db password = 'hunter2 two' dbname=sal", "host=db password = *** dbname=sal"),
+    ("postgresql://db/sal?sslpassword=hunter2", "postgresql://db/sal?sslpassword=***"),
+    ("postgresql://alice:hunter2@db/sal?password=hunter2", "postgresql://alice:***@db/sal?password=***"),
+])
+def test_mask_text_hides_a_password_in_every_form(text, shown):
+    from sal.redact import has_mask, mask_text
+
+    assert mask_text(text) == shown and "hunter2" not in mask_text(text)
+    assert has_mask(mask_text(text))
+
+
+def test_the_queue_records_no_password_given_in_the_query():
+    from sal.workqueue import TRACKING_URI, worker_record
+
+    stored = worker_record("postgresql://alice@db/mlflow?password=hunter2")[TRACKING_URI]
+    assert stored == "postgresql://alice@db/mlflow?password=***"
+
+
+@pytest.mark.slow
+def test_query_passwords_stay_hidden_from_ablate_and_landscape(tmp_path, secret_databases):
+    """Before issue 19: `sal landscape` printed the raw URI in its last line, and a `?password=` was printed by
+    the launcher and stored in the queue's sal.tracking_uri attr."""
+    import optuna
+
+    password, (storage, tracking), names = secret_databases
+    storage, tracking = (u.replace(f":{password}@", "@") + f"?password={password}" for u in (storage, tracking))
+    spec = tmp_path / "lands.yaml"
+    base = {**TINY_BASE, "model": {"name": "cnn", "width": 4}, "analysis": {"save_weights": True}}
+    spec.write_text(yaml.safe_dump({"name": "lands", "base": base, "seeds": 1, "baseline": "adam",
+                                    "cells": {"adam": {"method.name": "base"}}}))
+    outputs = []
+    for args in (["ablate", str(spec), "--storage", storage, "--tracking-uri", tracking],
+                 ["landscape", "lands", "--what", "trace", "--samples", "32", "--probes", "2", "--device", "cpu",
+                  "--tracking-uri", tracking]):
+        code, output = _sal(tmp_path, *args)
+        assert code == 0, output
+        outputs.append(output)
+    assert "password=***" in outputs[0] and "logged to 1 runs in postgresql://" in outputs[1]
+    assert all(password not in o for o in outputs)
+    from sal.engine import StorageRef
+
+    attrs = optuna.load_study(study_name="lands", storage=StorageRef(storage).open()).user_attrs
+    assert attrs["sal.tracking_uri"].endswith("?password=***")
+    for name in names:
+        dump = subprocess.run(["pg_dump", "-h", PG["host"], "-p", str(PG["port"]), "-U", PG["user"], name],
+                              capture_output=True, text=True, timeout=120, check=True).stdout
+        assert "lands" in dump and password not in dump
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every live process below ``pid`` with its command line (as `ps` shows it to any user)."""
+    from pathlib import Path
+
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, frontier = {}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in found:
+                try:
+                    found[child] = (Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+                except OSError:
+                    continue
+                frontier.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_sal_ui_shows_no_password_in_ps_and_sigterm_stops_every_process(secret_databases):
+    """Before issue 19: `mlflow ui --backend-store-uri postgresql://u:PW@...` was on the command line (any user's
+    `ps` shows it), and SIGTERM to `sal ui` left mlflow ui and its server running."""
+    import signal
+    import time
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    password, (_, tracking), _ = secret_databases
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sal", "--tracking-uri", tracking, "ui", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, up = time.time() + 300, False  # a first start migrates the new database: slow on a busy machine
+        while time.time() < deadline and not up and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    up = response.status == 200
+            except OSError:
+                time.sleep(1)
+        assert up, proc.stdout.read() if proc.poll() is not None else "no answer"
+        children = _descendants(proc.pid)
+        assert len(children) >= 2  # mlflow ui and the web server it starts
+        assert [c for c in children.values() if password in c] == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_alive(p) for p in children):
+            time.sleep(0.5)
+        assert [cmd for p, cmd in children.items() if _alive(p)] == []
+        assert password not in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in _descendants(proc.pid):
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
