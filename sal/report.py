@@ -354,7 +354,12 @@ def dose_sections(summary: pd.DataFrame, runs: pd.DataFrame, *, rope: float, dra
     text = ("Cells of one method that differ only in the noise scale (method.delta, method.lambda), each against "
             "its baseline: the paired difference against the dose, the noise std at the yield point (Delta + "
             "lambda * S_yield); noise_std_max is the largest std a seed injected (median over seeds).")
-    return [Section("Noise dose-response", [text], [("Paired effect by noise dose", table)], figures)]
+    shown = table.assign(dose=table["dose"].map("{:.3g}".format),
+                         noise_std_max=table["noise_std_max"].map("{:.3g}".format),
+                         delta=table["delta"].map("{:+.4f}".format),
+                         ci=[f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(table["delta_ci_low"], table["delta_ci_high"])])
+    shown = shown.drop(columns=["delta_ci_low", "delta_ci_high"])
+    return [Section("Noise dose-response", [text], [("Paired effect by noise dose", shown)], figures)]
 
 
 def _slug(text: str) -> str:
