@@ -17,6 +17,14 @@ trial sequence and the grouping of packed seeds the same on every run; two worke
 for trials and make both depend on timing. ``seeds.csv`` beside each report lists every per-seed test
 metric, so two runs can be diffed.
 
+Budget (measured 2026-12-03 on this 2-core machine while other jobs held it at load 7-9, so each lane got
+~0.27 of a core: CPU time / wall time of the probes): seconds of wall time per seed-epoch, including each
+run's test pass, packed seeds: mnist1d_cnn 0.7 (2 seeds packed, tuning) / 0.4-0.6 (10 packed), SAM 1.3;
+digits cnn 0.5 / 0.3-0.5, SAM 1.0; plus ~2.5 s per run (MLflow, queue) and 30-100 s per report. At those
+rates a lane (compare with 20 evaluation seeds + attribution + dose) takes 60-85 min; with a core per lane
+(a quiet machine) ~0.3 of that, 20-26 min; the presets are sized for <= 60 min at twice a quiet machine's
+load.
+
     python scripts/campaign.py                     # the campaign -> docs/findings (work: campaign/cpu)
     python scripts/campaign.py --smoke --out DIR   # 2 seeds, 2 epochs, 2 trials: the code path
     python scripts/campaign.py --scale gpu --gpus 0,1 --workers 2   # not bit-for-bit (parallel queues)

@@ -87,7 +87,8 @@ def _attribution_lines(folder: Path) -> list[str]:
     if f is not None and not f.empty:
         f = f[f["metric"] == "test/acc"]
         lines += ["Factorial effects (paired per seed; trigger = sal - yoked random timing at equal count):", ""]
-        lines += ["| effect | estimate (points) | 95% CI | p (Holm) | n | verdict |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["| effect | estimate (points) | 95% CI | p (Holm) | n | verdict |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for r in f.itertuples():
             lines.append(f"| {r.effect} | {_pts(r.estimate)} | {_ci(r.ci_low, r.ci_high)} | {r.p_holm:.3g} | "
                          f"{int(r.n)} | {r.verdict} |")
