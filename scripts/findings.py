@@ -74,7 +74,10 @@ def _compare_lines(folder: Path) -> list[str]:
     if s is None:
         return ["Not run (no summary.csv)."]
     c = _contrasts(s).assign(label=lambda d: d["method"] + " vs " + d["baseline"])
-    lines = [f"- {verdict_sentence(r.method, r.baseline, r.verdict, delta=r.delta, lo=r.delta_ci_low, hi=r.delta_ci_high, n=int(r.n), mde=r.mde)}"  # noqa: E501
+    report = folder / "report.md"
+    stop = re.search(r"(Stopped|Fixed design): (.+?)\.(\s|$)", report.read_text()) if report.is_file() else None
+    head = [f"Evaluation seeds: {stop.group(2)} (sal compare's protocol section).", ""] if stop else []
+    lines = head + [f"- {verdict_sentence(r.method, r.baseline, r.verdict, delta=r.delta, lo=r.delta_ci_low, hi=r.delta_ci_high, n=int(r.n), mde=r.mde)}"  # noqa: E501
              for r in c.itertuples()]
     return lines + [""] + _table(c, "contrast")
 

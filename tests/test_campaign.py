@@ -97,6 +97,6 @@ def test_smoke_campaign_end_to_end(tmp_path):
     assert all(float(r["seconds"]) > 0 for r in times)
     readme = (out / "README.md").read_text()
     for text in ("## mnist1d", "## digits", "Factorial effects", "noise std at yield", "mde (points)",
-                 "Stage times", "the code path only"):
+                 "Stage times", "the code path only", "Evaluation seeds: fixed design: 2 evaluation seeds"):
         assert text in readme
     assert not (REPO / "docs" / "findings" / "smoke").exists()
