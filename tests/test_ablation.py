@@ -71,7 +71,9 @@ def test_bad_grids_fail_before_any_run(tmp_path):
         load_ablation(_write(tmp_path, "bad3", seeds=0))
 
 
-CPU_PRESETS = ("quick", "flatness_quick", "attribution", "noise_dose", "paper_constants")
+CPU_PRESETS = ("quick", "flatness_quick", "attribution", "noise_dose", "paper_constants",
+               "campaign_attribution_mnist1d", "campaign_attribution_digits", "campaign_dose_mnist1d",
+               "campaign_dose_digits")
 
 
 def test_paper_presets_name_their_missing_data(tmp_path, monkeypatch):
@@ -90,7 +92,8 @@ def test_every_preset_expands_when_its_data_is_there(tmp_path, monkeypatch):
     counts = {p.stem: len(load_ablation(p)[1]) for p in (REPO / "ablations").glob("*.yaml")}
     assert counts == {"quick": 35, "flatness_quick": 9, "paper_table1": 200, "paper_table2": 140, "paper_table3": 80,
                       "paper_table4": 80, "stable_vs_degraded": 180, "attribution": 50, "noise_dose": 60,
-                      "paper_constants": 40}
+                      "paper_constants": 40, "campaign_attribution_mnist1d": 50, "campaign_attribution_digits": 50,
+                      "campaign_dose_mnist1d": 60, "campaign_dose_digits": 60}
 
 
 def test_rerun_finishes_only_what_is_missing(tmp_path, mlflow_uri):

@@ -1,0 +1,163 @@
+"""The campaign's findings page (docs/findings/README.md) from the reports it wrote.
+
+Reads, per data set, <out>/<ds>/{compare,attribution,dose}/summary.csv (and attribution's factorial.csv)
+and states every verdict in words with its interval and the smallest effect its seeds could have seen
+(summary.csv's mde: the delta detectable at power 0.8 after the family's correction). "No effect" is a
+finding like any other and is written as one. Accuracies are fractions in the CSVs, points (x100) here.
+
+    python scripts/findings.py docs/findings      # rewrite the page from reports already there
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["write_findings", "verdict_sentence", "dose_of"]
+
+STAGE_TITLES = {"compare": "SAL against tuned Adam, SAM and SWA (sal compare)",
+                "attribution": "Which part of SAL matters (attribution ablation)",
+                "dose": "Noise dose-response (noise-only vs Adam)"}
+
+
+def _pts(v: float) -> str:
+    return "n/a" if v != v else f"{100 * v:+.2f}"
+
+
+def _ci(lo: float, hi: float) -> str:
+    return "no interval" if lo != lo else f"[{100 * lo:+.2f}, {100 * hi:+.2f}]"
+
+
+def verdict_sentence(method: str, baseline: str, verdict: str, *, delta: float, lo: float, hi: float,
+                     n: int, mde: float) -> str:
+    """One plain sentence for one contrast; deltas in accuracy points."""
+    what = f"{method} - {baseline} = {_pts(delta)} points {_ci(lo, hi)} on {n} paired seeds"
+    seen = "" if mde != mde else f"; these seeds could have detected a difference of {100 * mde:.2f} points"
+    return {"better": f"{method} beats {baseline}: {what}.",
+            "worse": f"{method} is worse than {baseline}: {what}.",
+            "equivalent": f"{method} ties {baseline} within the ROPE: {what}.",
+            "same by construction": f"{method} trained exactly as {baseline} (same by construction: it never "
+                                    f"intervened at this scale, so it cannot differ): {what}.",
+            }.get(verdict, f"No difference shown between {method} and {baseline} ({verdict}): {what}{seen}.")
+
+
+def dose_of(cell: str) -> float:
+    """noise_1e-3 -> 0.001 (the campaign's dose cells are named by their noise std at the yield point)."""
+    m = re.fullmatch(r"noise_([0-9.]+e-?[0-9]+)", cell)
+    return float(m.group(1)) if m else math.nan
+
+
+def _contrasts(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[(summary["verdict"] != "reference") & (summary["metric"] == "test/acc")]
+
+
+def _table(rows: pd.DataFrame, first: str) -> list[str]:
+    out = [f"| {first} | delta (points) | 95% CI | p (Holm) | n | mde (points) | verdict |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows.itertuples():
+        out.append(f"| {r.label} | {_pts(r.delta)} | {_ci(r.delta_ci_low, r.delta_ci_high)} | "
+                   f"{r.p_holm:.3g} | {int(r.n)} | {100 * r.mde:.2f} | {r.verdict} |")
+    return out
+
+
+def _read(folder: Path, name: str) -> pd.DataFrame | None:
+    path = folder / name
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _compare_lines(folder: Path) -> list[str]:
+    s = _read(folder, "summary.csv")
+    if s is None:
+        return ["Not run (no summary.csv)."]
+    c = _contrasts(s).assign(label=lambda d: d["method"] + " vs " + d["baseline"])
+    report = folder / "report.md"
+    stop = re.search(r"(Stopped|Fixed design): (.+?)\.(\s|$)", report.read_text()) if report.is_file() else None
+    head = [f"Evaluation seeds: {stop.group(2)} (sal compare's protocol section).", ""] if stop else []
+    lines = head + [f"- {verdict_sentence(r.method, r.baseline, r.verdict, delta=r.delta, lo=r.delta_ci_low, hi=r.delta_ci_high, n=int(r.n), mde=r.mde)}"  # noqa: E501
+             for r in c.itertuples()]
+    return lines + [""] + _table(c, "contrast")
+
+
+def _attribution_lines(folder: Path) -> list[str]:
+    s, f = _read(folder, "summary.csv"), _read(folder, "factorial.csv")
+    if s is None:
+        return ["Not run (no summary.csv)."]
+    lines = []
+    if f is not None and not f.empty:
+        f = f[f["metric"] == "test/acc"]
+        lines += ["Factorial effects (paired per seed; trigger = sal - yoked random timing at equal count):", ""]
+        lines += ["| effect | estimate (points) | 95% CI | p (Holm) | n | verdict |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in f.itertuples():
+            lines.append(f"| {r.effect} | {_pts(r.estimate)} | {_ci(r.ci_low, r.ci_high)} | {r.p_holm:.3g} | "
+                         f"{int(r.n)} | {r.verdict} |")
+        stated = [f"- the {r.effect} effect: {verdict_sentence(r.effect, 'none', r.verdict, delta=r.estimate, lo=r.ci_low, hi=r.ci_high, n=int(r.n), mde=math.nan)}"  # noqa: E501
+                  for r in f.itertuples()]
+        lines += ["", *stated, ""]
+    else:
+        lines += ["No factorial table (a cell of the 2x2 is missing or has fewer than 2 seeds).", ""]
+    c = _contrasts(s).assign(label=lambda d: d["method"] + " vs " + d["baseline"])
+    return lines + ["Contrasts of the plan:", ""] + _table(c, "contrast")
+
+
+def _dose_lines(folder: Path) -> list[str]:
+    s = _read(folder, "summary.csv")
+    if s is None:
+        return ["Not run (no summary.csv)."]
+    c = _contrasts(s)
+    c = c.assign(dose=c["method"].map(dose_of)).sort_values("dose")
+    c = c.assign(label=[f"{d:g}" for d in c["dose"]])
+    decided = c[c["verdict"].isin(["better", "worse"])]
+    if decided.empty:
+        head = (f"No noise dose from {c['dose'].min():g} to {c['dose'].max():g} changes test accuracy "
+                "significantly against Adam.")
+    else:
+        head = "Doses with a significant effect: " + ", ".join(
+            f"{r.dose:g} ({r.verdict}, {_pts(r.delta)} points {_ci(r.delta_ci_low, r.delta_ci_high)})"
+            for r in decided.itertuples()) + "."
+    return [head, ""] + _table(c, "noise std at yield")
+
+
+def _times(out: Path) -> list[str]:
+    t = _read(out, "times.csv")  # written by scripts/campaign.py: dataset, stage, seconds (stage "all": total)
+    if t is None:
+        return ["No times.csv (the reports were not written by scripts/campaign.py)."]
+    rows = ["| data set | stage | wall time (s) |", "| --- | --- | --- |"]
+    return rows + [f"| {r.dataset} | {r.stage} | {r.seconds:.0f} |" for r in t.itertuples()]
+
+
+def write_findings(out: Path, *, scale: str, what: str) -> Path:
+    """Write <out>/README.md from the reports and times.csv under ``out``; returns its path."""
+    out = Path(out)
+    datasets = sorted(p.name for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
+    lines = ["# What sal found: SAL on MNIST-1D and digits", "",
+             f"Written by `./scripts/campaign.sh{'' if scale == 'cpu' else ' --scale ' + scale}` "
+             f"(scale `{scale}`). Deltas are test-accuracy points (x100), paired by seed, with 95% t-intervals; "
+             "p is Holm-corrected within each family of the stage's declared plan; mde is the smallest delta "
+             "those seeds detect with power 0.8. `inconclusive` means no difference was shown: the true "
+             "difference may still be anywhere in the interval.", "",
+             f"What this scale can and cannot show: {what}.", ""]
+    for ds in datasets:
+        lines += [f"## {ds}", ""]
+        for stage, title in STAGE_TITLES.items():
+            folder = out / ds / stage
+            if not folder.is_dir():
+                continue
+            body = {"compare": _compare_lines, "attribution": _attribution_lines, "dose": _dose_lines}[stage](folder)
+            lines += [f"### {title}", "", f"Report: [{ds}/{stage}/report.md]({ds}/{stage}/report.md)", "",
+                      *body, ""]
+    lines += ["## Stage times", "", *_times(out), ""]
+    path = out / "README.md"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
+
+
+if __name__ == "__main__":
+    print(write_findings(Path(sys.argv[1]), scale="cpu", what="see the presets' comments"))

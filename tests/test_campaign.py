@@ -1,0 +1,102 @@
+"""The campaign (scripts/campaign.py): its presets at every scale are valid sal specs with the declared
+budgets, and the smoke version runs end to end and writes the findings."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sal.ablation import load_ablation
+from sal.protocol import load_compare
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from campaign import DATASETS, SCALES, STAGES, scaled  # noqa: E402
+from findings import dose_of, verdict_sentence  # noqa: E402
+
+
+def _preset(stage: str, ds: str) -> dict:
+    return yaml.safe_load((REPO / STAGES[stage].format(ds=ds)).read_text())
+
+
+@pytest.mark.parametrize("scale", sorted(SCALES))
+@pytest.mark.parametrize("ds", DATASETS)
+def test_every_stage_is_a_valid_spec_at_every_scale(tmp_path, scale, ds):
+    for stage in STAGES:
+        path = tmp_path / f"{stage}.yaml"
+        path.write_text(yaml.safe_dump(scaled(_preset(stage, ds), SCALES[scale], ds)))
+        if stage == "compare":
+            load_compare(path)
+        else:
+            load_ablation(path)
+
+
+@pytest.mark.parametrize("ds", DATASETS)
+def test_the_cpu_presets_declare_the_issues_budget(ds):
+    c = load_compare(REPO / STAGES["compare"].format(ds=ds))
+    assert set(c.methods) == {"adam", "sam", "swa", "sal"}
+    assert c.evaluation.max_seeds >= 20 and c.evaluation.stop == "decided"  # seeds until decided, max >= 20
+    assert c.base["data"]["name"] == ds and c.base["data"].get("val_fraction", 0.15) > 0  # tuning reads val/acc
+    assert c.base["model"]["name"] == {"mnist1d": "mnist1d_cnn", "digits": "cnn"}[ds]
+    for stage in ("attribution", "dose"):
+        spec, items = load_ablation(REPO / STAGES[stage].format(ds=ds))
+        assert len(spec.seed_list) >= 10
+        assert spec.base["train"]["epochs"] == c.base["train"]["epochs"]  # one scale per data set
+
+
+def test_smoke_scale_shrinks_epochs_seeds_trials_and_keeps_warmup_below_epochs():
+    doc = scaled(_preset("compare", "mnist1d"), SCALES["smoke"], "mnist1d")
+    assert doc["base"]["train"]["epochs"] == 2 and doc["methods"]["sal"]["method.warmup"] == 0  # 5 of 20 -> 0 of 2
+    assert doc["tuning"]["trials"] == 2 and doc["tuning"]["seeds"] == 1
+    assert doc["evaluation"]["seeds"] == 2 and "max_seeds" not in doc["evaluation"]  # a fixed design
+    gpu = scaled(_preset("attribution", "mnist1d"), SCALES["gpu"], "mnist1d")
+    assert gpu["base"]["train"]["epochs"] == 150 and gpu["seeds"] == 30
+    assert gpu["cells"]["sal"]["method.warmup"] == round(5 * 150 / 20)
+
+
+def test_findings_sentences_state_no_effect_plainly():
+    s = verdict_sentence("sal", "adam", "inconclusive", delta=0.001, lo=-0.004, hi=0.006, n=20, mde=0.0071)
+    assert s.startswith("No difference shown between sal and adam") and "[-0.40, +0.60]" in s and "0.71 points" in s
+    assert verdict_sentence("sal", "sam", "better", delta=0.02, lo=0.01, hi=0.03, n=10, mde=0.01).startswith(
+        "sal beats sam: sal - sam = +2.00 points [+1.00, +3.00]")
+    assert dose_of("noise_1e-3") == 1e-3 and dose_of("adam") != dose_of("adam")
+
+
+@pytest.mark.slow
+def test_smoke_campaign_end_to_end(tmp_path):
+    out, work = tmp_path / "findings", tmp_path / "work"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "campaign.py"), "--smoke", "--no-figures",
+                           "--out", str(out), "--work", str(work)], cwd=REPO, capture_output=True, text=True,
+                          timeout=1200)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for ds in DATASETS:
+        for stage in STAGES:
+            folder = out / ds / stage
+            summary = pd.read_csv(folder / "summary.csv")
+            compared = summary[summary["verdict"] != "reference"]
+            assert set(compared["dataset"]) == {ds} and (compared["n"] == 2).all(), (ds, stage)
+            assert (folder / "report.md").is_file()
+            seeds = pd.read_csv(folder / "seeds.csv")
+            assert seeds["test_acc"].between(0, 1).all()
+            first = 1001 if stage == "compare" else 1
+            assert sorted(set(seeds["seed"])) == [first, first + 1]
+        assert set(pd.read_csv(out / ds / "compare" / "summary.csv")["method"]) == {"sal", "adam", "sam", "swa"}
+        assert set(pd.read_csv(out / ds / "attribution" / "factorial.csv")["effect"]) == {
+            "noise", "deformation", "interaction", "trigger"}
+        dose = pd.read_csv(out / ds / "dose" / "summary.csv")
+        assert {"noise_2e-7", "noise_1e-2"} <= set(dose["method"])
+    with open(out / "times.csv") as f:
+        times = list(csv.DictReader(f))
+    assert {(r["dataset"], r["stage"]) for r in times} >= {(ds, st) for ds in DATASETS for st in STAGES}
+    assert all(float(r["seconds"]) > 0 for r in times)
+    readme = (out / "README.md").read_text()
+    for text in ("## mnist1d", "## digits", "Factorial effects", "noise std at yield", "mde (points)",
+                 "Stage times", "the code path only", "Evaluation seeds: fixed design: 2 evaluation seeds"):
+        assert text in readme
+    assert not (REPO / "docs" / "findings" / "smoke").exists()
