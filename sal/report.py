@@ -357,7 +357,8 @@ def dose_sections(summary: pd.DataFrame, runs: pd.DataFrame, *, rope: float, dra
     shown = table.assign(dose=table["dose"].map("{:.3g}".format),
                          noise_std_max=table["noise_std_max"].map("{:.3g}".format),
                          delta=table["delta"].map("{:+.4f}".format),
-                         ci=[f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(table["delta_ci_low"], table["delta_ci_high"])])
+                         ci=[f"[{lo:+.4f}, {hi:+.4f}]"
+                             for lo, hi in zip(table["delta_ci_low"], table["delta_ci_high"])])
     shown = shown.drop(columns=["delta_ci_low", "delta_ci_high"])
     return [Section("Noise dose-response", [text], [("Paired effect by noise dose", shown)], figures)]
 
