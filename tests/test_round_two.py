@@ -86,12 +86,12 @@ def test_adjust_keeps_nan_pvalues_in_the_family():
 def test_killed_and_running_runs_are_not_results(tmp_path, mlflow_uri):
     # seed 3 of sal re-launched and killed after one epoch (0.5), seed 4 still running (0.4): old code took the
     # newest runs as the seeds' scores (delta -0.0884); only finished runs count (delta +0.0023), the rest listed
-    _log(mlflow_uri, "killed", {"adam": ADAM, "sal": SAL})
-    _log(mlflow_uri, "killed", {"sal": [0.5]}, seeds=[3], status="killed")
-    _log(mlflow_uri, "killed", {"sal": [0.4]}, seeds=[4], status="running")
-    row = _report(mlflow_uri, "killed", tmp_path).set_index("method").loc["sal"]
+    _log(mlflow_uri, "killed_crafted", {"adam": ADAM, "sal": SAL})
+    _log(mlflow_uri, "killed_crafted", {"sal": [0.5]}, seeds=[3], status="killed")
+    _log(mlflow_uri, "killed_crafted", {"sal": [0.4]}, seeds=[4], status="running")
+    row = _report(mlflow_uri, "killed_crafted", tmp_path).set_index("method").loc["sal"]
     assert row["n"] == 10 and row["delta"] == pytest.approx(np.mean(np.subtract(SAL, ADAM)))
-    md = _md(tmp_path, "killed")
+    md = _md(tmp_path, "killed_crafted")
     assert "2 run(s) are not results and were left out" in md
     assert "sal seed 3 (killed)" in md and "sal seed 4 (running)" in md
 
