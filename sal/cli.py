@@ -95,7 +95,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import Result, train
 
     spec = load_run_spec(args.config, parse_overrides(args.set))
-    check_plugins([spec])  # issue 14: a user's model/data functions, before any compute
+    check_plugins([spec])  # a user's model/data functions, before any compute
     _check_devices([spec])
     _check_data([spec])
     uri = _uri(args)
@@ -146,7 +146,7 @@ def _check_workers(n: int) -> int:
     return n
 
 
-# --- progress (issue 10): the library reports snapshots of the queue, this renders them ---
+# --- progress: the library reports snapshots of the queue, this renders them ---
 class _ProgressView:
     """A tqdm bar on a terminal; otherwise one timestamped line per change with the same facts."""
 
@@ -196,7 +196,7 @@ def _ablate(args: argparse.Namespace) -> int:
     from .workqueue import Queue
 
     spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
-    check_plugins(i.spec for i in items)  # issue 14
+    check_plugins(i.spec for i in items)
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     _check_devices([i.spec for i in items], gpus=gpus)
     _check_data(i.spec for i in items)  # a layout the loader reads wrongly, a wrong class count
@@ -334,7 +334,7 @@ def _study_run(args: argparse.Namespace) -> int:
     _check_finite(args, "timeout")
     spec = load_study_spec(args.file, parse_overrides(args.set), n_trials=args.n_trials, timeout=args.timeout,
                            seeds=args.seeds)
-    check_plugins(corner_specs(spec))  # issue 14
+    check_plugins(corner_specs(spec))
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     _check_devices(corner_specs(spec), gpus=gpus)
     _check_data(corner_specs(spec))
@@ -463,7 +463,7 @@ def _compare(args: argparse.Namespace) -> int:
     from .study_spec import corner_specs
 
     corners = [s for cell in spec.methods for s in corner_specs(tuning_spec(spec, cell))]
-    check_plugins(corners)  # issue 14
+    check_plugins(corners)
     workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
     _check_devices(corners, gpus=gpus)
     _check_data(corners)
@@ -495,7 +495,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("landscape")  # ---- issue 13: sharpness and connectivity of an ablation's saved final weights
+@command("landscape")  # ---- sharpness and connectivity of an ablation's saved final weights
 def _landscape(args: argparse.Namespace) -> int:
     from .flatness import LandscapeOptions, check_options, measure_ablation, parse_what
 

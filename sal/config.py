@@ -60,7 +60,7 @@ class SpecError(ValueError):
 _Strict = Strict
 
 
-# ---- plug-ins (issue 14): ``model.name`` / ``data.name`` may be a ``module:function`` path (sal/plugins.py)
+# ---- plug-ins: ``model.name`` / ``data.name`` may be a ``module:function`` path (sal/plugins.py)
 IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 DataName = Literal["digits", "mnist1d", "cifar10", "cifar100", "imagefolder", "synthetic"]
 ModelName = Literal[
@@ -147,7 +147,7 @@ class ModelSpec(_Strict):
         return self
 
 
-# ---- optimizers and schedules (issue 14): built in sal/methods/base.py and sal/schedules.py
+# ---- optimizers and schedules: built in sal/methods/base.py and sal/schedules.py
 class OptimSpec(_Strict):
     name: Literal["adam", "adamw", "adamax", "nadam", "rmsprop", "sgd", "lion"] = "adam"
     lr: float = Field(1e-3, gt=0.0, description="peak learning rate (onecycle's max_lr); lion wants 3-10x less")
@@ -205,7 +205,7 @@ class TrainSpec(_Strict):
         return self
 
 
-# ---- analysis (issue 13): sharpness per epoch, weight trajectory and final weights; off by default
+# ---- analysis: sharpness per epoch, weight trajectory and final weights; off by default
 class RunAnalysisSpec(_Strict):
     """Landscape measurements during a run (sal.run_analysis), on a fixed seeded subset of the training data."""
 
@@ -263,7 +263,7 @@ class RunSpec(_Strict):
     analysis: RunAnalysisSpec = RunAnalysisSpec()
 
     @model_validator(mode="after")
-    def _schedule_fits_epochs(self):  # issue 14: the warm-up must leave epochs for the cosine
+    def _schedule_fits_epochs(self):  # the warm-up must leave epochs for the cosine
         o, epochs = self.optim, self.train.epochs
         if o.schedule == "warmup_cosine" and o.warmup_epochs >= epochs:
             raise ValueError(f"optim.warmup_epochs={o.warmup_epochs} is not below train.epochs={epochs}, so the "

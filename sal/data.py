@@ -1,6 +1,6 @@
 """Data sets -> float tensors on the device, split once with a fixed seed, augmented on the device.
 
-Whole data sets live on the device; a batch is an index slice of them (DESIGN.md performance rules).
+Whole data sets live on the device; a batch is an index slice of them (docs/design.md, performance rules).
 Images are N x C x H x W in [0, 1] before normalisation; MNIST-1D is N x 1 x 40. A loader's data that
 does not fit is a StreamedSplit (sal/streaming.py) with the same interface: whoever reads a split asks
 it for ``batches``, ``take`` or ``head`` and never needs to know which kind it holds.
@@ -270,7 +270,7 @@ def _prepared(spec_json: str) -> DataBundle:
 
 def load_data(spec: DataSpec, device: torch.device | str = "cpu") -> DataBundle:
     """The train/val/test split of ``spec`` on ``device`` (tensors; a loader's Datasets stream from the host)."""
-    if is_import_path(spec.name):  # issue 14: a user's module:function loader
+    if is_import_path(spec.name):  # a user's module:function loader
         from .plugins import load_plugin_data
 
         return load_plugin_data(spec).to(torch.device(device))

@@ -123,7 +123,7 @@ def _paper_model(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) -> nn
 
 def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A fresh model; initialised from the global RNG, so callers seed it (train() does)."""
-    if is_import_path(spec.name):  # issue 14: a user's module:function builder
+    if is_import_path(spec.name):  # a user's module:function builder
         from .plugins import build_plugin_model
 
         return build_plugin_model(spec, in_shape, num_classes)

@@ -20,7 +20,7 @@ Data loader contract::
 ``"train"`` is required; a missing ``"test"`` is held out of train with ``data.test_fraction``, a missing
 ``"val"`` with ``data.val_fraction`` (both drawn with ``split_seed``). An optional ``"num_classes": int``
 entry, else the largest label + 1. Tensors may be on any device; sal keeps them whole on the run's device
-(DESIGN.md). ``data.normalize`` standardises features with training statistics as for built-in sets;
+(docs/design.md). ``data.normalize`` standardises features with training statistics as for built-in sets;
 ``data.train_subset`` caps the training samples.
 
 Data that does not fit on the device: any split may instead be a map-style ``torch.utils.data.Dataset``

@@ -307,7 +307,7 @@ def analyse(uri: str, name: str, *, baseline: str | None = None, metrics: list[s
 
 def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), draw_figures: bool = True) -> Path:
     """Write the analysis as summary.csv, report.md, report.html, table.tex and figures; log it to MLflow."""
-    from .flatness_report import flatness_sections  # ---- issue 13: flatness section when runs carry sharpness
+    from .flatness_report import flatness_sections  # ---- the flatness section when runs carry sharpness
 
     sections = [*sections, *flatness_sections(a.selection.runs, reference=a.opts.reference,
                                               contrasts=a.opts.plan.contrasts, correction=a.opts.correction,

@@ -5,7 +5,7 @@ Results are FINISHED runs, plus diverged runs scored as diverged (docs/statistic
 results"). A killed, still-running, failed or pruned run is never a score, however many epochs it logged:
 it is left out, and counted and listed by the report.
 
-A run is its configuration (DESIGN.md): runs of a cell whose settings changed since (another
+A run is its configuration (docs/design.md): runs of a cell whose settings changed since (another
 config_hash than the ablation's latest definition) are superseded and left out, and counted; runs of one
 cell with several configurations and no definition to choose between them are an error, never a mix.
 """

@@ -1,6 +1,6 @@
 """Streamed splits: a loader's torch Dataset read batch by batch through a DataLoader, never held whole.
 
-The one place sal uses a DataLoader (DESIGN.md: whole data sets live on the device when they fit). A
+The one place sal uses a DataLoader (docs/design.md: whole data sets live on the device when they fit). A
 ``StreamedSplit`` has the interface of ``data.Split`` (``len``, ``batches``, ``take``, ``head``, ``subset``,
 ``channel_stats``, ``standardized``, ``to``), so training, evaluation, the methods and the analysis read
 either kind alike. Its batches are the indices the tensor path slices (an epoch's permutation from the

@@ -517,7 +517,7 @@ def log_summary(uri: str, experiment: str, *, run_name: str, tags: dict[str, Any
     return run.info.run_id
 
 
-# ---------------------------------------------------------------- landscape artifacts (issue 13)
+# ---------------------------------------------------------------- landscape artifacts
 
 WEIGHTS_ARTIFACT = "weights.pt"  # the final state_dict; torch.load(..., weights_only=True)
 TRAJECTORY_ARTIFACT = "trajectory.pt"  # {"epochs": (T,), "weights": (T, d)} snapshots

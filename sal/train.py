@@ -210,7 +210,7 @@ class TrainingRun:
                              device=str(device))
         self.epoch = 0
         self.train_s = 0.0
-        self.analysis = None  # ---- analysis hook (issue 13): landscape measures, off by default
+        self.analysis = None  # ---- analysis hook: landscape measures, off by default
         if spec.analysis.enabled:
             from .run_analysis import RunAnalysis
 

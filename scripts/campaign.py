@@ -1,4 +1,4 @@
-"""The campaign (issue 21): SAL's answer on MNIST-1D and digits, every stage, one command.
+"""The campaign: SAL's answer on MNIST-1D and digits, every stage, one command.
 
 Per data set, three stages, each an ordinary sal command on a preset of this repository:
   compare      sal compare compare/campaign_<ds>.yaml            SAL vs Adam, SAM, SWA, tuned fairly

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The campaign (issue 21): SAL against tuned Adam, SAM and SWA, the attribution ablation and the noise
+# The campaign: SAL against tuned Adam, SAM and SWA, the attribution ablation and the noise
 # dose-response, on MNIST-1D (the paper's CNN) and digits (sal's small CNN), with one command:
 #   ./scripts/campaign.sh                 the CPU scale (~50 min on 2 cores) -> docs/findings/
 #   ./scripts/campaign.sh --smoke --out DIR   2 seeds, 2 epochs: the code path (the test suite runs it)

@@ -9,6 +9,18 @@ import torch
 
 from sal.config import validate_run
 
+# Marks that say what a test needs; each also makes the test slow, so `-m "not slow"` stays about a minute
+# on 2 cores while `-m "not store"` (say) leaves out only that kind.
+IMPLIES_SLOW = ("store", "training")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection reads the marks
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if any(item.get_closest_marker(name) for name in IMPLIES_SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
 # Two cores: keep torch from oversubscribing them when pytest runs workers.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -64,7 +76,7 @@ def start_until(cmd: list[str], journal, study: str, *, complete: int, timeout: 
                          f"seen: {states}); its stderr ended with: {err[-2000:]}")
 
 
-# --- PostgreSQL (issue 11): the machine's real server, one database per test, dropped afterwards ---
+# --- PostgreSQL: the machine's real server, one database per test, dropped afterwards ---
 PG = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
 
 

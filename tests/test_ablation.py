@@ -96,6 +96,7 @@ def test_every_preset_expands_when_its_data_is_there(tmp_path, monkeypatch):
                       "campaign_dose_mnist1d": 60, "campaign_dose_digits": 60}
 
 
+@pytest.mark.store
 def test_rerun_finishes_only_what_is_missing(tmp_path, mlflow_uri):
     spec, items = load_ablation(_write(tmp_path, "resume"))
     ref = StorageRef(str(tmp_path / "q.journal"))
@@ -109,6 +110,7 @@ def test_rerun_finishes_only_what_is_missing(tmp_path, mlflow_uri):
     assert sorted(zip(runs["tags.sal.cell"], runs["tags.seed"])) == sorted((i.cell, str(i.seed)) for i in items)
 
 
+@pytest.mark.store
 def test_noise_only_never_deforms_and_deform_only_never_injects_noise(tmp_path, mlflow_uri):
     stressful = {"method.warmup": 1, "method.theta": 0.01, "method.eps_acc": 0.01}
     path = _write(tmp_path, "parts", seeds=2, base={**TINY_BASE, "data": {"name": "digits"}, "train": {"epochs": 6}},

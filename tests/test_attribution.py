@@ -240,6 +240,7 @@ SAL_PARAMS = {"method.name": "sal", "method.recovery": True, "method.recovery_pa
               "method.s_yield": 0.01, "method.delta": 1e-7, "method.lambda": 1e-5}
 
 
+@pytest.mark.store
 def test_a_contrast_between_identical_trainings_is_same_by_construction(tmp_path, mlflow_uri):
     # sal and sal_no_recovery at the paper's constants: recovery never fired, so both made the same
     # interventions on every seed and trained the same runs. Old main: a verdict (here "inconclusive", and
@@ -267,6 +268,7 @@ def test_a_contrast_between_identical_trainings_is_same_by_construction(tmp_path
            "(as few as 2)" in md
 
 
+@pytest.mark.store
 def test_a_cell_that_never_acted_is_its_base_optimizer_by_construction(tmp_path, mlflow_uri):
     accs = [0.9 + 0.001 * s for s in range(4)]
     _log_cells(mlflow_uri, "idle", {"adam": {"acc": accs, "params": {"method.name": "base"}},
@@ -280,6 +282,7 @@ def test_a_cell_that_never_acted_is_its_base_optimizer_by_construction(tmp_path,
     assert rows.set_index("method").loc["sal", "verdict"] != "same by construction"
 
 
+@pytest.mark.store
 def test_noise_below_the_compute_dtypes_resolution_is_flagged(tmp_path, mlflow_uri):
     # the paper's noise (std about 2e-7) under bf16 at |w| = 0.05 (resolution 2^-12 = 2.4e-4)
     accs = [0.9 + 0.001 * s for s in range(4)]
@@ -384,6 +387,7 @@ def test_instability_metrics_of_a_validation_curve():
     assert instability([{"val/acc": 0.5}, {"val/acc": math.nan}]) == {}
 
 
+@pytest.mark.store
 def test_a_steadier_method_is_better_on_the_instability_metrics(tmp_path, mlflow_uri):
     # lower max_drop is better: the verdict and the win rate must read it so
     drops_adam = [0.05 + 0.01 * (s % 3) for s in range(10)]
@@ -405,6 +409,7 @@ def test_a_steadier_method_is_better_on_the_instability_metrics(tmp_path, mlflow
     assert row["delta"] == pytest.approx(-0.02) and row["verdict"] == "better"
 
 
+@pytest.mark.store
 def test_the_factorial_adds_the_trigger_effect_of_a_yoked_control(tmp_path, mlflow_uri):
     # old main: the factorial had noise, deformation and interaction only; a yoked cell was just another cell
     import numpy as np

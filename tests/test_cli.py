@@ -115,7 +115,7 @@ def test_a_run_that_crashes_is_one_line_and_exit_1(tmp_path, capsys):
 
 @pytest.mark.parametrize("port", ["99999", "0", "-1"])
 def test_sal_ui_refuses_a_port_out_of_range(port, tmp_path, capsys):
-    """Before issue 19: mlflow's traceback and exit 0; now exit 2 naming --port, before any store is created."""
+    """Before the fix: mlflow's traceback and exit 0; now exit 2 naming --port, before any store is created."""
     db = tmp_path / "m.db"
     assert main(["--tracking-uri", f"sqlite:///{db}", "ui", "--port", port]) == 2
     err = capsys.readouterr().err

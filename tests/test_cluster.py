@@ -1,4 +1,4 @@
-"""Scale out and survive (issue 11), for real: workers on the machine's PostgreSQL, one MLflow tracking
+"""Scale out and survive, for real: workers on the machine's PostgreSQL, one MLflow tracking
 server (mlflow/server.sh) with its own PostgreSQL store, workers SIGKILLed mid-trial, two launchers on one
 grid, the database restarted under a running worker. Every test here starts processes: all are slow."""
 

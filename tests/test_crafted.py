@@ -40,6 +40,7 @@ def _summary(uri, name, tmp_path, *extra) -> pd.DataFrame:
     return summary[summary["verdict"] != "reference"].set_index("method")
 
 
+@pytest.mark.store
 def test_zero_variance_deltas_on_two_seeds_are_not_better(tmp_path, mlflow_uri):
     # every seed +1 point: old main gave p_ttest = 0, a zero-width CI and "better" with 2 seeds
     _log(mlflow_uri, "zerovar", {"adam": [0.90, 0.92], "sal": [0.91, 0.93]})
@@ -48,6 +49,7 @@ def test_zero_variance_deltas_on_two_seeds_are_not_better(tmp_path, mlflow_uri):
     assert row["verdict"] == "inconclusive" and bool(row["exploratory"])
 
 
+@pytest.mark.store
 def test_a_significant_gain_inside_the_rope_is_equivalent(tmp_path, mlflow_uri):
     # +0.05 points on 12 seeds, tight: significant, and negligible (old main: "better")
     rng = np.random.default_rng(3)
@@ -59,6 +61,7 @@ def test_a_significant_gain_inside_the_rope_is_equivalent(tmp_path, mlflow_uri):
     assert row["verdict"] == "equivalent"
 
 
+@pytest.mark.store
 def test_diverged_seeds_count_against_the_method(tmp_path, mlflow_uri):
     # SAL diverges on 2 of 8 seeds and wins by 1 point on the other 6: old main dropped the two
     # (with --allow-unpaired) and called SAL "better" on 6 seeds
@@ -82,6 +85,7 @@ def test_mixed_configurations_without_a_definition_are_an_error(tmp_path, mlflow
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.store
 def test_the_rope_below_one_test_sample_is_said(tmp_path, mlflow_uri):
     _log(mlflow_uri, "smalltest", {"adam": [0.9, 0.8, 0.85], "sal": [0.9, 0.82, 0.85]}, n_test=100)
     _summary(mlflow_uri, "smalltest", tmp_path)

@@ -1,4 +1,4 @@
-"""Issue 19: data ready before compute. `sal data check` and `sal data prepare` on small trees of 4x4 images
+"""Data ready before compute. `sal data check` and `sal data prepare` on small trees of 4x4 images
 written here, and old-style DenseNet checkpoints."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 19: `--dry-run` says what a sweep costs: runs, epochs and seconds per epoch measured by one timed epoch
+"""`--dry-run` says what a sweep costs: runs, epochs and seconds per epoch measured by one timed epoch
 per (model, data, device), summed per preset; it writes nothing."""
 
 from __future__ import annotations

@@ -141,6 +141,7 @@ def test_flatness_tables_match_scipy_and_count_each_pair_once():
     assert "## Flatness" in md and "| Hessian trace | sal | 3 | 9.5 |" in md
 
 
+@pytest.mark.store
 def test_the_declared_contrasts_are_tested_and_corrected_within_their_family():
     from sal.analysis import Contrast
     from sal.flatness_report import contrast_table

@@ -4,6 +4,7 @@ and a queue that says "done" is checked against the MLflow store it will be repo
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import yaml
 
 from sal.ablation import load_ablation, run_ablation
@@ -26,6 +27,7 @@ def _report(uri, name, out, *extra):
     return main(["--tracking-uri", uri, "report", name, "--out", str(out), "--no-figures", *extra])
 
 
+@pytest.mark.store
 def test_changed_settings_train_again_and_the_report_ignores_the_old_runs(tmp_path, mlflow_uri):
     path, ref = _write(tmp_path, "relaunch"), StorageRef(str(tmp_path / "q.journal"))
     first = run_ablation(*load_ablation(path), ref=ref, uri=mlflow_uri)
@@ -49,6 +51,7 @@ def test_changed_settings_train_again_and_the_report_ignores_the_old_runs(tmp_pa
     assert "8 run(s) of superseded configurations" in md
 
 
+@pytest.mark.store
 def test_a_queue_done_in_another_mlflow_store_trains_again(tmp_path, mlflow_uri):
     path, ref = _write(tmp_path, "moved"), StorageRef(str(tmp_path / "q.journal"))
     run_ablation(*load_ablation(path), ref=ref, uri=mlflow_uri)
@@ -62,6 +65,7 @@ def test_a_queue_done_in_another_mlflow_store_trains_again(tmp_path, mlflow_uri)
     assert len(again["queue"]["done"]) == 4 and not again["queue"]["missing_run"]
 
 
+@pytest.mark.store
 def test_the_plan_is_stored_on_the_queue_and_every_run_and_the_report_says_if_it_departs(tmp_path, mlflow_uri):
     cells = {**CELLS, "sam": {"method.name": "sam"}, "noise": {"method.name": "sal_noise_only", "method.warmup": 0}}
     path = _write(tmp_path, "planned", cells=cells, analysis={"families": "standard", "metrics": ["test/acc"]})

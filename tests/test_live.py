@@ -87,6 +87,7 @@ def test_a_crash_inside_a_live_run_ends_it_failed_and_a_diverged_one_failed(mlfl
     assert run.info.status == "FAILED" and run.data.tags["sal.status"] == "diverged"
 
 
+@pytest.mark.store
 def test_an_ablation_nests_its_seeds_under_cell_runs_and_the_report_reads_only_seeds(tmp_path, mlflow_uri):
     spec, items = load_ablation(write_ablation(tmp_path, "nested", seeds=2, axes={"optim.lr": [0.01, 0.001]}))
     ref = StorageRef(str(tmp_path / "q.journal"))
@@ -162,7 +163,7 @@ def test_a_killed_workers_run_shows_live_and_is_ended_killed_when_the_sweep_resu
     spec_file = _yaml(tmp_path, "livekill", seeds=2, epochs=30, model="cnn")
     cmd = _sal(mlflow_uri, "ablate", str(spec_file), "--storage", str(journal))
     client = client_for(mlflow_uri)
-    client.search_experiments()  # the store exists before the sweep starts (concurrent creation is issue 10 A)
+    client.search_experiments()  # the store exists before the sweep starts (concurrent creation is tested in test_store_lock.py)
     log_file = tmp_path / "sweep.log"
     with log_file.open("w") as log_out:
         proc = subprocess.Popen(cmd, stdout=log_out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)

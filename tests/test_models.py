@@ -97,6 +97,7 @@ def test_mnist1d_cnn_wants_sequences():
         build_model(ModelSpec(name="mnist1d_cnn"), (1, 8, 8), 10)
 
 
+@pytest.mark.training
 def test_the_paper_preset_trains_the_whole_split_and_learns(one_thread):
     """configs/mnist1d_paper.yaml: 4000/1000 samples, nothing held out; a few epochs already learn."""
     from pathlib import Path

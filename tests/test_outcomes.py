@@ -58,6 +58,7 @@ def test_duplicates_and_given_back_trials_are_named_not_counted_as_failures(tmp_
     assert len(seeds) == 2  # each seed trained once
 
 
+@pytest.mark.store
 def test_tracking_uri_and_verbose_after_the_subcommand(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'after.db'}"
     assert main(["train", "--tracking-uri", uri, "-v", "--experiment", "after", "--set", "train.epochs=1",

@@ -62,6 +62,7 @@ def test_out_dot_in_a_working_folder_deletes_nothing(tiny_ablation, mlflow_uri, 
     assert _tree(work) == before and sorted(p.name for p in work.iterdir()) == ["notes.md", "src"]
 
 
+@pytest.mark.store
 def test_rerun_into_its_own_folder_replaces_only_its_files(tiny_ablation, mlflow_uri, capsys):
     out = tiny_ablation / "rep"
     assert main(["--tracking-uri", mlflow_uri, "report", "outs", "--out", str(out)]) == 0  # with figures

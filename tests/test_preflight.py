@@ -91,7 +91,7 @@ def test_report_errors_before_reading_or_writing(tmp_path, mlflow_uri, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-# --- issue 19: late errors found before anything is written ----------------------------------------------
+# --- late errors found before anything is written ----------------------------------------------
 def _study_file(tmp_path, **fields):
     path = tmp_path / "st.yaml"
     path.write_text(yaml.safe_dump({"name": "st", "base": TINY_BASE, "seeds": 1, "n_trials": 2,
@@ -148,6 +148,7 @@ def _journal_of_one_run(tmp_path, spec_file):
     return journal
 
 
+@pytest.mark.store
 @pytest.mark.parametrize("damage", ["garbage_middle", "truncated_end"])
 def test_a_damaged_journal_exits_2_naming_file_and_line_and_is_left_unchanged(tmp_path, spec_file, capsys, damage):
     """Before: JSONDecodeError + 're-run to resume' (exit 1), and a truncated one was appended to first."""

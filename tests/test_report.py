@@ -46,6 +46,7 @@ def _report(mlflow_uri, out, *extra):
     return main(["--tracking-uri", mlflow_uri, "report", "rep", "--out", str(out), *extra])
 
 
+@pytest.mark.store
 def test_report_writes_every_output_with_the_contract_columns(ablation, mlflow_uri, capsys):
     out = ablation / "report"
     assert _report(mlflow_uri, out, "--metric", "test/acc", "--metric", "test/loss", "--filter",
@@ -81,6 +82,7 @@ def test_report_writes_every_output_with_the_contract_columns(ablation, mlflow_u
     assert re.search(r"sal vs adam\s+delta [+-]\d\.\d{4}", printed)
 
 
+@pytest.mark.store
 def test_diverged_seeds_count_against_the_method_with_the_worst_score(ablation, mlflow_uri, capsys):
     # old main: exit 2 with "--retry-failed", which re-runs nothing for a diverged run
     assert _report(mlflow_uri, ablation / "r2", "--baseline", "adam") == 0

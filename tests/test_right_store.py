@@ -1,4 +1,4 @@
-"""Issue 19, the right store: a queue keeps to its MLflow store, artifacts have a root every machine of a sweep
+"""The right store: a queue keeps to its MLflow store, artifacts have a root every machine of a sweep
 can reach, a query never creates a store, and a cell's parent run is RUNNING only once a seed trains."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def spec_file(tmp_path):
     return path
 
 
+@pytest.mark.store
 def test_a_queue_refuses_another_mlflow_store_unless_told(tmp_path, spec_file, capsys):
     """Before: exit 0, every run trained again into the new store and the queue's sal.tracking_uri rewritten."""
     import optuna
@@ -48,6 +49,7 @@ def test_a_queue_refuses_another_mlflow_store_unless_told(tmp_path, spec_file, c
     assert attrs["sal.tracking_uri"] == second
 
 
+@pytest.mark.store
 def test_the_same_store_written_relative_or_absolute_is_the_same(tmp_path, spec_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
     journal = str(tmp_path / "q.journal")
@@ -63,6 +65,7 @@ def test_landscape_does_not_create_an_empty_store(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err and not db.exists()
 
 
+@pytest.mark.store
 def test_a_parent_run_is_scheduled_until_its_first_seed_starts(tmp_path, spec_file):
     """Before: every cell's parent was RUNNING from the launch, while no seed of it trained."""
     from sal import ablation

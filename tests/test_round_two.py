@@ -1,4 +1,4 @@
-"""Issue 17, "verdicts you can publish, round two": the rules around the rows of docs/statistics.md (whole
+"""Verdicts you can publish: the rules around the rows of docs/statistics.md (whole
 families, finished runs only, one diverged-seed rule, oriented effect sizes, the plan in force, an equal
 budget), each on crafted runs written into a real MLflow store or on pure-function inputs; every test here
 failed on the code before the issue."""
@@ -63,6 +63,7 @@ def _md(tmp_path, name) -> str:
 # ---------------------------------------------------------------- wrong results
 
 
+@pytest.mark.store
 def test_a_contrast_without_a_t_p_value_stays_in_its_family(tmp_path, mlflow_uri):
     # noise ties adam on every seed (no t-test there): old code corrected sal vs adam over m = 1
     # (p_holm 0.0302, "better"); Holm over the declared m = 2 gives 0.0604, inconclusive
@@ -77,12 +78,14 @@ def test_a_contrast_without_a_t_p_value_stays_in_its_family(tmp_path, mlflow_uri
     assert "m=2" in _md(tmp_path, "flatfam")
 
 
+@pytest.mark.store
 def test_adjust_keeps_nan_pvalues_in_the_family():
     out = stats.adjust([0.01, np.nan, 0.04])
     assert out[[0, 2]] == pytest.approx([0.03, 0.08]) and math.isnan(out[1])  # Holm over m = 3, the NaN as 1
     assert stats.adjust([0.01, np.nan, 0.04], fill=[np.nan, 0.002, np.nan]) == pytest.approx([0.02, 0.006, 0.04])
 
 
+@pytest.mark.store
 def test_killed_and_running_runs_are_not_results(tmp_path, mlflow_uri):
     # seed 3 of sal re-launched and killed after one epoch (0.5), seed 4 still running (0.4): old code took the
     # newest runs as the seeds' scores (delta -0.0884); only finished runs count (delta +0.0023), the rest listed
@@ -119,6 +122,7 @@ def _loss_factorial_cells(rng, n=10):
 FACTORIAL_METHODS = {"adam": "base", "noise": "sal_noise_only", "deform": "sal_deform_only", "sal": "sal"}
 
 
+@pytest.mark.store
 def test_a_diverged_seed_keeps_the_loss_factorial_with_a_rank_based_note(tmp_path, mlflow_uri):
     # noise diverges on seed 4 of test/loss: old code dropped the data set's factorial without a note
     cells = _loss_factorial_cells(np.random.default_rng(1))
@@ -183,6 +187,7 @@ def test_the_forest_plot_shows_an_infinite_delta_and_no_rope_band_on_a_loss():
 # ---------------------------------------------------------------- misleading
 
 
+@pytest.mark.store
 def test_a_constant_gain_below_the_rope_is_equivalent(tmp_path, mlflow_uri):
     # +1/1024 on every seed (exact in binary), ROPE 0.002: old code "better" (sign-flip p 0.002)
     adam = [0.875 + k / 1024 for k in range(10)]
@@ -194,6 +199,7 @@ def test_a_constant_gain_below_the_rope_is_equivalent(tmp_path, mlflow_uri):
                          n=10, rope=0.002, sd=0.0) == "better"  # outside the ROPE the sign-flip decides
 
 
+@pytest.mark.store
 def test_effect_sizes_read_higher_favours_the_method_on_a_loss(tmp_path, mlflow_uri):
     # sal has the lower loss on 9 of 10 seeds: old code "better" with win rate 0.10 and Cliff's delta -0.68
     rng = np.random.default_rng(5)
@@ -248,6 +254,7 @@ def _queue_and_log(tmp_path, uri, path, scores, *, seeds=None):
     return plan_hash
 
 
+@pytest.mark.store
 def test_a_plan_edited_after_the_runs_is_a_departure(tmp_path, mlflow_uri):
     # alpha raised to 0.1 after the runs: old code analysed at 0.1 and said "as planned"
     path = _ablation_file(tmp_path, "moved")
@@ -262,6 +269,7 @@ def test_a_plan_edited_after_the_runs_is_a_departure(tmp_path, mlflow_uri):
     assert "alpha = 0.05" in md  # the analysis keeps the plan the runs were launched with
 
 
+@pytest.mark.store
 def test_seeds_added_after_the_plan_are_a_departure(tmp_path, mlflow_uri):
     path = _ablation_file(tmp_path, "moreseeds", seeds=5)
     _queue_and_log(tmp_path, mlflow_uri, path, {"adam": dict(enumerate(ADAM[:5], 1)),
@@ -273,6 +281,7 @@ def test_seeds_added_after_the_plan_are_a_departure(tmp_path, mlflow_uri):
     assert "as planned" not in md and "seeds: 5 -> 10" in md and "seeds 6, 7, 8, 9, 10" in md
 
 
+@pytest.mark.store
 def test_a_filter_that_drops_a_planned_seed_is_a_departure(tmp_path, mlflow_uri):
     # sal diverged on seed 2; --filter "tags.seed != '2'" removed it: old code said "as planned", no warning
     sal = list(SAL)
@@ -284,6 +293,7 @@ def test_a_filter_that_drops_a_planned_seed_is_a_departure(tmp_path, mlflow_uri)
     assert "--filter removed 2 run(s) of planned contrasts: adam seed 2; sal seed 2 (diverged)" in md
 
 
+@pytest.mark.store
 def test_allow_unpaired_describes_each_row_on_its_paired_seeds(tmp_path, mlflow_uri):
     # adam has no run for seed 10: old code gave sal's mean over 10 seeds beside n = 9
     _log(mlflow_uri, "unpaired", {"adam": ADAM[:9], "sal": SAL})
@@ -295,6 +305,7 @@ def test_allow_unpaired_describes_each_row_on_its_paired_seeds(tmp_path, mlflow_
 # ---------------------------------------------------------------- cosmetic
 
 
+@pytest.mark.store
 def test_bh_values_are_not_called_holm_and_the_latex_has_no_fake_sd(tmp_path, mlflow_uri):
     _log(mlflow_uri, "bhcol", {"adam": ADAM, "sal": SAL, "noise": ADAM})
     rows = _report(mlflow_uri, "bhcol", tmp_path, "--correction", "bh").set_index("method")
@@ -392,6 +403,7 @@ def test_a_compare_rerun_with_another_sequential_design_is_refused(tmp_path, mlf
         check_design(write(40), mlflow_uri)
 
 
+@pytest.mark.store
 def test_a_look_never_analyses_more_seeds_than_its_label(tmp_path, mlflow_uri):
     from sal.report import analyse
 

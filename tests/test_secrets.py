@@ -49,7 +49,7 @@ def secret_databases():
 
 
 def _sal(tmp_path, *args):
-    # a PostgreSQL queue is a sweep over machines: its database store needs a shared artifact root (issue 19)
+    # a PostgreSQL queue is a sweep over machines: its database store needs a shared artifact root
     env = {**os.environ, "SAL_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
     proc = subprocess.run([sys.executable, "-m", "sal", "-v", *args], capture_output=True, text=True, cwd=tmp_path,
                           timeout=400, env=env)
@@ -93,7 +93,7 @@ def test_a_password_in_storage_and_tracking_urls_appears_nowhere(tmp_path, secre
         assert "hush" in dump and password not in dump
 
 
-# --- issue 19: every credential form libpq and SQLAlchemy accept ---
+# --- every credential form libpq and SQLAlchemy accept ---
 @pytest.mark.parametrize("text, shown", [
     ("postgresql://alice@db/sal?password=hunter2", "postgresql://alice@db/sal?password=***"),
     ("postgresql://alice@db/sal?sslmode=require&password=hunter2&x=1",
@@ -120,7 +120,7 @@ def test_the_queue_records_no_password_given_in_the_query():
 
 @pytest.mark.slow
 def test_query_passwords_stay_hidden_from_ablate_and_landscape(tmp_path, secret_databases):
-    """Before issue 19: `sal landscape` printed the raw URI in its last line, and a `?password=` was printed by
+    """Before the fix: `sal landscape` printed the raw URI in its last line, and a `?password=` was printed by
     the launcher and stored in the queue's sal.tracking_uri attr."""
     import optuna
 
@@ -184,7 +184,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_sal_ui_shows_no_password_in_ps_and_sigterm_stops_every_process(secret_databases):
-    """Before issue 19: `mlflow ui --backend-store-uri postgresql://u:PW@...` was on the command line (any user's
+    """Before the fix: `mlflow ui --backend-store-uri postgresql://u:PW@...` was on the command line (any user's
     `ps` shows it), and SIGTERM to `sal ui` left mlflow ui and its server running."""
     import signal
     import time

@@ -95,7 +95,7 @@ def test_empty_cells_say_so(tmp_path):
     assert "is not a cell" not in str(err.value)
 
 
-# --- issue 19: input that hung or failed late -------------------------------------------------------------
+# --- input that hung or failed late -------------------------------------------------------------
 ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]) + "\n"
 

@@ -1,4 +1,4 @@
-"""Streamed data (issue 14): a loader's torch Dataset per split, read batch by batch with a DataLoader.
+"""Streamed data: a loader's torch Dataset per split, read batch by batch with a DataLoader.
 
 A Dataset over the same tensors gives the same runs as the tensors themselves (same samples, same order),
 only the samples a run uses are read, and a bad Dataset is a spec error before any compute.

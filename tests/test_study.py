@@ -51,6 +51,7 @@ def _write(tmp_path, name, **fields) -> Path:
     return path
 
 
+@pytest.mark.store
 def test_a_short_study_records_knobs_seeds_and_aggregates(tmp_path, mlflow_uri):
     spec = load_study_spec(_write(tmp_path, "short"))
     study = run_study(spec, ref=StorageRef(str(tmp_path / "s.journal")), uri=mlflow_uri)
@@ -100,6 +101,7 @@ def test_wilcoxon_with_few_seeds_warns(tmp_path, caplog):
     assert "WilcoxonPruner" in caplog.text and "5 or more seeds" in caplog.text
 
 
+@pytest.mark.store
 def test_multi_objective_gives_a_pareto_front(tmp_path, mlflow_uri):
     spec = load_study_spec(_write(tmp_path, "pareto", n_trials=4, sampler={"name": "nsga2", "seed": 0},
                                   objective=None,
@@ -132,6 +134,7 @@ def test_test_metrics_cannot_be_the_objective(tmp_path, capsys):
     assert "selects on test data" in capsys.readouterr().err
 
 
+@pytest.mark.store
 def test_best_spec_trains_and_optunas_cli_reads_the_storage(tmp_path, mlflow_uri, capsys):
     path = _write(tmp_path, "bestof", n_trials=3)
     journal = tmp_path / "b.journal"
@@ -212,6 +215,7 @@ def test_study_presets_validate_and_name_missing_data(tmp_path, monkeypatch):
     assert specs["paper_degraded"].directions == ["maximize", "minimize"]
 
 
+@pytest.mark.store
 def test_a_rerun_with_another_base_or_space_exits_2_and_force_new_starts_fresh(tmp_path, mlflow_uri, capsys):
     path = _write(tmp_path, "drift", n_trials=2)
     journal = tmp_path / "d.journal"
@@ -250,7 +254,7 @@ def test_a_trial_whose_every_seed_diverged_ranks_below_any_trained_trial():
     trained = trial_value("lcb", [0.1, 0.9, 0.5], [False] * 3, metric="val/acc", maximize=True)
     dead = trial_value("lcb", [0.0, 0.0, 0.0], [True] * 3, metric="val/acc", maximize=True)
     # old main: lcb of the trained seeds was about -0.89, below the 0.0 of the dead trial. The value is a
-    # ranking score, never clipped to [0, 1] (issue 17: clipped values tied at 0), so it stays -0.49
+    # ranking score, never clipped to [0, 1] (clipped values tied at 0), so it stays -0.49
     assert trained == pytest.approx(-0.4937, abs=1e-4) and dead == float("-inf") and trained > dead
     one_diverged = trial_value("lcb", [0.8, 0.81, 0.0], [False, False, True], metric="val/acc", maximize=True)
     assert dead < one_diverged < trained
