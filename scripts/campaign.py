@@ -14,7 +14,7 @@ it into the queue and MLflow before the first run).
 Reproducible on the CPU, bit for bit: each data set is one lane of stages run with ``--workers 1`` and
 one torch thread, the two lanes side by side (one per core). One worker per queue keeps the TPE sampler's
 trial sequence and the grouping of packed seeds the same on every run; two workers on one queue would race
-for trials and make both depend on timing. ``seeds.csv`` beside each report lists every per-seed test
+for trials and make both depend on timing. ``<stage>_seeds.csv`` beside each report folder lists every per-seed test
 metric, so two runs can be diffed.
 
 Budget (measured 2026-12-03 on this 2-core machine while other jobs held it at load 7-9, so each lane got
@@ -150,7 +150,9 @@ class Lane:
         else:
             self._sal("ablate", str(preset), *self._pool(doc["name"], "ablation"), log=log)
             self._sal("report", doc["name"], "--out", str(out), *figures, log=log)
-        write_seeds(a.uri, doc["name"], out / "seeds.csv")
+        # beside the report folder, not in it: sal's report refuses a folder holding files it did not write,
+        # so a file of ours in there would stop the next run of the campaign
+        write_seeds(a.uri, doc["name"], out.parent / f"{stage}_seeds.csv")
 
     def __call__(self) -> None:
         with open(self.args.work / f"{self.ds}.log", "a") as log:

@@ -28,6 +28,10 @@ def _pts(v: float) -> str:
     return "n/a" if v != v else f"{100 * v:+.2f}"
 
 
+def _mde(v: float) -> str:
+    return "n/a (no spread)" if v != v else f"{100 * v:.2f}"
+
+
 def _ci(lo: float, hi: float) -> str:
     return "no interval" if lo != lo else f"[{100 * lo:+.2f}, {100 * hi:+.2f}]"
 
@@ -45,6 +49,33 @@ def verdict_sentence(method: str, baseline: str, verdict: str, *, delta: float, 
             }.get(verdict, f"No difference shown between {method} and {baseline} ({verdict}): {what}{seen}.")
 
 
+_EFFECT_WORDS = {"better": "shown, positive", "worse": "shown, negative",
+                 "equivalent": "none within the ROPE (equivalent)", "inconclusive": "not shown (inconclusive)"}
+
+
+def effect_sentence(effect: str, verdict: str, *, estimate: float, lo: float, hi: float, n: int) -> str:
+    """One plain sentence for one factorial effect (an effect is a difference of differences, not a cell)."""
+    words = _EFFECT_WORDS.get(verdict, verdict)
+    return f"{effect} effect: {words}; {_pts(estimate)} points {_ci(lo, hi)} on {n} paired seeds."
+
+
+def interventions(report: Path) -> dict[str, tuple[float, float, float, str]]:
+    """cell -> (noise, deform, revert per seed, seeds with none) from a report's "Interventions" table."""
+    if not report.is_file():
+        return {}
+    out, inside = {}, False
+    for line in report.read_text().splitlines():
+        if line.startswith("## "):
+            inside = line.startswith("## Interventions per stress-aware cell")
+        elif inside and line.startswith("| ") and not line.startswith("| cell"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            try:
+                out[cells[0]] = (float(cells[4]), float(cells[5]), float(cells[6]), cells[7])
+            except (IndexError, ValueError):
+                continue
+    return out
+
+
 def dose_of(cell: str) -> float:
     """noise_1e-3 -> 0.001 (the campaign's dose cells are named by their noise std at the yield point)."""
     m = re.fullmatch(r"noise_([0-9.]+e-?[0-9]+)", cell)
@@ -60,7 +91,7 @@ def _table(rows: pd.DataFrame, first: str) -> list[str]:
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows.itertuples():
         out.append(f"| {r.label} | {_pts(r.delta)} | {_ci(r.delta_ci_low, r.delta_ci_high)} | "
-                   f"{r.p_holm:.3g} | {int(r.n)} | {100 * r.mde:.2f} | {r.verdict} |")
+                   f"{r.p_holm:.3g} | {int(r.n)} | {_mde(r.mde)} | {r.verdict} |")
     return out
 
 
@@ -95,11 +126,18 @@ def _attribution_lines(folder: Path) -> list[str]:
         for r in f.itertuples():
             lines.append(f"| {r.effect} | {_pts(r.estimate)} | {_ci(r.ci_low, r.ci_high)} | {r.p_holm:.3g} | "
                          f"{int(r.n)} | {r.verdict} |")
-        stated = [f"- the {r.effect} effect: {verdict_sentence(r.effect, 'none', r.verdict, delta=r.estimate, lo=r.ci_low, hi=r.ci_high, n=int(r.n), mde=math.nan)}"  # noqa: E501
+        stated = [f"- {effect_sentence(r.effect, r.verdict, estimate=r.estimate, lo=r.ci_low, hi=r.ci_high, n=int(r.n))}"
                   for r in f.itertuples()]
         lines += ["", *stated, ""]
     else:
         lines += ["No factorial table (a cell of the 2x2 is missing or has fewer than 2 seeds).", ""]
+    acted = interventions(folder / "report.md")
+    if acted:
+        lines += ["How often each stress-aware cell acted (per seed; an effect can only come from epochs where "
+                  "a part acted):", "", "| cell | noise | deformations | reverts | seeds where it never acted |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {cell} | {n:.1f} | {d:.1f} | {r:.1f} | {none or 'none'} |" for cell, (n, d, r, none) in acted.items()]
+        lines += [""]
     c = _contrasts(s).assign(label=lambda d: d["method"] + " vs " + d["baseline"])
     return lines + ["Contrasts of the plan:", ""] + _table(c, "contrast")
 
@@ -122,6 +160,19 @@ def _dose_lines(folder: Path) -> list[str]:
     return [head, ""] + _table(c, "noise std at yield")
 
 
+def _headline(out: Path, datasets: list[str]) -> list[str]:
+    """The answer first: per data set, every verdict of the fair comparison on one line."""
+    lines = []
+    for ds in datasets:
+        s = _read(out / ds / "compare", "summary.csv")
+        if s is None:
+            continue
+        parts = [f"{r.method} vs {r.baseline} {r.verdict} ({_pts(r.delta)} {_ci(r.delta_ci_low, r.delta_ci_high)}, "
+                 f"n={int(r.n)})" for r in _contrasts(s).itertuples()]
+        lines.append(f"- **{ds}**: " + "; ".join(parts) + ".")
+    return ["## In short", "", *lines, ""] if lines else []
+
+
 def _times(out: Path) -> list[str]:
     t = _read(out, "times.csv")  # written by scripts/campaign.py: dataset, stage, seconds (stage "all": total)
     if t is None:
@@ -137,10 +188,13 @@ def write_findings(out: Path, *, scale: str, what: str) -> Path:
     lines = ["# What sal found: SAL on MNIST-1D and digits", "",
              f"Written by `./scripts/campaign.sh{'' if scale == 'cpu' else ' --scale ' + scale}` "
              f"(scale `{scale}`). Deltas are test-accuracy points (x100), paired by seed, with 95% t-intervals; "
-             "p is Holm-corrected within each family of the stage's declared plan; mde is the smallest delta "
-             "those seeds detect with power 0.8. `inconclusive` means no difference was shown: the true "
-             "difference may still be anywhere in the interval.", "",
+             "p is Holm-corrected within each family of the stage's declared plan, and the verdict uses that "
+             "corrected p, while each interval is the contrast's own (uncorrected), so an interval that just "
+             "excludes 0 can still be inconclusive; mde is the smallest delta those seeds detect with power 0.8 "
+             "after the correction. `inconclusive` means no difference was shown: the true difference may "
+             "still be anywhere in the interval.", "",
              f"What this scale can and cannot show: {what}.", ""]
+    lines += _headline(out, datasets)
     for ds in datasets:
         lines += [f"## {ds}", ""]
         for stage, title in STAGE_TITLES.items():

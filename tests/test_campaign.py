@@ -82,7 +82,7 @@ def test_smoke_campaign_end_to_end(tmp_path):
             compared = summary[summary["verdict"] != "reference"]
             assert set(compared["dataset"]) == {ds} and (compared["n"] == 2).all(), (ds, stage)
             assert (folder / "report.md").is_file()
-            seeds = pd.read_csv(folder / "seeds.csv")
+            seeds = pd.read_csv(out / ds / f"{stage}_seeds.csv")
             assert seeds["test_acc"].between(0, 1).all()
             first = 1001 if stage == "compare" else 1
             assert sorted(set(seeds["seed"])) == [first, first + 1]
@@ -90,6 +90,7 @@ def test_smoke_campaign_end_to_end(tmp_path):
         assert set(pd.read_csv(out / ds / "attribution" / "factorial.csv")["effect"]) == {
             "noise", "deformation", "interaction", "trigger"}
         dose = pd.read_csv(out / ds / "dose" / "summary.csv")
+        dose_seeds = pd.read_csv(out / ds / "dose_seeds.csv")
         assert {"noise_2e-7", "noise_1e-2"} <= set(dose["method"])
     with open(out / "times.csv") as f:
         times = list(csv.DictReader(f))
@@ -100,3 +101,9 @@ def test_smoke_campaign_end_to_end(tmp_path):
                  "Stage times", "the code path only", "Evaluation seeds: fixed design: 2 evaluation seeds"):
         assert text in readme
     assert not (REPO / "docs" / "findings" / "smoke").exists()
+    # the same command again over its own findings: the queue is done, the report is written again
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "campaign.py"), "--smoke", "--no-figures",
+                            "--out", str(out), "--work", str(work), "--datasets", "digits", "--stages", "dose"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert pd.read_csv(out / "digits" / "dose_seeds.csv").equals(dose_seeds)
