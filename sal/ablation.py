@@ -34,6 +34,27 @@ from .config import (
     validate_run,
 )
 from .fidelity import PAPER_METRIC, fidelity_overrides
+from .names import (
+    ATTR_BASELINE,
+    ATTR_CELL,
+    ATTR_CONTEXT,
+    ATTR_DEFINITION,
+    ATTR_METRIC,
+    ATTR_PAPER_TABLE,
+    ATTR_PLAN,
+    ATTR_PLAN_HASH,
+    ATTR_TAGS,
+    ATTR_TRIAL_SPEC,
+    RECORD_DEFINITION,
+    RECORD_PLAN,
+    RECORD_PLANS,
+    TAG_ABLATION,
+    TAG_BASELINE,
+    TAG_CELL,
+    TAG_CONTEXT,
+    TAG_PAPER_TABLE,
+    TAG_PLAN_HASH,
+)
 from .tracking import (
     ensure_experiment,
     experiment_name,
@@ -234,7 +255,7 @@ def _start_parents(uri: str, spec: AblationSpec, items: list[GridItem]) -> dict[
     parents = {}
     for item in items:
         if item.group not in parents:
-            tags = {**spec.tags, "sal.ablation": spec.name, "sal.cell": item.cell, "sal.context": item.context,
+            tags = {**spec.tags, TAG_ABLATION: spec.name, TAG_CELL: item.cell, TAG_CONTEXT: item.context,
                     "dataset": item.spec.data.display_name, "method": item.spec.method.name,
                     "model": item.spec.model.name, "optimizer": item.spec.optim.name}
             name = group_name(item.cell, item.context, item.spec.data.display_name)
@@ -266,26 +287,26 @@ def queue_grid(ref: engine.StorageRef, spec: AblationSpec, items: list[GridItem]
     queue = Queue(ref, spec.name, kind="ablation", direction=metric_direction(spec.metric))
     queue.reap(on_reaped=lambda ids: kill_runs(uri, ids) if uri else None)
     plan, definition = plan_of(spec, items), definition_of(items)
-    for key, value in {"sal.baseline": spec.baseline, "sal.paper_table": spec.paper_table,
-                       "sal.definition": definition, "sal.plan": plan.to_json(), "sal.plan_hash": plan.hash,
-                       "sal.metric": spec.metric, **worker_record(uri)}.items():
+    for key, value in {ATTR_BASELINE: spec.baseline, ATTR_PAPER_TABLE: spec.paper_table,
+                       ATTR_DEFINITION: definition, ATTR_PLAN: plan.to_json(), ATTR_PLAN_HASH: plan.hash,
+                       ATTR_METRIC: spec.metric, **worker_record(uri)}.items():
         queue.study.set_user_attr(key, value)
     present = None
     if uri is not None:
         experiment = experiment_name("ablation", spec.name)
-        set_experiment_record(uri, experiment, "sal.definition", definition)
-        set_experiment_record(uri, experiment, "sal.plan", plan.to_json())
+        set_experiment_record(uri, experiment, RECORD_DEFINITION, definition)
+        set_experiment_record(uri, experiment, RECORD_PLAN, plan.to_json())
         # every plan ever launched, by hash, never overwritten: a report analyses the plan the runs carry
-        plans = get_experiment_record(uri, experiment, "sal.plans") or {}
+        plans = get_experiment_record(uri, experiment, RECORD_PLANS) or {}
         if plan.hash not in plans:
-            set_experiment_record(uri, experiment, "sal.plans", {**plans, plan.hash: plan.to_json()})
+            set_experiment_record(uri, experiment, RECORD_PLANS, {**plans, plan.hash: plan.to_json()})
         present = run_ids(uri, experiment)
     # Tags every run of the grid carries, so a report needs nothing but MLflow.
-    tags = {k: v for k, v in {**spec.tags, "sal.baseline": spec.baseline, "sal.paper_table": spec.paper_table,
-                              "sal.plan_hash": plan.hash}.items() if v}
+    tags = {k: v for k, v in {**spec.tags, TAG_BASELINE: spec.baseline, TAG_PAPER_TABLE: spec.paper_table,
+                              TAG_PLAN_HASH: plan.hash}.items() if v}
     partners = partner_keys(items)  # a yoked control waits for its partner's seed (sal/yoke.py)
-    payload = {i.key: {"sal.cell": i.cell, "sal.context": i.context, "seed": i.seed, "sal.spec": flatten(i.spec),
-                       "sal.tags": tags, PARENT_RUN: (parents or {}).get(i.group),
+    payload = {i.key: {ATTR_CELL: i.cell, ATTR_CONTEXT: i.context, "seed": i.seed, ATTR_TRIAL_SPEC: flatten(i.spec),
+                       ATTR_TAGS: tags, PARENT_RUN: (parents or {}).get(i.group),
                        **({YOKE_KEY: partners[i.key]} if i.key in partners else {})} for i in items}
     return queue.enqueue_missing(payload, retry_failed=retry_failed, present_runs=present)
 

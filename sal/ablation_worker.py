@@ -20,6 +20,25 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import engine, scoring
 from .config import RunSpec, config_hash, nest, validate_run
+from .names import (
+    ATTR_CELL,
+    ATTR_CONTEXT,
+    ATTR_MESSAGE,
+    ATTR_PARENT_RUN,
+    ATTR_REUSED,
+    ATTR_TAGS,
+    ATTR_TRIAL_SPEC,
+    RESULT_STATUSES,
+    STATUS_FAILED,
+    STATUS_FINISHED,
+    TAG_ABLATION,
+    TAG_CELL,
+    TAG_CONTEXT,
+    TAG_KEY,
+    TAG_MESSAGE,
+    TAG_STATUS,
+    TAG_TRIAL,
+)
 from .redact import mask_text
 from .seeds import should_pack, start_seeds
 from .tracking import LiveRun, end_parent, experiment_name, kill_runs, runs_with_tag
@@ -33,7 +52,7 @@ log = logging.getLogger(__name__)
 # Test hook: a worker exits right after its MLflow run ends and before its Optuna trial is closed, the
 # one moment at which a crash used to leave a finished run that a retry trained and logged again.
 EXIT_AFTER_LOG_ENV = "SAL_TEST_EXIT_AFTER_LOG"
-PARENT_RUN = "sal.parent_run"  # trial user attr: the MLflow run grouping the trial's cell
+PARENT_RUN = ATTR_PARENT_RUN  # trial user attr: the MLflow run grouping the trial's cell
 
 
 def ablation_worker(*, worker_index: int, device: str | None, ref: engine.StorageRef, study_name: str, uri: str,
@@ -68,14 +87,14 @@ class AblationJob:
             try:
                 spec = with_partner_events(spec, trial, uri=self.uri, experiment=experiment)
             except YokeFailed as err:
-                log.error("trial %d: cell %s seed %d: %s", trial.number, trial.user_attrs["sal.cell"], spec.seed, err)
+                log.error("trial %d: cell %s seed %d: %s", trial.number, trial.user_attrs[ATTR_CELL], spec.seed, err)
                 self._close(queue, tid, trial, value=scoring.worst_value(self.metric),
-                            attrs={engine.STATUS: "failed", "sal.message": str(err)[:500]}, state=TrialState.FAIL)
+                            attrs={engine.STATUS: STATUS_FAILED, ATTR_MESSAGE: str(err)[:500]}, state=TrialState.FAIL)
                 continue
             reused = _logged_before(self.uri, experiment, trial.user_attrs[engine.KEY], spec, self.metric)
             if reused is not None:  # logged by a worker killed before it closed the trial: not trained again
                 log.info("trial %d: cell %s seed %d already logged as run %s; not trained again", trial.number,
-                         trial.user_attrs["sal.cell"], spec.seed, reused[1][engine.RUN])
+                         trial.user_attrs[ATTR_CELL], spec.seed, reused[1][engine.RUN])
                 self._close(queue, tid, trial, value=reused[0], attrs=reused[1])
             else:
                 todo.append((tid, trial, spec))
@@ -85,14 +104,14 @@ class AblationJob:
             self._run_packed(queue, experiment, todo)
 
     def _spec(self, trial: FrozenTrial) -> RunSpec:
-        spec = validate_run(nest(trial.user_attrs["sal.spec"]))
+        spec = validate_run(nest(trial.user_attrs[ATTR_TRIAL_SPEC]))
         if self.device:
             spec = spec.model_copy(update={"train": spec.train.model_copy(update={"device": self.device})})
         return spec
 
     def _run_one(self, queue: Queue, experiment: str, tid: int, trial: FrozenTrial, spec: RunSpec) -> None:
-        log.info("trial %d: cell %s %s seed %d", trial.number, trial.user_attrs["sal.cell"],
-                 trial.user_attrs.get("sal.context", ""), spec.seed)
+        log.info("trial %d: cell %s %s seed %d", trial.number, trial.user_attrs[ATTR_CELL],
+                 trial.user_attrs.get(ATTR_CONTEXT, ""), spec.seed)
         live = _live_for(self.uri, experiment, queue.name, trial, spec)
         with live:
             # The run id is on the trial from the first epoch on, so a reaper can end the run KILLED.
@@ -106,7 +125,7 @@ class AblationJob:
     def _run_packed(self, queue: Queue, experiment: str, todo: list[tuple[int, FrozenTrial, RunSpec]]) -> None:
         """Train the claimed seeds of one cell together (one live MLflow run per seed), then close each."""
         log.info("trials %s: cell %s seeds %s together (one packed model when they can be)",
-                 [t.number for _, t, _ in todo], todo[0][1].user_attrs["sal.cell"], [s.seed for _, _, s in todo])
+                 [t.number for _, t, _ in todo], todo[0][1].user_attrs[ATTR_CELL], [s.seed for _, _, s in todo])
         lives = [_live_for(self.uri, experiment, queue.name, trial, spec) for _, trial, spec in todo]
         with contextlib.ExitStack() as stack:
             for (tid, _, spec), live in zip(todo, lives):
@@ -121,8 +140,8 @@ class AblationJob:
             self._close_trained(queue, tid, trial, live, result)
 
     def _close_trained(self, queue: Queue, tid: int, trial: FrozenTrial, live: LiveRun, result: Result) -> None:
-        attrs = {engine.STATUS: result.status, engine.RUN: live.run_id, "sal.message": result.message[:500]}
-        state = TrialState.FAIL if result.status == "failed" else TrialState.COMPLETE
+        attrs = {engine.STATUS: result.status, engine.RUN: live.run_id, ATTR_MESSAGE: result.message[:500]}
+        state = TrialState.FAIL if result.status == STATUS_FAILED else TrialState.COMPLETE
         self._close(queue, tid, trial, value=_trial_value(result.status, result.metric(self.metric), self.metric),
                     attrs=attrs, state=state)
 
@@ -142,17 +161,17 @@ def _logged_before(uri: str, experiment: str, key: str, spec: RunSpec, metric: s
     """A run of this trial's key and configuration that a killed worker logged but could not record in
     Optuna: its value and attrs, so the retried trial closes without training again. RUNNING leftovers
     of the key (their worker died mid-run) are ended KILLED."""
-    runs = runs_with_tag(uri, experiment, engine.KEY, key)
+    runs = runs_with_tag(uri, experiment, TAG_KEY, key)
     kill_runs(uri, [r.info.run_id for r in runs if r.info.status == "RUNNING"], "its worker died; retried")
     same = [r for r in runs if r.info.status in ("FINISHED", "FAILED") and r.data.tags.get("config_hash") ==
-            config_hash(spec) and r.data.tags.get(engine.STATUS) in ("finished", "diverged")]
+            config_hash(spec) and r.data.tags.get(TAG_STATUS) in RESULT_STATUSES]
     if not same:
         return None
     run = same[0]
-    status = run.data.tags[engine.STATUS]
+    status = run.data.tags[TAG_STATUS]
     value = _trial_value(status, run.data.metrics.get(metric, math.nan), metric)
     return value, {engine.STATUS: status, engine.RUN: run.info.run_id, engine.MLFLOW_RUNS: [run.info.run_id],
-                   "sal.message": run.data.tags.get("sal.message", "")[:500], "sal.reused": True}
+                   ATTR_MESSAGE: run.data.tags.get(TAG_MESSAGE, "")[:500], ATTR_REUSED: True}
 
 
 def group_name(cell: str, context: str, dataset: str) -> str:
@@ -187,20 +206,20 @@ def _close_group_of(queue: Queue, uri: str, trial, metric: str) -> None:
         k = t.user_attrs.get(engine.KEY, "")
         if k.rpartition("|seed=")[0] == group:
             by_key.setdefault(k, []).append(t)
-    name = group_name(trial.user_attrs["sal.cell"], trial.user_attrs.get("sal.context", ""), group.split("|")[1])
+    name = group_name(trial.user_attrs[ATTR_CELL], trial.user_attrs.get(ATTR_CONTEXT, ""), group.split("|")[1])
     close_group(uri, run_id, name=name, metric=metric, trials=list(by_key.values()), final=False)
 
 
 def _cell_config(trial) -> tuple:
     """What the seeds of one cell share: cell, context and the spec without its seed."""
-    config = {k: v for k, v in trial.user_attrs.get("sal.spec", {}).items() if k != "seed"}
-    return trial.user_attrs.get("sal.cell"), trial.user_attrs.get("sal.context"), json.dumps(config, sort_keys=True)
+    config = {k: v for k, v in trial.user_attrs.get(ATTR_TRIAL_SPEC, {}).items() if k != "seed"}
+    return trial.user_attrs.get(ATTR_CELL), trial.user_attrs.get(ATTR_CONTEXT), json.dumps(config, sort_keys=True)
 
 
 def _live_for(uri: str, experiment: str, study_name: str, trial, spec: RunSpec) -> LiveRun:
-    cell, context = trial.user_attrs["sal.cell"], trial.user_attrs.get("sal.context", "")
-    tags = {"sal.ablation": study_name, "sal.cell": cell, "sal.context": context, "sal.trial": trial.number,
-            engine.KEY: trial.user_attrs[engine.KEY], **trial.user_attrs.get("sal.tags", {})}
+    cell, context = trial.user_attrs[ATTR_CELL], trial.user_attrs.get(ATTR_CONTEXT, "")
+    tags = {TAG_ABLATION: study_name, TAG_CELL: cell, TAG_CONTEXT: context, TAG_TRIAL: trial.number,
+            TAG_KEY: trial.user_attrs[engine.KEY], **trial.user_attrs.get(ATTR_TAGS, {})}
     return LiveRun(uri, experiment, kind="ablation", tags=tags, parent_run_id=trial.user_attrs.get(PARENT_RUN),
                    run_name=f"{cell}-{context + '-' if context else ''}s{spec.seed}")
 
@@ -212,7 +231,7 @@ def _train_group_logged(specs: list[RunSpec], lives: list[LiveRun]) -> list[Resu
         group = start_seeds(specs)
         while not group.done:
             for live, row, result in zip(lives, group.step(), group.results):
-                if row is not None and result.status == "finished":
+                if row is not None and result.status == STATUS_FINISHED:
                     live.log_epoch(int(row["epoch"]), row)
         return group.finish()
     except Exception as err:  # noqa: BLE001 - the seeds still train, one at a time
@@ -227,7 +246,7 @@ def _train_or_fail(spec: RunSpec, on_epoch=None, *, checkpoint_dir: str | Path |
         return train(spec, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
     except Exception as err:  # noqa: BLE001
         log.error("seed %s crashed: %s", spec.seed, err)
-        return Result(spec=spec, status="failed",
+        return Result(spec=spec, status=STATUS_FAILED,
                       message=mask_text("".join(traceback.format_exception_only(err))))  # -> MLflow and Optuna
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import interrupts
 from .config import SpecError
 from .engine import QueueLost
+from .names import ATTR_METRIC, ATTR_PER_SEED, ATTR_QUEUE_KIND, ATTR_STUDY_SPEC, STATUS_FAILED
 from .redact import MaskingFormatter, has_mask, mask_text, mask_url, quiet_library_tracebacks
 
 __all__ = ["main"]
@@ -107,12 +108,12 @@ def _train(args: argparse.Namespace) -> int:
         try:
             result = train(spec, on_epoch=live.log_epoch)
         except Exception as err:  # noqa: BLE001 - a crash is the run's result: one line, no traceback
-            result = Result(spec=spec, status="failed", message=mask_text(f"{type(err).__name__}: {err}"))
+            result = Result(spec=spec, status=STATUS_FAILED, message=mask_text(f"{type(err).__name__}: {err}"))
         run_id = live.finish(result)
     final = ", ".join(f"{k}={v:.4g}" for k, v in result.final.items())
     say(f"status {result.status}{': ' + result.message if result.message else ''}")
     say(f"{final}\nMLflow run {run_id} in {mask_url(uri)}")
-    return 1 if result.status == "failed" else 0
+    return 1 if result.status == STATUS_FAILED else 0
 
 
 def _gpus(value: str | None) -> list[str] | None:
@@ -246,7 +247,7 @@ def _worker(args: argparse.Namespace) -> int:
     ref = StorageRef.resolve(args.storage, args.name, "worker")
     _preflight(storage=ref.url, must_exist=True)
     queue = _existing_queue(ref, args.name)
-    kind, stored_uri = queue.study.user_attrs.get("sal.kind"), queue.study.user_attrs.get(TRACKING_URI)
+    kind, stored_uri = queue.study.user_attrs.get(ATTR_QUEUE_KIND), queue.study.user_attrs.get(TRACKING_URI)
     if kind not in ("ablation", "study"):
         raise SpecError([f"{args.name!r} in {mask_url(ref.url)} was not launched by `sal ablate` or `sal study run` "
                          "(no sal.kind); fix: launch it first, then join it with sal worker"])
@@ -265,14 +266,14 @@ def _worker(args: argparse.Namespace) -> int:
         from .ablation import ablation_worker
 
         target = ablation_worker
-        kwargs.update(study_name=args.name, metric=_stored(queue, "sal.metric", kind), wait=not args.no_wait)
+        kwargs.update(study_name=args.name, metric=_stored(queue, ATTR_METRIC, kind), wait=not args.no_wait)
     else:
         import json
 
         from .study import study_worker
 
         target = study_worker
-        kwargs.update(spec_json=json.dumps(_stored(queue, "sal.spec", kind)))
+        kwargs.update(spec_json=json.dumps(_stored(queue, ATTR_STUDY_SPEC, kind)))
     if workers == 1:
         target(worker_index=0, device=f"cuda:{gpus[0]}" if gpus else None, **kwargs)
         failed = 0
@@ -388,8 +389,8 @@ def _print_status(study) -> int:
         for k, v in best.params.items():
             say(f"  {k} = {v}")
         for k, v in best.user_attrs.items():
-            if k.startswith("sal.per_seed"):
-                say(f"  per seed {k.removeprefix('sal.per_seed.')}: {v}")
+            if k.startswith(ATTR_PER_SEED):
+                say(f"  per seed {k.removeprefix(ATTR_PER_SEED + '.')}: {v}")
     return code
 
 

@@ -35,6 +35,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from . import interrupts
 from .config import SpecError
+from .names import ATTR_KEY, ATTR_MLFLOW_RUNS, ATTR_REPLACES, ATTR_RUN, ATTR_STATUS, ATTR_WORKER
 from .redact import MaskingFormatter, mask_url, quiet_library_tracebacks
 
 __all__ = [
@@ -44,10 +45,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-KEY, WORKER, STATUS = "sal.key", "sal.worker", "sal.status"  # trial user attrs
-RUN = "sal.mlflow_run"  # the MLflow run of a finished trial
-REPLACES = "sal.replaces"  # finished trials whose MLflow run is gone from the store; this one redoes them
-MLFLOW_RUNS = "sal.mlflow_runs"  # the trial's MLflow run ids, set as soon as each is created (for the reaper)
+KEY, WORKER, STATUS = ATTR_KEY, ATTR_WORKER, ATTR_STATUS  # trial user attrs
+RUN = ATTR_RUN  # the MLflow run of a finished trial
+REPLACES = ATTR_REPLACES  # finished trials whose MLflow run is gone from the store; this one redoes them
+MLFLOW_RUNS = ATTR_MLFLOW_RUNS  # the trial's MLflow run ids, set as soon as each is created (for the reaper)
 MAX_RETRY = 3
 
 

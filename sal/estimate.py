@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from .config import RunSpec, SpecError
+from .names import STATUS_FAILED
 
 __all__ = ["Group", "estimate", "format_estimate"]
 
@@ -52,7 +53,7 @@ def _timed_epoch(spec: RunSpec) -> float:
         raise SpecError([f"one timed epoch of {spec.model.name} on {spec.data.display_name} failed "
                          f"({type(err).__name__}: {first}); fix: correct the data or model (sal data check FILE "
                          "lists what a preset needs)"]) from None
-    if result.status == "failed":
+    if result.status == STATUS_FAILED:
         raise SpecError([f"one timed epoch of {spec.model.name} on {spec.data.display_name} failed "
                          f"({result.message}); fix: correct the data or model"])
     seconds = result.last("time/epoch_s")

@@ -7,13 +7,15 @@ from __future__ import annotations
 import hashlib
 import math
 
+from .names import EVENT_NOISE, METRIC_NOISE_STD, METRIC_NOISE_STD_MAX, TAG_COMPUTE_DTYPE, TAG_EVENTS
+
 __all__ = ["EVENTS", "event_epochs", "signature", "resolution", "EVENTS_TAG", "DTYPE_TAG", "NOISE_STD_MAX",
            "MEDIAN_ABS_WEIGHT"]
 
 EVENTS = ("noise", "deform", "revert")  # per-epoch flags sal/noise, sal/deform, sal/revert (the contract)
-EVENTS_TAG = "sal.events"  # MLflow tag: the run's signature()
-DTYPE_TAG = "sal.compute_dtype"  # MLflow tag: the dtype of the forward pass (bfloat16 under autocast)
-NOISE_STD_MAX = "sal/noise_std_max"  # final metric: the largest noise std the run injected
+EVENTS_TAG = TAG_EVENTS  # MLflow tag: the run's signature()
+DTYPE_TAG = TAG_COMPUTE_DTYPE  # MLflow tag: the dtype of the forward pass (bfloat16 under autocast)
+NOISE_STD_MAX = METRIC_NOISE_STD_MAX  # final metric: the largest noise std the run injected
 MEDIAN_ABS_WEIGHT = "model/median_abs_weight"  # final metric: median |w| over the trainable weights
 
 _MANTISSA_BITS = {"float32": 23, "bfloat16": 7, "float16": 10, "float64": 52}
@@ -29,7 +31,7 @@ def signature(history: list[dict[str, float]]) -> str:
     """``noise=16,18;deform=18;revert=``: equal for two runs exactly when they made the same interventions
     at the same epochs (with SAL's noise sizes, which follow from the stress, the same training)."""
     epochs = event_epochs(history)
-    stds = [f"{row['sal/noise_std']:.6g}" for row in history if row.get("sal/noise") and "sal/noise_std" in row]
+    stds = [f"{row[METRIC_NOISE_STD]:.6g}" for row in history if row.get(EVENT_NOISE) and METRIC_NOISE_STD in row]
     text = ";".join(f"{e}={','.join(map(str, epochs[e]))}" for e in EVENTS) + (f";std={','.join(stds)}" if stds
                                                                                 else "")
     return text if len(text) <= _SHORT else "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .config import SpecError
+from .names import TAG_COMPUTE_DTYPE
 
 __all__ = ["FIDELITIES", "PAPER_SETUP", "PAPER_METRIC", "fidelity_overrides", "paper_departures"]
 
@@ -53,7 +54,7 @@ def paper_departures(runs: pd.DataFrame) -> list[str]:
     if share("params.data.normalize", _truthy) > 0:
         out.append("inputs standardised with training-set statistics (the paper: inputs in [0, 1]); `fidelity: "
                    "paper` turns it off")
-    if share("tags.sal.compute_dtype", lambda v: v == "bfloat16") > 0:
+    if share(f"tags.{TAG_COMPUTE_DTYPE}", lambda v: v == "bfloat16") > 0:
         out.append("bf16 autocast (the paper computes in float32); `fidelity: paper` sets train.amp=false")
     if {"tags.dataset", "params.model.name"} <= set(runs.columns):
         for (dataset, model), sub in _SUBSTITUTES.items():

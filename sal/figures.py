@@ -14,6 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 from .methods import SAL_FAMILY as METHOD_SAL_FAMILY
+from .names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS
 from .scoring import is_bounded_fraction
 
 __all__ = ["strip", "slopes", "forest", "learning_curves", "stress_trace", "loss_vs_stress", "stress_histogram",
@@ -129,12 +130,12 @@ def stress_trace(history: pd.DataFrame, method: str = "sal", seed: int | None = 
     seed = int(h["seed"].min()) if seed is None else seed
     h = h[h["seed"] == seed].sort_values("epoch")
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(h["epoch"], h["sal/stress"], color="black", lw=1.5, label="stress")
-    for col, marker, color in (("sal/noise", "o", "tab:orange"), ("sal/deform", "v", "tab:red"),
-                               ("sal/revert", "^", "tab:green")):
+    ax.plot(h["epoch"], h[METRIC_STRESS], color="black", lw=1.5, label="stress")
+    for col, marker, color in ((EVENT_NOISE, "o", "tab:orange"), (EVENT_DEFORM, "v", "tab:red"),
+                               (EVENT_REVERT, "^", "tab:green")):
         if col in h:
             ev = h[h[col] > 0]
-            ax.scatter(ev["epoch"], ev["sal/stress"], marker=marker, color=color, s=50, zorder=3,
+            ax.scatter(ev["epoch"], ev[METRIC_STRESS], marker=marker, color=color, s=50, zorder=3,
                        label=col.split("/")[1])
     ax.set(xlabel="epoch", ylabel="stress S", title=f"Stress trace ({method}, seed {seed})")
     ax.legend(fontsize=8)
@@ -145,7 +146,7 @@ def stress_trace(history: pd.DataFrame, method: str = "sal", seed: int | None = 
 def loss_vs_stress(history: pd.DataFrame) -> plt.Figure:
     """Fig. 6: training loss against stress, every epoch of every seed."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.scatterplot(data=history, x="sal/stress", y="train/loss", hue="method", alpha=0.5, ax=ax, s=18)
+    sns.scatterplot(data=history, x=METRIC_STRESS, y="train/loss", hue="method", alpha=0.5, ax=ax, s=18)
     ax.set(title="Training loss vs stress")
     fig.tight_layout()
     return fig
@@ -154,7 +155,7 @@ def loss_vs_stress(history: pd.DataFrame) -> plt.Figure:
 def stress_histogram(history: pd.DataFrame) -> plt.Figure:
     """Fig. 9: how often each stress level occurs."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.histplot(data=history, x="sal/stress", hue="method", bins=20, element="step", ax=ax)
+    sns.histplot(data=history, x=METRIC_STRESS, hue="method", bins=20, element="step", ax=ax)
     ax.set(title="Stress histogram (all epochs, all seeds)")
     fig.tight_layout()
     return fig

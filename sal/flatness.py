@@ -38,6 +38,7 @@ from .landscape import (
     trajectory_pca,
 )
 from .models import build_model
+from .names import EVENTS, TAG_CELL
 from .run_analysis import fixed_batches
 from .train import derive_seed, resolve_device
 
@@ -108,7 +109,7 @@ def parse_what(text: str | None) -> tuple[str, ...]:
 
 
 def _cell(run: pd.Series) -> str:
-    cell = run.get("tags.sal.cell")
+    cell = run.get(f"tags.{TAG_CELL}")
     return str(cell) if isinstance(cell, str) and cell else str(run["tags.method"])
 
 
@@ -294,5 +295,5 @@ def _events(uri: str, run_id: str) -> dict[str, list[int]]:
         h = run_history(uri, run_id)
     except Exception:  # noqa: BLE001 - no history costs the event marks, not the figure
         return {}
-    return {c: h.loc[h[c] > 0, "epoch"].astype(int).tolist() for c in ("sal/noise", "sal/deform", "sal/revert")
+    return {c: h.loc[h[c] > 0, "epoch"].astype(int).tolist() for c in EVENTS
             if c in h}

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .names import TAG_CELL
 
 __all__ = ["SHARPNESS", "has_flatness", "flatness_tables", "flatness_markdown", "flatness_sections"]
 
@@ -22,7 +23,7 @@ PATHS = {"barrier": "straight line", "fourier": "Fourier path"}
 
 
 def _cells(runs: pd.DataFrame) -> pd.Series:
-    cell = runs["tags.sal.cell"] if "tags.sal.cell" in runs else pd.Series(np.nan, index=runs.index)
+    cell = runs[f"tags.{TAG_CELL}"] if f"tags.{TAG_CELL}" in runs else pd.Series(np.nan, index=runs.index)
     return cell.fillna(runs["tags.method"]).astype(str)
 
 

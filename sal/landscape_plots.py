@@ -13,12 +13,13 @@ import pandas as pd
 import seaborn as sns
 
 from .landscape import Slice2D
+from .names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT
 
 __all__ = ["slice_figure", "trajectory_figure", "sharpness_figure", "EVENTS"]
 
 SEED = 0  # seaborn's bootstrap CIs
 # History columns that mark an intervention epoch (value 1), with how they are drawn
-EVENTS = {"sal/noise": ("o", "tab:orange"), "sal/deform": ("v", "tab:red"), "sal/revert": ("^", "tab:green")}
+EVENTS = {EVENT_NOISE: ("o", "tab:orange"), EVENT_DEFORM: ("v", "tab:red"), EVENT_REVERT: ("^", "tab:green")}
 
 
 def slice_figure(slc: Slice2D, *, title: str = "", log_scale: bool = False) -> plt.Figure:

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .engine import KEY, STATUS
+from .names import ATTR_MESSAGE
 
 __all__ = ["trial_outcome", "outcome_counts", "describe_outcomes", "unresolved_failures", "describe_failures"]
 
@@ -69,7 +70,7 @@ def describe_failures(failed: list[FrozenTrial], *, limit: int = 5) -> list[str]
     """The failure messages, grouped: ``3 x RuntimeError: ... (trials 4, 7, 9)``, most frequent first."""
     groups: dict[str, list[int]] = {}
     for t in failed:
-        message = str(t.user_attrs.get("sal.message") or "").strip()
+        message = str(t.user_attrs.get(ATTR_MESSAGE) or "").strip()
         first = message.splitlines()[-1] if message else "no message stored (the error is in the log above)"
         groups.setdefault(first[:300], []).append(t.number)
     ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))

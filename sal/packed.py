@@ -34,6 +34,7 @@ from .methods import REGISTRY, EpochStats, Method, MethodContext, build_optimize
 from .methods.sal import YOKED_EVENTS
 from .methods.sam import SAM, _freeze_bn_stats
 from .methods.swa import SWA
+from .names import EVENTS, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
 from .packed_ops import GroupedForward, MaskedDropout
 from .packed_swa import PackedSWA
 from .pdo import Interventions
@@ -271,7 +272,7 @@ class PackedRun:
 
     @property
     def done(self) -> bool:
-        return all(r.status != "finished" for r in self.results) or self.epoch >= self.specs[0].train.epochs
+        return all(r.status != STATUS_FINISHED for r in self.results) or self.epoch >= self.specs[0].train.epochs
 
     def step(self) -> list[dict[str, float] | None]:
         """Train and evaluate one more epoch of every seed; one history row per seed (None if stopped)."""
@@ -279,7 +280,7 @@ class PackedRun:
         t0 = time.perf_counter()
         self.epoch += 1
         epoch, S, n = self.epoch, self.S, self.n_batches
-        live = [r.status == "finished" for r in self.results]
+        live = [r.status == STATUS_FINISHED for r in self.results]
         self.template.train()
         orders = [torch.randperm(len(self.data.train), device=self.device, generator=g) for g in self.data_gens]
         loss_sum = torch.zeros(S, device=self.device)
@@ -305,7 +306,7 @@ class PackedRun:
         elif self.scheduler is not None:
             self.scheduler.step()
         rows = [{**self._row(s, values[s], has_val), "optim/lr": lr} if live[s] else None for s in range(S)]
-        acted = [row is not None and any(row.get(k) for k in ("sal/noise", "sal/deform", "sal/revert"))
+        acted = [row is not None and any(row.get(k) for k in EVENTS)
                  for row in rows]
         if epoch == self.specs[0].train.epochs and has_val and any(acted):
             # As TrainingRun: the last row describes the weights the test metrics will measure.
@@ -330,7 +331,7 @@ class PackedRun:
         result = self.results[s]
         bad = [k for k in ("train/loss", "val/loss") if k in row and not math.isfinite(row[k])]
         if bad:
-            result.status, result.message = "diverged", f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; " \
+            result.status, result.message = STATUS_DIVERGED, f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; " \
                                                         "the run was stopped"
         else:
             t = self.specs[s].train
@@ -348,8 +349,8 @@ class PackedRun:
     def prune(self, message: str) -> None:
         """Stop every seed still training (a diverged seed keeps its status)."""
         for r in self.results:
-            if r.status == "finished":
-                r.status, r.message = "pruned", message
+            if r.status == STATUS_FINISHED:
+                r.status, r.message = STATUS_PRUNED, message
 
     def finish(self) -> list[Result]:
         """Test metrics, timing and memory per seed: each seed's final weights go back into its own
@@ -368,7 +369,7 @@ class PackedRun:
                 update={"train": run.spec.train.model_copy(update={"sharpness_samples": 0})})
             run.finish()
             run.spec = spec
-            if sharpness is not None and run.result.status != "diverged":
+            if sharpness is not None and run.result.status != STATUS_DIVERGED:
                 run.result.final["sharpness/grad_norm"] = sharpness[s]
         return self.results
 

@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import engine
+from .names import ATTR_CELL, ATTR_CONTEXT, STATUS_FAILED, STATUS_FINISHED
 
 __all__ = ["Snapshot", "watch", "snapshot"]
 
@@ -39,14 +40,14 @@ class Snapshot:
 
 
 def _describe(t: FrozenTrial, value_name: str) -> str:
-    what = (f"{t.user_attrs['sal.cell']} {t.user_attrs.get('sal.context', '')} seed {t.user_attrs.get('seed')}"
-            if "sal.cell" in t.user_attrs else f"trial {t.number}")
+    what = (f"{t.user_attrs[ATTR_CELL]} {t.user_attrs.get(ATTR_CONTEXT, '')} seed {t.user_attrs.get('seed')}"
+            if ATTR_CELL in t.user_attrs else f"trial {t.number}")
     if t.state == TrialState.PRUNED:
         return f"{' '.join(what.split())}: pruned"
     values = t.values or []
     shown = f"{value_name} " * bool(value_name) + ", ".join(f"{v:.4g}" for v in values)
-    status = t.user_attrs.get(engine.STATUS, "finished")
-    return f"{' '.join(what.split())}: {shown}" + (f" ({status})" if status not in ("finished", "") else "")
+    status = t.user_attrs.get(engine.STATUS, STATUS_FINISHED)
+    return f"{' '.join(what.split())}: {shown}" + (f" ({status})" if status not in (STATUS_FINISHED, "") else "")
 
 
 def snapshot(study: optuna.Study, *, total: int, keys: set[str] | None, started: float, done_at_start: int,
@@ -58,7 +59,7 @@ def snapshot(study: optuna.Study, *, total: int, keys: set[str] | None, started:
     finished = [t for t in trials if t.state in finished_states and (keys is None or t.user_attrs.get(engine.KEY)
                                                                      in keys)]
     done = len({t.user_attrs.get(engine.KEY) for t in finished}) if keys is not None else len(finished)
-    crashed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(engine.STATUS) == "failed"]
+    crashed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(engine.STATUS) == STATUS_FAILED]
     latest = max(finished, key=lambda t: t.datetime_complete or t.datetime_start, default=None)
     elapsed = time.time() - started
     new = done - done_at_start

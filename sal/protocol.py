@@ -39,6 +39,7 @@ from .config import (
     validate_run,
 )
 from .methods import default_space
+from .names import RECORD_COMPARE_DESIGN, TAG_CELL, TAG_COMPARE, TAG_STAGE
 from .study import best_spec, run_study
 from .study_spec import Objective, ParamSpace, PrunerSpec, SamplerSpec, StudySpec, check_study_spec
 from .tracking import end_compare_parents, experiment_name, get_experiment_record, set_experiment_record
@@ -181,9 +182,6 @@ def design_of(spec: CompareSpec) -> dict[str, Any]:
             "sequential": e.sequential}
 
 
-_DESIGN = "sal.compare_design"
-
-
 def check_design(spec: CompareSpec, uri: str) -> None:
     """Refuse a re-run whose evaluation design differs from the one stored when its first look was taken.
 
@@ -192,7 +190,7 @@ def check_design(spec: CompareSpec, uri: str) -> None:
     another spending plan and inflates the false-positive rate (simulated: 0.051 for looks 10-15-20, 0.081
     when re-run to 40). Called before any tuning.
     """
-    stored = get_experiment_record(uri, experiment_name("ablation", spec.name), _DESIGN)
+    stored = get_experiment_record(uri, experiment_name("ablation", spec.name), RECORD_COMPARE_DESIGN)
     if not stored or not stored.get("looks_taken"):
         return
     wanted = design_of(spec)
@@ -210,9 +208,9 @@ def check_design(spec: CompareSpec, uri: str) -> None:
 def record_design(spec: CompareSpec, uri: str, *, looks_taken: int) -> None:
     """Store the design and how many looks were taken (never fewer than already stored)."""
     experiment = experiment_name("ablation", spec.name)
-    stored = get_experiment_record(uri, experiment, _DESIGN) or {}
+    stored = get_experiment_record(uri, experiment, RECORD_COMPARE_DESIGN) or {}
     taken = max(int(stored.get("looks_taken", 0)), looks_taken)
-    set_experiment_record(uri, experiment, _DESIGN, {**design_of(spec), "looks_taken": taken})
+    set_experiment_record(uri, experiment, RECORD_COMPARE_DESIGN, {**design_of(spec), "looks_taken": taken})
 
 
 def tuning_spec(spec: CompareSpec, cell: str) -> StudySpec:
@@ -223,14 +221,14 @@ def tuning_spec(spec: CompareSpec, cell: str) -> StudySpec:
     t = spec.tuning
     return StudySpec(name=f"{spec.name}.{cell}", base=base, space=space, seeds=t.seeds, objectives=[t.objective],
                      sampler=t.sampler, pruner=t.pruner, n_trials=t.trials,
-                     tags={"sal.compare": spec.name, "sal.stage": "tune", "sal.cell": cell})
+                     tags={TAG_COMPARE: spec.name, TAG_STAGE: "tune", TAG_CELL: cell})
 
 
 def _ablation_spec(spec: CompareSpec, base: dict[str, Any], cells: dict[str, dict[str, Any]],
                    seeds: list[int]) -> AblationSpec:
     # the plan declares every seed the design may add, so a later look is the same plan, not a departure
     return AblationSpec(name=spec.name, base=base, cells=cells, seeds=seeds, analysis=spec.analysis,
-                        tags={"sal.compare": spec.name, "sal.stage": "evaluate"},
+                        tags={TAG_COMPARE: spec.name, TAG_STAGE: "evaluate"},
                         metric=spec.tuning.objective.metric, planned_seeds=spec.evaluation.seed_list)
 
 

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from . import stats
 from .config import apply_overrides, validate_run
+from .names import TAG_CELL, TAG_KIND
 from .protocol import CompareResult, looks_of
 from .report import Analysis, Section
 from .tracking import experiment_name, runs_frame
@@ -27,7 +28,7 @@ def budget_table(result: CompareResult, uri: str) -> pd.DataFrame:
     rows = []
     for cell, study in result.studies.items():
         states = [tr.state for tr in study.get_trials(deepcopy=False)]
-        runs = runs_frame(uri, [experiment_name("study", study.study_name)], "tags.`sal.kind` = 'study'")
+        runs = runs_frame(uri, [experiment_name("study", study.study_name)], f"tags.`{TAG_KIND}` = 'study'")
         spent = float(runs["metrics.time/train_s"].sum()) if "metrics.time/train_s" in runs else math.nan
         rows.append({"method": cell, "trials complete": states.count(TrialState.COMPLETE),
                      "pruned": states.count(TrialState.PRUNED), "failed": states.count(TrialState.FAIL),
@@ -71,7 +72,7 @@ def cost_table(analysis: Analysis, treatment: str | None) -> pd.DataFrame:
     runs = analysis.selection.runs
     if "metrics.time/train_s" not in runs:
         return pd.DataFrame()
-    cell = runs.get("tags.sal.cell", runs["tags.method"]).fillna(runs["tags.method"])
+    cell = runs.get(f"tags.{TAG_CELL}", runs["tags.method"]).fillna(runs["tags.method"])
     frame = pd.DataFrame({"method": cell, "seed": runs["tags.seed"].astype(int),
                           "time": runs["metrics.time/train_s"].astype(float),
                           "epochs": pd.to_numeric(runs.get("params.train.epochs"), errors="coerce")})

@@ -20,6 +20,22 @@ from .config import SpecError
 from .factorial import factorial
 from .fidelity import paper_departures
 from .findings import interventions, notes
+from .names import (
+    METRIC_STRESS,
+    RECORD_DEFINITION,
+    RECORD_PLAN,
+    RECORD_PLANS,
+    STATUS_DIVERGED,
+    STATUS_FINISHED,
+    TAG_ABLATION,
+    TAG_BASELINE,
+    TAG_CELL,
+    TAG_CONTEXT,
+    TAG_KIND,
+    TAG_PAPER_TABLE,
+    TAG_PLAN_HASH,
+    TAG_STATUS,
+)
 from .outputs import report_folder
 from .redact import mask_url
 from .render import render_html, render_latex, render_markdown
@@ -36,7 +52,7 @@ log = logging.getLogger(__name__)
 def load_runs(uri: str, name: str, *, filter_string: str = "") -> pd.DataFrame:
     """The training runs of ablation ``name`` (one row each), or a clear error naming the known ones."""
     exp = experiment_name("ablation", name)
-    where = "tags.`sal.kind` = 'ablation'" + (f" and {filter_string}" if filter_string else "")
+    where = f"tags.`{TAG_KIND}` = 'ablation'" + (f" and {filter_string}" if filter_string else "")
     runs = runs_frame(uri, [exp], filter_string=where)
     if runs.empty:
         known = sorted(e.name.removeprefix("sal-ablation-") for e in client_for(uri).search_experiments()
@@ -54,8 +70,8 @@ def _histories(uri: str, runs: pd.DataFrame) -> pd.DataFrame:
         except Exception as err:  # noqa: BLE001 - a missing artifact costs a curve, not the report
             log.warning("no history for run %s: %s", run["run_id"], err)
             continue
-        parts.append(h.assign(method=run.get("tags.sal.cell", run["tags.method"]), seed=int(run["tags.seed"]),
-                              dataset=run["tags.dataset"], context=run.get("tags.sal.context", "") or ""))
+        parts.append(h.assign(method=run.get(f"tags.{TAG_CELL}", run["tags.method"]), seed=int(run["tags.seed"]),
+                              dataset=run["tags.dataset"], context=run.get(f"tags.{TAG_CONTEXT}", "") or ""))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -105,7 +121,7 @@ def _draw(tidy, summary, history, opts, cross, folder: Path) -> dict[str, str]:
             out["Accuracy gap to the baseline per epoch (paper Fig. 10)"] = _save(
                 figures.accuracy_gap(history, opts.reference), folder, "accuracy_gap.png")
         sal_like = [m for m in figures.SAL_FAMILY if m in set(history["method"])]
-        if sal_like and "sal/stress" in history:
+        if sal_like and METRIC_STRESS in history:
             out["Stress trace with interventions (paper Fig. 5)"] = _save(
                 figures.stress_trace(history, sal_like[0]), folder, "stress_trace.png")
             sal_hist = history[history["method"].isin(sal_like + ([opts.reference] if paired else []))]
@@ -128,18 +144,18 @@ def _draw(tidy, summary, history, opts, cross, folder: Path) -> dict[str, str]:
 
 def _plan_hashes(runs: pd.DataFrame) -> list[str]:
     """The plan hashes the runs were launched with, in the order they first appear (oldest run first)."""
-    if "tags.sal.plan_hash" not in runs:
+    if f"tags.{TAG_PLAN_HASH}" not in runs:
         return []
     ordered = runs.sort_values("start_time") if "start_time" in runs else runs
-    return list(dict.fromkeys(ordered["tags.sal.plan_hash"].dropna()))
+    return list(dict.fromkeys(ordered[f"tags.{TAG_PLAN_HASH}"].dropna()))
 
 
 def _plan_in_force(uri: str, name: str, runs: pd.DataFrame) -> tuple[Plan | None, list[str]]:
     """The plan in force is the one the runs were launched with (the oldest run's plan hash); every later
     plan, on later runs or stored by a later launch, is a departure (docs/statistics.md, "The plan")."""
     experiment = experiment_name("ablation", name)
-    latest = get_experiment_record(uri, experiment, "sal.plan")
-    plans = {h: Plan.from_json(p) for h, p in (get_experiment_record(uri, experiment, "sal.plans") or {}).items()}
+    latest = get_experiment_record(uri, experiment, RECORD_PLAN)
+    plans = {h: Plan.from_json(p) for h, p in (get_experiment_record(uri, experiment, RECORD_PLANS) or {}).items()}
     if latest is not None:
         plans.setdefault(Plan.from_json(latest).hash, Plan.from_json(latest))
     latest = Plan.from_json(latest) if latest is not None else None
@@ -165,10 +181,10 @@ def _plan_for(uri: str, name: str, selection: Selection, *, baseline: str | None
               rope: float | None, alpha: float | None, correction: str | None) -> tuple[Plan, list[str]]:
     """The plan in force (see _plan_in_force), with the command line's overrides applied."""
     runs = selection.runs
-    cells = sorted(set(runs.get("tags.sal.cell", runs["tags.method"]).fillna(runs["tags.method"])))
+    cells = sorted(set(runs.get(f"tags.{TAG_CELL}", runs["tags.method"]).fillna(runs["tags.method"])))
     plan, departures = _plan_in_force(uri, name, runs)
     if plan is None:
-        tagged = runs.get("tags.sal.baseline", pd.Series(dtype=object)).dropna()
+        tagged = runs.get(f"tags.{TAG_BASELINE}", pd.Series(dtype=object)).dropna()
         legacy_baseline = baseline or (tagged.iloc[0] if len(tagged) else None)
         if not legacy_baseline:
             raise SpecError([f"ablation {name!r} has no stored analysis plan and declares no baseline; fix: "
@@ -190,10 +206,10 @@ def _filtered_out(all_runs: Selection, kept: Selection, plan: Plan) -> str | Non
         r = sel.runs
         if r.empty:
             return {}
-        cell = r.get("tags.sal.cell", r["tags.method"]).fillna(r["tags.method"])
-        diverged = r.get("tags.sal.status", pd.Series("finished", index=r.index)) == "diverged"
+        cell = r.get(f"tags.{TAG_CELL}", r["tags.method"]).fillna(r["tags.method"])
+        diverged = r.get(f"tags.{TAG_STATUS}", pd.Series(STATUS_FINISHED, index=r.index)) == STATUS_DIVERGED
         return {(c, d, x, int(s)): bool(v) for c, d, x, s, v in zip(
-            cell, r["tags.dataset"], r.get("tags.sal.context", pd.Series("", index=r.index)).fillna(""),
+            cell, r["tags.dataset"], r.get(f"tags.{TAG_CONTEXT}", pd.Series("", index=r.index)).fillna(""),
             r["tags.seed"], diverged)}
 
     planned = {x for c in plan.contrasts for x in (c.method, c.baseline)}
@@ -213,7 +229,7 @@ def _filtered_out(all_runs: Selection, kept: Selection, plan: Plan) -> str | Non
 def _restrict(plan: Plan, selection: Selection, filter_string: str, departures: list[str]) -> Plan:
     """Contrasts whose cells have no runs: dropped (and said) when a --filter removed them, else an error."""
     runs = selection.runs
-    cells = set(runs.get("tags.sal.cell", runs["tags.method"]).fillna(runs["tags.method"]))
+    cells = set(runs.get(f"tags.{TAG_CELL}", runs["tags.method"]).fillna(runs["tags.method"]))
     dropped = [c for c in plan.contrasts if c.method not in cells or c.baseline not in cells]
     if not dropped:
         return plan
@@ -275,7 +291,7 @@ def analyse(uri: str, name: str, *, baseline: str | None = None, metrics: list[s
     runs = load_runs(uri, name, filter_string=filter_string)
     if seeds is not None:
         runs = runs[runs["tags.seed"].astype(int).isin(seeds)]
-    definition = get_experiment_record(uri, experiment_name("ablation", name), "sal.definition")
+    definition = get_experiment_record(uri, experiment_name("ablation", name), RECORD_DEFINITION)
     selection = select_runs(runs, definition)
     if selection.runs.empty:
         raise SpecError([f"ablation {name!r} has runs, but none of its current definition; fix: run `sal ablate "
@@ -297,7 +313,7 @@ def analyse(uri: str, name: str, *, baseline: str | None = None, metrics: list[s
                          random_state=random_state, level=level)
     tidy = tidy_scores(selection.runs, opts.metrics)
     summary = mark_by_construction(summarize(tidy, opts), selection.runs)  # identical trainings: no verdict
-    table = selection.runs.get("tags.sal.paper_table", pd.Series(dtype=object)).dropna()
+    table = selection.runs.get(f"tags.{TAG_PAPER_TABLE}", pd.Series(dtype=object)).dropna()
     if len(table):
         summary["paper"] = paper_numbers(summary, tidy, int(table.iloc[0]))
     cross = {m: across_datasets(tidy, opts, m) for m in opts.metrics}
@@ -337,7 +353,7 @@ def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), dr
     out_dir = Path(out_dir).expanduser().absolute()
     opts = a.opts
     log_summary(a.uri, experiment_name("ablation", a.name), run_name="report",
-                tags={"sal.kind": "report", "sal.ablation": a.name, "sal.plan_hash": opts.plan.hash},
+                tags={TAG_KIND: "report", TAG_ABLATION: a.name, TAG_PLAN_HASH: opts.plan.hash},
                 params={"metrics": ",".join(opts.metrics), "rope": opts.rope, "alpha": opts.alpha,
                         "correction": opts.correction, "family": opts.family, "as_planned": not a.departures},
                 metrics={"report/comparisons": float((a.summary["verdict"] != "reference").sum())}, folder=out_dir)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 
 from .instability import LOWER_IS_BETTER as LOWER_IS_BETTER_STABILITY
+from .names import RESULT_STATUSES, STATUS_DIVERGED
 
 __all__ = ["direction", "higher_is_better", "bounds", "is_bounded_fraction", "is_cost", "worst_value", "score",
            "DIVERGED", "RESULT_STATUSES"]
 
-DIVERGED = "diverged"  # train()'s status for a NaN/inf loss (also the MLflow tag sal.status)
-RESULT_STATUSES = ("finished", DIVERGED)  # the runs that are results; killed, running, failed, pruned are not
+DIVERGED = STATUS_DIVERGED  # train()'s status for a NaN/inf loss (also the MLflow tag sal.status)
 
 _LOWER_IS_BETTER = ("loss", "time/", "mem/", "sharpness", "infer", *LOWER_IS_BETTER_STABILITY)
 # Scores that are fractions in [0, 1] by construction (the last part of the metric's name).

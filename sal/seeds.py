@@ -13,6 +13,7 @@ import torch
 from .config import RunSpec
 from .data import DataBundle, load_data
 from .models import build_model
+from .names import STATUS_FINISHED, STATUS_PRUNED
 from .packed import PACKABLE, PackedRun
 from .train import Result, TrainingRun
 
@@ -115,8 +116,8 @@ class SeedRuns:
 
     def prune(self, message: str) -> None:
         for r in self.runs:
-            if not r.done and r.result.status == "finished":
-                r.stop("pruned", message)
+            if not r.done and r.result.status == STATUS_FINISHED:
+                r.stop(STATUS_PRUNED, message)
 
     def finish(self) -> list[Result]:
         return [r.finish() for r in self.runs]

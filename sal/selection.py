@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import scoring
 from .config import SpecError
+from .names import STATUS_FINISHED, TAG_CELL, TAG_CONTEXT, TAG_STATUS
 
 __all__ = ["Selection", "select_runs", "run_state", "tidy_scores", "TIDY_COLUMNS"]
 
@@ -40,8 +41,8 @@ def _column(runs: pd.DataFrame, name: str, default) -> pd.Series:
 
 
 def _where(runs: pd.DataFrame) -> pd.Series:
-    cell = _column(runs, "tags.sal.cell", None).fillna(runs["tags.method"])
-    return cell + "|" + runs["tags.dataset"] + "|" + _column(runs, "tags.sal.context", "")
+    cell = _column(runs, f"tags.{TAG_CELL}", None).fillna(runs["tags.method"])
+    return cell + "|" + runs["tags.dataset"] + "|" + _column(runs, f"tags.{TAG_CONTEXT}", "")
 
 
 def select_runs(runs: pd.DataFrame, definition: dict[str, str] | None) -> Selection:
@@ -86,8 +87,8 @@ def run_state(runs: pd.DataFrame) -> pd.Series:
     run without one (logged by hand or by an older sal) its MLflow status in lower case. A run MLflow still
     shows RUNNING or KILLED is never finished, whatever its tag says (a killed worker leaves its tag)."""
     mlflow_status = _column(runs, "status", "FINISHED").astype(str).str.lower()
-    state = _column(runs, "tags.sal.status", None).fillna(mlflow_status).astype(str)
-    return state.where(~mlflow_status.isin(["running", "killed"]) | (state != "finished"), mlflow_status)
+    state = _column(runs, f"tags.{TAG_STATUS}", None).fillna(mlflow_status).astype(str)
+    return state.where(~mlflow_status.isin(["running", "killed"]) | (state != STATUS_FINISHED), mlflow_status)
 
 
 def tidy_scores(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -99,10 +100,10 @@ def tidy_scores(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """
     if runs.empty:
         return pd.DataFrame(columns=TIDY_COLUMNS)
-    status = _column(runs, "tags.sal.status", "finished")
+    status = _column(runs, f"tags.{TAG_STATUS}", STATUS_FINISHED)
     frame = pd.DataFrame({
-        "dataset": runs["tags.dataset"], "context": _column(runs, "tags.sal.context", ""),
-        "method": _column(runs, "tags.sal.cell", None).fillna(runs["tags.method"]),
+        "dataset": runs["tags.dataset"], "context": _column(runs, f"tags.{TAG_CONTEXT}", ""),
+        "method": _column(runs, f"tags.{TAG_CELL}", None).fillna(runs["tags.method"]),
         "seed": runs["tags.seed"].astype(int), "status": status, "diverged": status == scoring.DIVERGED,
         "run_id": runs["run_id"],
     })

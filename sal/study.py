@@ -21,6 +21,20 @@ from optuna.trial import TrialState
 
 from . import engine, scoring
 from .config import RunSpec, SpecError, apply_overrides, config_hash, flatten, nest, validate_run
+from .names import (
+    ATTR_DEFINITION_HASH,
+    ATTR_MESSAGE,
+    ATTR_PER_SEED,
+    ATTR_PRUNED,
+    ATTR_STUDY_BASE,
+    ATTR_STUDY_SPEC,
+    ATTR_TRIAL_SPEC,
+    STATUS_FINISHED,
+    STATUS_PRUNED,
+    TAG_STUDY,
+    TAG_TRIAL,
+    TAG_TRIAL_STATE,
+)
 from .objectives import trial_value
 from .redact import mask_text
 from .seeds import start_seeds
@@ -41,8 +55,8 @@ __all__ = ["suggest", "MultiSeedObjective", "StudyJob", "study_worker", "run_stu
            "best_trial", "best_spec", "definition_hash", "archive_study"]
 
 log = logging.getLogger(__name__)
-DEFINITION = "sal.definition_hash"  # study user attr: see definition_hash
-TRIAL_SPEC = "sal.spec"  # trial user attr: the flattened spec the trial trained (seed and device left out)
+DEFINITION = ATTR_DEFINITION_HASH  # study user attr: see definition_hash
+TRIAL_SPEC = ATTR_TRIAL_SPEC  # trial user attr: the flattened spec the trial trained (seed and device left out)
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -88,7 +102,7 @@ class MultiSeedObjective:
         trial.set_user_attr(TRIAL_SPEC, trained)
         parent = start_parent(self.uri, self.experiment, kind="trial", key=f"{self.spec.name}|trial={trial.number}",
                               run_name=f"trial{trial.number}", params=params, spec=specs[0],
-                              tags={**self.spec.tags, "sal.study": self.spec.name, "sal.trial": trial.number,
+                              tags={**self.spec.tags, TAG_STUDY: self.spec.name, TAG_TRIAL: trial.number,
                                     "config_hash": config_hash(specs[0])})
         self._run_ids = [parent]
         trial.set_user_attr(engine.MLFLOW_RUNS, self._run_ids)
@@ -108,15 +122,15 @@ class MultiSeedObjective:
             results = self._per_seed(trial, specs, lives) if self.spec.prunes_per_seed else \
                 self._lockstep(trial, specs, lives)
         except Exception as err:  # a crash fails this trial, never the study; the summary groups the messages
-            trial.set_user_attr("sal.message", mask_text("".join(traceback.format_exception_only(err))).strip()[:500])
+            trial.set_user_attr(ATTR_MESSAGE, mask_text("".join(traceback.format_exception_only(err))).strip()[:500])
             raise
-        pruned = any(r.status == "pruned" for r in results) or trial.user_attrs.get("sal.pruned", False)
+        pruned = any(r.status == STATUS_PRUNED for r in results) or trial.user_attrs.get(ATTR_PRUNED, False)
         values = []
         for i, o in enumerate(self.spec.objectives):
             scores = [self.score(r, i) for r in results]
             value = trial_value(o.aggregate, scores, [r.status == scoring.DIVERGED for r in results],
                                 metric=o.metric, maximize=o.direction == "maximize", alpha=o.cvar_alpha)
-            trial.set_user_attr(f"sal.per_seed.{o.metric}", {str(r.spec.seed): s for r, s in zip(results, scores)})
+            trial.set_user_attr(f"{ATTR_PER_SEED}.{o.metric}", {str(r.spec.seed): s for r, s in zip(results, scores)})
             trial.set_user_attr(f"sal.{o.aggregate}.{o.metric}", value)
             values.append(value)
         self._log(trial, results, lives, values, pruned)
@@ -128,7 +142,7 @@ class MultiSeedObjective:
         return values[0] if len(values) == 1 else values
 
     def _live(self, trial: optuna.Trial, parent: str, spec: RunSpec) -> LiveRun:
-        tags = {**self.spec.tags, "sal.study": self.spec.name, "sal.trial": trial.number}
+        tags = {**self.spec.tags, TAG_STUDY: self.spec.name, TAG_TRIAL: trial.number}
         return LiveRun(self.uri, self.experiment, kind="study", tags=tags, parent_run_id=parent,
                        run_name=f"trial{trial.number}-s{spec.seed}")
 
@@ -147,7 +161,7 @@ class MultiSeedObjective:
         try:
             while not group.done:
                 for row, result, live in zip(group.step(), group.results, lives):
-                    if row is not None and result.status == "finished":
+                    if row is not None and result.status == STATUS_FINISHED:
                         live.log_epoch(int(row["epoch"]), row)
                 epoch = group.epoch
                 if epoch is None:  # a resumed seed is still catching up with the others
@@ -176,7 +190,7 @@ class MultiSeedObjective:
                 live.finish(results[-1])
             trial.report(self.score(results[-1], 0), i)
             if i + 1 < len(specs) and trial.should_prune():
-                trial.set_user_attr("sal.pruned", True)
+                trial.set_user_attr(ATTR_PRUNED, True)
                 break
         return results
 
@@ -190,7 +204,7 @@ class MultiSeedObjective:
                 metrics[f"study/seed/{o.metric}"] = self.score(r, i)
             r.final.update(metrics)
             annotate_run(self.uri, live.run_id, metrics=metrics, step=len(r.history),
-                         tags={"sal.trial_state": "pruned" if pruned else "complete"})
+                         tags={TAG_TRIAL_STATE: "pruned" if pruned else "complete"})
         self._parent_metrics = {f"{o.aggregate}_{o.metric.replace('/', '_')}": v
                                 for o, v in zip(self.spec.objectives, values) if v == v and abs(v) != math.inf}
 
@@ -305,8 +319,8 @@ def run_study(spec: StudySpec, *, ref: engine.StorageRef, uri: str, workers: int
     _check_same_study(study, spec, ref)
     ensure_experiment(uri, experiment_name("study", spec.name))
     study.set_user_attr(DEFINITION, definition_hash(spec))
-    study.set_user_attr("sal.base", spec.base)
-    study.set_user_attr("sal.spec", spec.model_dump(mode="json"))
+    study.set_user_attr(ATTR_STUDY_BASE, spec.base)
+    study.set_user_attr(ATTR_STUDY_SPEC, spec.model_dump(mode="json"))
     for key, value in worker_record(uri).items():  # what `sal worker` on another machine needs
         study.set_user_attr(key, value)
     if spec.enqueue_defaults and not study.get_trials(deepcopy=False):
@@ -338,5 +352,5 @@ def best_spec(study: optuna.Study) -> RunSpec:
     if TRIAL_SPEC in best.user_attrs:
         return validate_run(nest(best.user_attrs[TRIAL_SPEC]))
     # Trials logged before sal recorded each trial's spec: the base spec stored with the study
-    base = study.user_attrs.get("sal.base", {})
+    base = study.user_attrs.get(ATTR_STUDY_BASE, {})
     return validate_run(apply_overrides(base, dict(best.params)))

@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .config import to_yaml
+from .names import ATTR_PER_SEED, TAG_KIND, TAG_STUDY, TAG_SUMMARY
 from .study import best_spec, best_trial
 from .tracking import experiment_name, log_summary
 
@@ -64,7 +65,7 @@ def write_summary(study: optuna.Study, folder: Path) -> dict:
         return summary
     best = best_trial(study)
     summary.update({"best_trial": best.number, "best_values": best.values, "best_params": best.params,
-                    "best_user_attrs": {k: v for k, v in best.user_attrs.items() if k.startswith("sal.per_seed")}})
+                    "best_user_attrs": {k: v for k, v in best.user_attrs.items() if k.startswith(ATTR_PER_SEED)}})
     (folder / "best.yaml").write_text(to_yaml(best_spec(study)))
     if len(finished) >= 2 and study.best_trials:
         try:
@@ -87,6 +88,6 @@ def log_study_summary(study: optuna.Study, uri: str) -> tuple[str, dict]:
         metrics.update({f"importance/{k}": v for k, v in (summary.get("importances") or {}).items()})
         metrics.update({f"trials/{k.lower()}": v for k, v in summary["trials"].items()})
         run_id = log_summary(uri, experiment_name("study", study.study_name), run_name="summary",
-                             tags={"sal.kind": "study", "sal.study": study.study_name, "sal.summary": "true"},
+                             tags={TAG_KIND: "study", TAG_STUDY: study.study_name, TAG_SUMMARY: "true"},
                              params=summary.get("best_params") or {}, metrics=metrics, folder=Path(tmp))
     return run_id, summary

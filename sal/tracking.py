@@ -23,6 +23,26 @@ from typing import Any
 import pandas as pd
 
 from .config import RunSpec, SpecError, config_hash, flatten, to_yaml
+from .names import (
+    ARTIFACT_HISTORY,
+    ARTIFACT_SPEC,
+    ARTIFACT_TRAJECTORY,
+    ARTIFACT_WEIGHTS,
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_FINISHED,
+    STATUS_KILLED,
+    STATUS_PRUNED,
+    STATUS_RUNNING,
+    TAG_COMPARE,
+    TAG_DEVICE,
+    TAG_GROUP,
+    TAG_KIND,
+    TAG_MESSAGE,
+    TAG_N_PARAMS,
+    TAG_STAGE,
+    TAG_STATUS,
+)
 from .storelock import store_creation_lock
 from .train import Result
 
@@ -39,9 +59,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # train() status -> MLflow run status
-RUN_STATUS = {"finished": "FINISHED", "diverged": "FAILED", "pruned": "KILLED", "failed": "FAILED"}
+RUN_STATUS = {STATUS_FINISHED: "FINISHED", STATUS_DIVERGED: "FAILED", STATUS_PRUNED: "KILLED", STATUS_FAILED: "FAILED"}
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI groups children under their parent
-PARENT_KEY = "sal.group"  # names the group a parent run stands for (ablation cell or study trial)
+PARENT_KEY = TAG_GROUP  # names the group a parent run stands for (ablation cell or study trial)
 # MLflow 3 picks an experiment's view by this tag; without it a new experiment may open in the GenAI
 # (traces) view. "custom_model_development" is the UI's model-training view (runs table, charts).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -141,7 +161,7 @@ def _git_sha() -> str:
 
 def run_tags(spec: RunSpec, *, kind: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
     tags = {
-        "sal.kind": kind, "method": spec.method.name, "dataset": spec.data.display_name, "model": spec.model.name,
+        TAG_KIND: kind, "method": spec.method.name, "dataset": spec.data.display_name, "model": spec.model.name,
         "optimizer": spec.optim.name, "seed": str(spec.seed), "git_sha": _git_sha(),
         "config_hash": config_hash(spec),
     }
@@ -217,7 +237,7 @@ class LiveRun:
         from mlflow.entities import Param, RunTag
 
         client = client_for(self.uri)
-        tags = run_tags(spec, kind=self.kind, extra={**self.tags, "sal.status": "running"})
+        tags = run_tags(spec, kind=self.kind, extra={**self.tags, TAG_STATUS: STATUS_RUNNING})
         run = _retry(client.create_run, ensure_experiment(self.uri, self.experiment), run_name=self.run_name,
                      tags=tags)
         self.run_id = run.info.run_id
@@ -225,7 +245,7 @@ class LiveRun:
         if parent and _retry(client.get_run, parent).info.status == "SCHEDULED":  # its first seed starts
             _retry(client.update_run, parent, status="RUNNING")
         params = [Param(k, "" if v is None else str(v)) for k, v in flatten(spec).items()]
-        _retry(client.log_batch, self.run_id, params=params, tags=[RunTag("sal.device", spec.train.device)])
+        _retry(client.log_batch, self.run_id, params=params, tags=[RunTag(TAG_DEVICE, spec.train.device)])
         try:
             _retry(client.log_inputs, self.run_id, datasets=[dataset_input(spec)])
         except Exception as err:  # noqa: BLE001 - a store without dataset support still gets the run
@@ -275,13 +295,13 @@ class LiveRun:
         metrics = _metrics([row for row in result.history if int(row["epoch"]) not in self._streamed])
         last_step = int(result.history[-1]["epoch"]) if result.history else 0
         metrics += [Metric(k, float(v), now, last_step) for k, v in result.final.items()]
-        tags = [RunTag(k, str(v)) for k, v in {"sal.status": result.status, "sal.message": result.message[:4000],
-                                               "sal.device": result.device,
-                                               "sal.n_params": result.n_params, **result.tags}.items()]
+        tags = [RunTag(k, str(v)) for k, v in {TAG_STATUS: result.status, TAG_MESSAGE: result.message[:4000],
+                                               TAG_DEVICE: result.device,
+                                               TAG_N_PARAMS: result.n_params, **result.tags}.items()]
         for i, chunk in enumerate(_chunks(metrics, 1000) if metrics else [[]]):
             _retry(client.log_batch, self.run_id, metrics=chunk, tags=tags if i == 0 else [])
-        client.log_text(self.run_id, to_yaml(result.spec), "spec.yaml")
-        client.log_text(self.run_id, pd.DataFrame(result.history).to_csv(index=False), "history.csv")
+        client.log_text(self.run_id, to_yaml(result.spec), ARTIFACT_SPEC)
+        client.log_text(self.run_id, pd.DataFrame(result.history).to_csv(index=False), ARTIFACT_HISTORY)
         _log_analysis(client, self.run_id, result.analysis)  # weights.pt / trajectory.pt when enabled
         _retry(client.set_terminated, self.run_id, RUN_STATUS.get(result.status, "FAILED"))
         return self.run_id
@@ -294,7 +314,7 @@ class LiveRun:
             return
         self._stop_streaming()
         status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-        _retry(self.client.set_tag, self.run_id, "sal.status", "killed" if status == "KILLED" else "failed")
+        _retry(self.client.set_tag, self.run_id, TAG_STATUS, STATUS_KILLED if status == "KILLED" else STATUS_FAILED)
         _retry(self.client.set_terminated, self.run_id, status)
 
 
@@ -317,8 +337,8 @@ def kill_runs(uri: str, run_ids: list[str], reason: str = "worker died") -> list
             log.warning("run %s not found: %s", run_id, err)
             continue
         if run.info.status == "RUNNING":
-            _retry(client.set_tag, run_id, "sal.status", "killed")
-            _retry(client.set_tag, run_id, "sal.message", reason)
+            _retry(client.set_tag, run_id, TAG_STATUS, STATUS_KILLED)
+            _retry(client.set_tag, run_id, TAG_MESSAGE, reason)
             _retry(client.set_terminated, run_id, "KILLED")
             killed.append(run_id)
     if killed:
@@ -354,9 +374,9 @@ def start_parent(uri: str, experiment: str, *, kind: str, key: str, run_name: st
         if found[0].info.status not in ("RUNNING", status):
             _retry(client.update_run, run_id, status=status)
         return run_id
-    all_tags = {"sal.kind": kind, PARENT_KEY: key, "git_sha": _git_sha(), **{k: str(v) for k, v in tags.items()}}
-    if kind != "compare" and "sal.compare" in tags:
-        all_tags[PARENT_TAG] = compare_parent(uri, experiment, str(tags["sal.compare"]), str(tags.get("sal.stage")))
+    all_tags = {TAG_KIND: kind, PARENT_KEY: key, "git_sha": _git_sha(), **{k: str(v) for k, v in tags.items()}}
+    if kind != "compare" and TAG_COMPARE in tags:
+        all_tags[PARENT_TAG] = compare_parent(uri, experiment, str(tags[TAG_COMPARE]), str(tags.get(TAG_STAGE)))
     run = _retry(client.create_run, ensure_experiment(uri, experiment), run_name=run_name, tags=all_tags)
     if scheduled:
         _retry(client.update_run, run.info.run_id, status="SCHEDULED")
@@ -372,14 +392,14 @@ def start_parent(uri: str, experiment: str, *, kind: str, key: str, run_name: st
 def compare_parent(uri: str, experiment: str, name: str, stage: str) -> str:
     """The run of one `sal compare` stage (tune|evaluate) in one experiment, parent of its cells or trials."""
     return start_parent(uri, experiment, kind="compare", key=f"compare|{name}|{stage}",
-                        run_name=f"compare {name}: {stage}", tags={"sal.compare": name, "sal.stage": stage})
+                        run_name=f"compare {name}: {stage}", tags={TAG_COMPARE: name, TAG_STAGE: stage})
 
 
 def end_compare_parents(uri: str, experiments: list[str], name: str) -> None:
     """A compare is over: its stage runs end FINISHED."""
     for experiment in experiments:
-        for run in runs_with_tag(uri, experiment, "sal.compare", name):
-            if run.data.tags.get("sal.kind") == "compare" and run.info.status == "RUNNING":
+        for run in runs_with_tag(uri, experiment, TAG_COMPARE, name):
+            if run.data.tags.get(TAG_KIND) == "compare" and run.info.status == "RUNNING":
                 _retry(client_for(uri).set_terminated, run.info.run_id, "FINISHED")
 
 
@@ -493,7 +513,7 @@ def run_history(uri: str, run_id: str) -> pd.DataFrame:
     from mlflow.artifacts import download_artifacts
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run floods the CLI
-    path = download_artifacts(run_id=run_id, artifact_path="history.csv", tracking_uri=uri)
+    path = download_artifacts(run_id=run_id, artifact_path=ARTIFACT_HISTORY, tracking_uri=uri)
     return pd.read_csv(io.StringIO(Path(path).read_text()))
 
 
@@ -519,8 +539,8 @@ def log_summary(uri: str, experiment: str, *, run_name: str, tags: dict[str, Any
 
 # ---------------------------------------------------------------- landscape artifacts
 
-WEIGHTS_ARTIFACT = "weights.pt"  # the final state_dict; torch.load(..., weights_only=True)
-TRAJECTORY_ARTIFACT = "trajectory.pt"  # {"epochs": (T,), "weights": (T, d)} snapshots
+WEIGHTS_ARTIFACT = ARTIFACT_WEIGHTS  # the final state_dict; torch.load(..., weights_only=True)
+TRAJECTORY_ARTIFACT = ARTIFACT_TRAJECTORY  # {"epochs": (T,), "weights": (T, d)} snapshots
 
 
 def _log_analysis(client, run_id: str, analysis: dict) -> None:
@@ -560,7 +580,7 @@ def run_tensors(uri: str, run_id: str, artifact: str = WEIGHTS_ARTIFACT):
 
 def run_spec_yaml(uri: str, run_id: str) -> str | None:
     """The resolved spec a run logged as ``spec.yaml``."""
-    path = _download(uri, run_id, "spec.yaml")
+    path = _download(uri, run_id, ARTIFACT_SPEC)
     return None if path is None else path.read_text()
 
 

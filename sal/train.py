@@ -33,6 +33,8 @@ from .events import DTYPE_TAG, EVENTS, EVENTS_TAG, MEDIAN_ABS_WEIGHT, NOISE_STD_
 from .instability import instability
 from .methods import REGISTRY, EpochStats, MethodContext, build_method
 from .models import build_model
+from .names import EVENTS as EVENT_METRICS
+from .names import METRIC_NOISE_STD, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
 from .rng import RngStream, derive_seed
 
 __all__ = ["Result", "PruneRun", "TrainingRun", "train", "derive_seed", "resolve_device"]
@@ -63,7 +65,7 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return self.status == "finished"
+        return self.status == STATUS_FINISHED
 
     def last(self, metric: str) -> float:
         """The metric's value at the last epoch (nan if absent)."""
@@ -206,7 +208,7 @@ class TrainingRun:
                 autocast=self.autocast, train_batches=self._full_batches, steps_per_epoch=self.n_batches,
                 side_rng=lambda purpose: RngStream(derive_seed(spec.seed, f"dropout-{purpose}"), device),
             ))
-        self.result = Result(spec=spec, status="finished", n_params=sum(p.numel() for p in model.parameters()),
+        self.result = Result(spec=spec, status=STATUS_FINISHED, n_params=sum(p.numel() for p in model.parameters()),
                              device=str(device))
         self.epoch = 0
         self.train_s = 0.0
@@ -259,7 +261,7 @@ class TrainingRun:
 
     @property
     def done(self) -> bool:
-        return self.result.status != "finished" or self.epoch >= self.spec.train.epochs
+        return self.result.status != STATUS_FINISHED or self.epoch >= self.spec.train.epochs
 
     def step(self) -> dict[str, float]:
         """Train and evaluate one more epoch; returns its history row (also kept in the result)."""
@@ -269,7 +271,7 @@ class TrainingRun:
             row = self._epoch()
         row["time/epoch_s"] = time.perf_counter() - t0
         self.train_s += row["time/epoch_s"]
-        if self.analysis is not None and self.result.status == "finished":
+        if self.analysis is not None and self.result.status == STATUS_FINISHED:
             # Not timed as training; any RNG draw inside (none expected) is thrown away, not the run's
             with torch.random.fork_rng(devices=[self.device] if self.cuda else [], device_type=self.device.type):
                 row.update(self.analysis.after_epoch(self.epoch, self.method.eval_model()))
@@ -309,13 +311,13 @@ class TrainingRun:
             row[name] = v / n
         bad = [k for k in ("train/loss", "val/loss") if k in row and not math.isfinite(row[k])]
         if bad:
-            self.stop("diverged", f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; the run was stopped")
+            self.stop(STATUS_DIVERGED, f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; the run was stopped")
             return row
         last = epoch == self.spec.train.epochs
         stats = EpochStats(epoch, row["train/loss"], row["train/acc"], row.get("val/loss", math.nan),
                            row.get("val/acc", math.nan), act=not last or self.spec.train.intervene_last_epoch)
         row.update(method.end_epoch(stats))
-        acted = any(row.get(k) for k in ("sal/noise", "sal/deform", "sal/revert"))
+        acted = any(row.get(k) for k in EVENT_METRICS)
         if last and acted and has_val:
             # The last row must describe the weights the test metrics will measure (intervene_last_epoch).
             loss, correct = torch.stack(_evaluate(method.eval_model(), self.data.val, self.eval_bs,
@@ -328,7 +330,7 @@ class TrainingRun:
         the event signature, the largest noise std, the weights' median magnitude and the compute dtype."""
         result.tags[EVENTS_TAG] = signature(result.history)
         result.tags[DTYPE_TAG] = "bfloat16" if self.autocast is not contextlib.nullcontext else "float32"
-        result.final[NOISE_STD_MAX] = max((row.get("sal/noise_std", 0.0) for row in result.history), default=0.0)
+        result.final[NOISE_STD_MAX] = max((row.get(METRIC_NOISE_STD, 0.0) for row in result.history), default=0.0)
         with torch.no_grad():
             weights = [p.detach().abs().flatten() for p in self.model.parameters() if p.requires_grad]
             if weights:
@@ -346,7 +348,7 @@ class TrainingRun:
             result.final[f"sal/n_{event}"] = float(sum(row.get(f"sal/{event}", 0.0) for row in result.history))
         self._describe_interventions(result)
         result.final.update(instability(result.history))
-        if result.status != "diverged":
+        if result.status != STATUS_DIVERGED:
             with self._dropout_rng.active():
                 final_model = self.method.eval_model()
                 loss, top1, top5 = torch.stack(_evaluate(final_model, self.data.test, self.eval_bs,
@@ -360,7 +362,8 @@ class TrainingRun:
                         final_model, self.data.train, self.eval_bs, self.spec.train.sharpness_samples, self.autocast)
         result.final["mem/peak_mb"] = _peak_mb(self.device)
         if self.analysis is not None:
-            result.analysis = self.analysis.finish(self.method.eval_model() if result.status != "diverged" else None)
+            result.analysis = self.analysis.finish(
+                self.method.eval_model() if result.status != STATUS_DIVERGED else None)
         self.drop_checkpoint()
         return result
 
@@ -377,11 +380,11 @@ def train(spec: RunSpec, *, on_epoch: EpochCallback | None = None, data: DataBun
     try:
         while not run.done:
             row = run.step()
-            if on_epoch is not None and run.result.status == "finished":
+            if on_epoch is not None and run.result.status == STATUS_FINISHED:
                 try:
                     on_epoch(run.epoch, row)
                 except PruneRun as stop:
-                    run.stop("pruned", str(stop) or f"pruned after epoch {run.epoch}")
+                    run.stop(STATUS_PRUNED, str(stop) or f"pruned after epoch {run.epoch}")
         return run.finish()
     except Exception:
         run.drop_checkpoint()  # a failed run; only an interrupted one (KeyboardInterrupt) is resumed

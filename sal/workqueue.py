@@ -36,6 +36,7 @@ from .engine import (
     alive,
     worker_id,
 )
+from .names import ATTR_QUEUE_KIND, ATTR_TRACKING_URI
 from .redact import mask_url
 
 __all__ = ["Queue", "Claimed", "Job", "work", "trials_by_state", "worker_record", "TRACKING_URI", "QueueLost"]
@@ -77,12 +78,12 @@ class Queue:
 
     def _check_kind(self, kind: str) -> None:
         """An ablation and a study may share a name but not a storage."""
-        found = self.study.user_attrs.get("sal.kind")
+        found = self.study.user_attrs.get(ATTR_QUEUE_KIND)
         if found is not None and found != kind:
             raise SpecError([f"{mask_url(self.ref.url)} already holds the {found} {self.name!r}; fix: give this "
                              f"{kind} another name or another --storage"])
         if found is None:
-            self.study.set_user_attr("sal.kind", kind)
+            self.study.set_user_attr(ATTR_QUEUE_KIND, kind)
 
     # ------------------------------------------------------------------ reading
     def trials(self, *states: TrialState) -> list[FrozenTrial]:
@@ -272,7 +273,7 @@ class Queue:
         return bool(self.trials(TrialState.RUNNING))
 
 
-TRACKING_URI = "sal.tracking_uri"  # study user attr: where the launcher's workers log (no password: see below)
+TRACKING_URI = ATTR_TRACKING_URI  # study user attr: where the launcher's workers log (no password: see below)
 
 
 def worker_record(uri: str | None) -> dict[str, str]:

@@ -13,15 +13,16 @@ from collections.abc import Callable
 
 from optuna.trial import FrozenTrial, TrialState
 
-from . import engine, scoring
+from . import engine
 from .config import RunSpec, SpecError
 from .methods import SAL_FAMILY
 from .methods.sal import YokedEvents
+from .names import ATTR_YOKE_KEY, EVENT_DEFORM, EVENT_NOISE, METRIC_NOISE_STD, RESULT_STATUSES, TAG_KEY, TAG_STATUS
 from .tracking import metric_histories, runs_with_tag
 
 __all__ = ["YOKE_KEY", "yoke_problems", "partner_keys", "settled_filter", "with_partner_events", "YokeFailed"]
 
-YOKE_KEY = "sal.yoke_key"  # trial user attr of a yoked control: its partner's queue key
+YOKE_KEY = ATTR_YOKE_KEY  # trial user attr of a yoked control: its partner's queue key
 
 
 class YokeFailed(Exception):
@@ -96,15 +97,15 @@ def with_partner_events(spec: RunSpec, trial: FrozenTrial, *, uri: str, experime
     partner = trial.user_attrs.get(YOKE_KEY)
     if partner is None:
         return spec
-    runs = [r for r in runs_with_tag(uri, experiment, engine.KEY, partner)
-            if r.data.tags.get(engine.STATUS) in ("finished", scoring.DIVERGED)]
+    runs = [r for r in runs_with_tag(uri, experiment, TAG_KEY, partner)
+            if r.data.tags.get(TAG_STATUS) in RESULT_STATUSES]
     if not runs:
         raise YokeFailed(f"its partner {partner.split('|')[0]} seed {spec.seed} has no finished run to copy (it "
                          "failed or was not logged); fix: re-run with --retry-failed once the partner trains")
-    names = ["sal/deform", "sal/noise", "sal/noise_std"]
+    names = [EVENT_DEFORM, EVENT_NOISE, METRIC_NOISE_STD]
     h = metric_histories(uri, runs[0].info.run_id, names)
-    noise = sorted(e for e, v in h["sal/noise"].items() if v)
-    events = {"deform": sorted(e for e, v in h["sal/deform"].items() if v), "noise": noise,
-              "noise_std": [h["sal/noise_std"].get(e, 0.0) for e in noise]}
+    noise = sorted(e for e, v in h[EVENT_NOISE].items() if v)
+    events = {"deform": sorted(e for e, v in h[EVENT_DEFORM].items() if v), "noise": noise,
+              "noise_std": [h[METRIC_NOISE_STD].get(e, 0.0) for e in noise]}
     method = spec.method.model_copy(update={"yoked_events": YokedEvents(**events)})
     return spec.model_copy(update={"method": method})

@@ -14,7 +14,22 @@ from torch import nn
 from sal.config import config_hash, validate_run
 from sal.methods import EpochStats, MethodContext, build_method
 from sal.methods.sal import SALSpec
+from sal.names import (
+    EVENT_DEFORM,
+    EVENT_NOISE,
+    EVENT_REVERT,
+    METRIC_NOISE_STD,
+    RECORD_PLAN,
+    TAG_ABLATION,
+    TAG_BASELINE,
+    TAG_CELL,
+    TAG_COMPUTE_DTYPE,
+    TAG_EVENTS,
+    TAG_KIND,
+    TAG_STATUS,
+)
 from sal.pdo import PDO, RandomTriggerPDO
+from tests.helpers import ABLATION_RUNS
 
 PAPER = dict(rho=5e-4, theta=5e-3, s_noise=5e-3, s_yield=1e-2)  # the paper's constants (Sec. 3.1)
 
@@ -52,8 +67,8 @@ def test_recovery_never_fires_at_the_paper_constants_with_patience_3():
     # the stress is at the yield point again two stagnant epochs after a deformation; each new deformation
     # replaces the watched one, so a patience of 3 never sees its end: no revert, and sal_no_recovery is SAL
     rows = _drive(_method("sal", **PAPER, warmup=15), _curve())
-    assert sum(r["sal/deform"] for r in rows) == 18 and sum(r["sal/revert"] for r in rows) == 0
-    deforms = [i + 1 for i, r in enumerate(rows) if r["sal/deform"]]
+    assert sum(r[EVENT_DEFORM] for r in rows) == 18 and sum(r[EVENT_REVERT] for r in rows) == 0
+    deforms = [i + 1 for i, r in enumerate(rows) if r[EVENT_DEFORM]]
     assert {b - a for a, b in zip(deforms, deforms[1:])} == {2}
 
 
@@ -62,16 +77,16 @@ def test_noise_only_follows_sals_noise_schedule_by_default():
     # other epochs (every epoch) and with a growing std (about 10x SAL's by epoch 50)
     sal = _drive(_method("sal", **PAPER, warmup=15), _curve())
     noise_only = _drive(_method("sal_noise_only", **PAPER, warmup=15), _curve())
-    assert [r["sal/noise"] for r in noise_only] == [r["sal/noise"] for r in sal]
-    assert [r["sal/noise_std"] for r in noise_only] == pytest.approx([r["sal/noise_std"] for r in sal], rel=1e-12)
-    assert sum(r["sal/noise"] for r in sal) == 18
-    assert all(r["sal/deform"] == 0 for r in noise_only)
+    assert [r[EVENT_NOISE] for r in noise_only] == [r[EVENT_NOISE] for r in sal]
+    assert [r[METRIC_NOISE_STD] for r in noise_only] == pytest.approx([r[METRIC_NOISE_STD] for r in sal], rel=1e-12)
+    assert sum(r[EVENT_NOISE] for r in sal) == 18
+    assert all(r[EVENT_DEFORM] == 0 for r in noise_only)
 
 
 def test_noise_only_keeps_the_unreset_schedule_on_request():
     rows = _drive(_method("sal_noise_only", **PAPER, warmup=15, reset_at_yield=False), _curve())
-    assert sum(r["sal/noise"] for r in rows) == 35  # every epoch from 16 on
-    assert rows[-1]["sal/noise_std"] > 10 * 2e-7
+    assert sum(r[EVENT_NOISE] for r in rows) == 35  # every epoch from 16 on
+    assert rows[-1][METRIC_NOISE_STD] > 10 * 2e-7
 
 
 def _yoked(mode: str, events: dict, epochs: int = 60, warmup: int = 15, seed: int = 3) -> list:
@@ -117,7 +132,7 @@ def test_the_yoked_partners_events_are_not_part_of_the_controls_identity():
 
 def test_a_yoked_control_without_its_partners_events_refuses_to_train():
     from sal.train import train
-    from tests.conftest import tiny_spec
+    from tests.helpers import tiny_spec
 
     with pytest.raises(ValueError, match="method.yoke"):
         train(tiny_spec(method={"name": "random_trigger", "yoke": "sal", "warmup": 1}))
@@ -161,21 +176,21 @@ def test_a_yoked_cell_copies_each_seeds_intervention_counts_from_its_sal_run(tmp
     spec, items = load_ablation(path, seeds=2)
     out = run_ablation(spec, items, ref=StorageRef(str(tmp_path / "q.journal")), uri=mlflow_uri)
     assert out["states"] == {"COMPLETE": 6}
-    runs = runs_frame(mlflow_uri, ["sal-ablation-yoked"], filter_string="tags.`sal.kind` = 'ablation'")
+    runs = runs_frame(mlflow_uri, ["sal-ablation-yoked"], filter_string=ABLATION_RUNS)
     runs = runs[runs["status"] == "FINISHED"]
-    counts = runs.pivot_table(index="tags.seed", columns="tags.sal.cell", values="metrics.sal/n_deform")
-    noise = runs.pivot_table(index="tags.seed", columns="tags.sal.cell", values="metrics.sal/n_noise")
+    counts = runs.pivot_table(index="tags.seed", columns=f"tags.{TAG_CELL}", values="metrics.sal/n_deform")
+    noise = runs.pivot_table(index="tags.seed", columns=f"tags.{TAG_CELL}", values="metrics.sal/n_noise")
     assert (counts["sal"] > 0).all()
     assert counts["yoked"].tolist() == counts["sal"].tolist() and noise["yoked"].tolist() == noise["sal"].tolist()
     client = client_for(mlflow_uri)
 
     def epochs(cell, seed):
-        rid = runs[(runs["tags.sal.cell"] == cell) & (runs["tags.seed"] == str(seed))]["run_id"].iloc[0]
-        return [int(m.step) for m in client.get_metric_history(rid, "sal/deform") if m.value]
+        rid = runs[(runs[f"tags.{TAG_CELL}"] == cell) & (runs["tags.seed"] == str(seed))]["run_id"].iloc[0]
+        return [int(m.step) for m in client.get_metric_history(rid, EVENT_DEFORM) if m.value]
 
     assert any(epochs("yoked", s) != epochs("sal", s) for s in (1, 2))  # the timing is its own
     # the control's identity does not depend on what its partner did
-    assert runs[runs["tags.sal.cell"] == "yoked"]["tags.config_hash"].nunique() == 1
+    assert runs[runs[f"tags.{TAG_CELL}"] == "yoked"]["tags.config_hash"].nunique() == 1
 
 
 def test_a_yoke_to_a_missing_or_unstressed_cell_is_a_spec_error(tmp_path):
@@ -207,16 +222,16 @@ def _log_cells(uri, ablation, cells: dict[str, dict], *, seeds=10, baseline="ada
     if plan is not None:
         methods = {cell: c["params"]["method.name"] for cell, c in cells.items()}
         resolved = resolve_plan(AnalysisSpec(**plan), methods, baseline=baseline)
-        set_experiment_record(uri, f"sal-ablation-{ablation}", "sal.plan", resolved.to_json())
+        set_experiment_record(uri, f"sal-ablation-{ablation}", RECORD_PLAN, resolved.to_json())
     for cell, c in cells.items():
         for seed in range(1, seeds + 1):
             run = client.create_run(exp)
             events = c.get("events", "noise=;deform=;revert=")
             events = events[seed - 1] if isinstance(events, list) else events
-            tags = {"sal.kind": "ablation", "sal.ablation": ablation, "sal.cell": cell, "sal.baseline": baseline,
+            tags = {TAG_KIND: "ablation", TAG_ABLATION: ablation, TAG_CELL: cell, TAG_BASELINE: baseline,
                     "method": c["params"]["method.name"], "dataset": "digits", "seed": str(seed),
-                    "config_hash": f"hash-{cell}", "sal.status": "finished", "sal.events": events,
-                    "sal.compute_dtype": c.get("dtype", "float32")}
+                    "config_hash": f"hash-{cell}", TAG_STATUS: "finished", TAG_EVENTS: events,
+                    TAG_COMPUTE_DTYPE: c.get("dtype", "float32")}
             metrics = [Metric("test/acc", c["acc"][seed - 1], 0, 1), Metric("test/n_samples", 1000, 0, 1),
                        *(Metric(k, v, 0, 1) for k, v in c.get("metrics", {}).items())]
             params = [Param(k, str(v)) for k, v in {"optim.name": "adam", "optim.lr": 0.003, **c["params"]}.items()]
@@ -351,7 +366,8 @@ def test_the_departures_from_the_papers_setup_are_listed():
     from sal.fidelity import paper_departures
 
     runs = pd.DataFrame({"params.data.val_fraction": ["0.15", "0.0"], "params.data.normalize": ["True", "False"],
-                         "tags.sal.compute_dtype": ["bfloat16", "float32"], "tags.dataset": ["corel1k", "imagenette"],
+                         f"tags.{TAG_COMPUTE_DTYPE}": ["bfloat16", "float32"],
+                         "tags.dataset": ["corel1k", "imagenette"],
                          "params.model.name": ["resnet50", "densenet201"]})
     text = " ".join(paper_departures(runs))
     for part in ("validation hold-out of 15%", "inputs standardised", "bf16 autocast", "ResNet50V2"):
@@ -402,7 +418,7 @@ def test_a_steadier_method_is_better_on_the_instability_metrics(tmp_path, mlflow
     client = client_for(mlflow_uri)
     runs = runs_frame(mlflow_uri, ["sal-ablation-steady"])
     for _, r in runs.iterrows():
-        drops = drops_sal if r["tags.sal.cell"] == "sal" else drops_adam
+        drops = drops_sal if r[f"tags.{TAG_CELL}"] == "sal" else drops_adam
         client.log_batch(r["run_id"], metrics=[Metric("stability/max_drop", drops[int(r["tags.seed"]) - 1], 0, 1)])
     rows, _ = _report(mlflow_uri, "steady", tmp_path, "--metric", "stability/max_drop")
     row = rows.set_index("method").loc["sal"]

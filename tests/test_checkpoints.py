@@ -4,7 +4,6 @@ weights_only, named by the run's identity, deleted when the run ends, and never 
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -14,9 +13,10 @@ import torch
 
 from sal.checkpoints import RunCheckpoint, checkpoint_path
 from sal.config import SpecError, config_hash
+from sal.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT
 from sal.seeds import should_pack
 from sal.train import PruneRun, TrainingRun, train
-from tests.conftest import tiny_spec
+from tests.helpers import assert_same, state_at_end, timeless, tiny_spec
 
 # SAL that intervenes every way on the tiny run: no accuracy gain counts as progress (eps_acc = 1), so
 # stress grows every epoch; noise from S > 0.005, a deformation at S >= 0.02 so large (sigma_y 0.3)
@@ -58,38 +58,6 @@ def _run_to_end(run: TrainingRun):
     return run.finish()
 
 
-def _state_at_end(run: TrainingRun) -> dict:
-    """The run's whole state after its last epoch (every generator, also those the metrics do not reveal)."""
-    while not run.done:
-        run.step()
-    state = copy.deepcopy(run.state_dict())
-    del state["train_s"]
-    state["history"] = [_timeless(row) for row in state["history"]]
-    return state
-
-
-def _assert_same(a, b, where="state"):
-    """Nested dicts, lists and tensors equal bit for bit."""
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    else:
-        assert a == b or (a != a and b != b), where  # nan == nan here
-
-
-def _timeless(metrics: dict) -> dict:
-    """Everything but wall-clock and process-memory readings, which no two runs share."""
-    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "mem/"))}
-
-
 def _weights(run: TrainingRun) -> dict[str, torch.Tensor]:
     return {**run.model.state_dict(), **{f"eval.{k}": v for k, v in run.method.eval_model().state_dict().items()}}
 
@@ -113,11 +81,11 @@ def _killed_then_resumed(case: str, tmp_path, *, every: int, kill_after: int) ->
 def test_a_resumed_run_ends_bit_for_bit_where_the_uninterrupted_run_ends(case, every, kill_after, tmp_path):
     whole = TrainingRun(_spec(case))
     resumed = _killed_then_resumed(case, tmp_path, every=every, kill_after=kill_after)
-    _assert_same(_state_at_end(resumed), _state_at_end(whole))
+    assert_same(state_at_end(resumed), state_at_end(whole))
     expected, result = whole.finish(), resumed.finish()
     assert result.ok and len(result.history) == len(expected.history)
-    assert [_timeless(r) for r in result.history] == [_timeless(r) for r in expected.history]
-    assert _timeless(result.final) == _timeless(expected.final)
+    assert [timeless(r) for r in result.history] == [timeless(r) for r in expected.history]
+    assert timeless(result.final) == timeless(expected.final)
     assert set(result.final) == set(expected.final)
     a, b = _weights(resumed), _weights(whole)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -128,7 +96,7 @@ def test_a_resumed_run_ends_bit_for_bit_where_the_uninterrupted_run_ends(case, e
 
 def test_the_sal_case_really_intervenes_across_the_checkpoint():
     r = train(_spec("sal"))
-    events = [(row["sal/noise"], row["sal/deform"], row["sal/revert"]) for row in r.history]
+    events = [(row[EVENT_NOISE], row[EVENT_DEFORM], row[EVENT_REVERT]) for row in r.history]
     assert events[:4] == [(1, 0, 0), (1, 1, 0), (0, 0, 1), (1, 0, 0)]  # the revert needs epoch 2's yield point
     assert r.final["sal/n_noise"] >= 3 and r.final["sal/n_deform"] >= 2 and r.final["sal/n_revert"] >= 2
     swa = train(_spec("swa"))
@@ -247,7 +215,7 @@ def _starts_over(spec, tmp_path, caplog, why: str) -> None:
     assert run.resumed_from == 0 and run.result.history == []
     assert why in caplog.text and "starts over" in caplog.text
     result = _run_to_end(run)
-    assert [_timeless(r) for r in result.history] == [_timeless(r) for r in train(spec).history]
+    assert [timeless(r) for r in result.history] == [timeless(r) for r in train(spec).history]
 
 
 def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path, caplog):

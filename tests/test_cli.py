@@ -8,12 +8,13 @@ import sys
 import pytest
 
 from sal.cli import main
+from sal.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS, TAG_KIND
 from sal.tracking import client_for, run_history, runs_frame
 
-CONTRACT_EPOCH = ["train/loss", "train/acc", "val/loss", "val/acc", "sal/stress", "sal/noise", "sal/deform",
-                  "sal/revert", "time/epoch_s"]
+CONTRACT_EPOCH = ["train/loss", "train/acc", "val/loss", "val/acc", METRIC_STRESS, EVENT_NOISE, EVENT_DEFORM,
+                  EVENT_REVERT, "time/epoch_s"]
 CONTRACT_FINAL = ["test/acc", "test/top5", "test/loss", "time/train_s", "mem/peak_mb", "time/infer_ms"]
-CONTRACT_TAGS = ["sal.kind", "method", "dataset", "model", "optimizer", "seed", "git_sha", "config_hash"]
+CONTRACT_TAGS = [TAG_KIND, "method", "dataset", "model", "optimizer", "seed", "git_sha", "config_hash"]
 
 
 def test_sal_train_logs_one_run_with_every_contract_name(mlflow_uri, capsys):
@@ -27,7 +28,7 @@ def test_sal_train_logs_one_run_with_every_contract_name(mlflow_uri, capsys):
     assert run["status"] == "FINISHED"
     for tag in CONTRACT_TAGS:
         assert run[f"tags.{tag}"], tag
-    assert (run["tags.sal.kind"], run["tags.method"], run["tags.dataset"], run["tags.seed"]) == (
+    assert (run[f"tags.{TAG_KIND}"], run["tags.method"], run["tags.dataset"], run["tags.seed"]) == (
         "train", "sal", "digits", "4")
     assert run["params.method.rho"] == "0.0005" and run["params.train.epochs"] == "3"
     client = client_for(mlflow_uri)
@@ -41,8 +42,8 @@ def test_sal_train_logs_one_run_with_every_contract_name(mlflow_uri, capsys):
     assert {"spec.yaml", "history.csv"} <= artifacts
     history = run_history(mlflow_uri, run["run_id"])
     assert list(history["epoch"]) == [1, 2, 3]
-    stress = [m.value for m in sorted(client.get_metric_history(run["run_id"], "sal/stress"), key=lambda m: m.step)]
-    assert stress == pytest.approx(list(history["sal/stress"]))
+    stress = [m.value for m in sorted(client.get_metric_history(run["run_id"], METRIC_STRESS), key=lambda m: m.step)]
+    assert stress == pytest.approx(list(history[METRIC_STRESS]))
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from sal.engine import KEY, MLFLOW_RUNS, STATUS, WORKER
-from tests.conftest import free_port, restart_postgresql
+from sal.names import ATTR_REUSED, TAG_CELL
+from tests.helpers import ABLATION_RUNS, free_port, restart_postgresql
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def _runs(url: str, name: str):
 
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name(f"sal-ablation-{name}")
-    return client.search_runs([experiment.experiment_id], "tags.`sal.kind` = 'ablation'", max_results=1000)
+    return client.search_runs([experiment.experiment_id], ABLATION_RUNS, max_results=1000)
 
 
 def test_server_script_binds_to_localhost_and_refuses_unsafe_settings(tmp_path):
@@ -150,7 +151,7 @@ def test_chaos_four_workers_two_kills_two_launchers_one_server(tmp_path, pg_data
     # Each kill leaves its run KILLED, or (killed after the run ended in MLflow, before its trial closed)
     # FINISHED and reused by the retry, never trained twice; a kill right after a trial closed leaves neither.
     killed_runs = by_status.get("KILLED", [])
-    reused = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("sal.reused")]
+    reused = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get(ATTR_REUSED)]
     assert 1 <= len(killed_runs) + len(reused) <= 2
     assert {r.data.tags[KEY] for r in killed_runs} <= set(complete)  # every killed run's seed was retried
     states: dict[str, int] = {}
@@ -216,8 +217,8 @@ def test_a_killed_trial_resumes_from_its_checkpoint_and_logs_the_uninterrupted_h
 
     client = MlflowClient(mlflow_uri)
     experiment = client.get_experiment_by_name(f"sal-ablation-{name}")
-    runs = client.search_runs([experiment.experiment_id], "tags.`sal.kind` = 'ablation'")
-    finished = {r.data.tags["sal.cell"]: r for r in runs if r.info.status == "FINISHED"}
+    runs = client.search_runs([experiment.experiment_id], ABLATION_RUNS)
+    finished = {r.data.tags[TAG_CELL]: r for r in runs if r.info.status == "FINISHED"}
     assert sorted(finished) == ["a_sal", "b_adam"] and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
     for cell, run in finished.items():
         logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/acc"))

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from sal.cli import main
+from sal.names import TAG_ABLATION, TAG_BASELINE, TAG_CELL, TAG_KIND, TAG_STATUS
 from sal.tracking import client_for, ensure_experiment
 
 
@@ -22,9 +23,9 @@ def _log(uri: str, ablation: str, scores: dict[str, list[float | None]], *, conf
         for seed, value in enumerate(values, start=1):
             run = client.create_run(exp)
             status = "diverged" if value is None else "finished"
-            tags = {"sal.kind": "ablation", "sal.ablation": ablation, "sal.cell": cell, "sal.baseline": "adam",
+            tags = {TAG_KIND: "ablation", TAG_ABLATION: ablation, TAG_CELL: cell, TAG_BASELINE: "adam",
                     "method": (methods or {}).get(cell, cell), "dataset": "digits", "seed": str(seed),
-                    "config_hash": (config or {}).get(cell, f"hash-{cell}"), "sal.status": status}
+                    "config_hash": (config or {}).get(cell, f"hash-{cell}"), TAG_STATUS: status}
             metrics = [Metric("test/n_samples", n_test, 0, 1)] + ([] if value is None else
                                                                    [Metric("test/acc", value, 0, 1)])
             params = [Param("method.name", (methods or {}).get(cell, cell)), Param("optim.name", "adam")]

@@ -10,9 +10,10 @@ import yaml
 
 from sal.ablation import load_ablation, run_ablation
 from sal.engine import KEY, STATUS, WORKER, StorageRef
+from sal.names import ATTR_TRACKING_URI, TAG_KEY
 from sal.study_spec import StudySpec, build_sampler
 from sal.workqueue import Queue
-from tests.test_ablation import TINY_BASE
+from tests.helpers import ABLATION_RUNS, TINY_BASE
 
 
 @pytest.fixture()
@@ -97,8 +98,8 @@ def test_sal_worker_joins_a_queued_ablation_and_logs_where_the_launcher_logs(tmp
     assert main(["worker", "joined", "--storage", ref.url]) == 0  # no --tracking-uri: the queue's
     assert f"MLflow {mlflow_uri}" in capsys.readouterr().out
     assert Queue(ref, "joined").counts() == {"COMPLETE": 4}
-    runs = runs_frame(mlflow_uri, ["sal-ablation-joined"], filter_string="tags.`sal.kind` = 'ablation'")
-    assert sorted(runs["tags.sal.key"]) == sorted(i.key for i in items)
+    runs = runs_frame(mlflow_uri, ["sal-ablation-joined"], filter_string=ABLATION_RUNS)
+    assert sorted(runs[f"tags.{TAG_KEY}"]) == sorted(i.key for i in items)
 
 
 def test_sal_worker_errors_name_the_fix(tmp_path, capsys):
@@ -108,7 +109,7 @@ def test_sal_worker_errors_name_the_fix(tmp_path, capsys):
     assert main(["worker", "nope", "--storage", str(journal)]) == 2
     assert "fix:" in capsys.readouterr().err and not journal.exists()
     queue = Queue(StorageRef(str(journal)), "secretive", kind="ablation")
-    queue.study.set_user_attr("sal.tracking_uri", "postgresql://u:***@db/mlflow")  # as a launcher masked it
+    queue.study.set_user_attr(ATTR_TRACKING_URI, "postgresql://u:***@db/mlflow")  # as a launcher masked it
     assert main(["worker", "secretive", "--storage", str(journal)]) == 2
     err = capsys.readouterr().err
     assert "pass --tracking-uri" in err and "***" in err

@@ -10,7 +10,7 @@ import yaml
 from sal.cli import main
 from sal.config import validate_run
 from sal.estimate import estimate
-from tests.test_ablation import TINY_BASE
+from tests.helpers import TINY_BASE
 
 
 def test_one_timed_epoch_per_model_data_and_device_scales_to_the_grid():

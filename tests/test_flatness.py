@@ -14,6 +14,7 @@ from sal.ablation import load_ablation, run_ablation
 from sal.cli import main
 from sal.engine import StorageRef
 from sal.flatness_report import flatness_markdown, flatness_tables, has_flatness
+from sal.names import TAG_CELL
 from sal.report import build_report, load_runs
 from sal.tracking import client_for
 
@@ -57,7 +58,7 @@ def test_landscape_logs_sharpness_and_barriers_back_to_the_runs_and_the_report_s
                 "trajectory_pc1"):
         assert runs[f"metrics.landscape/{col}"].notna().all(), col
     # between-method barriers pair the runs of one seed: adam's value to sam equals sam's value to adam
-    by = runs.assign(cell=runs["tags.sal.cell"], seed=runs["tags.seed"]).set_index(["cell", "seed"])
+    by = runs.assign(cell=runs[f"tags.{TAG_CELL}"], seed=runs["tags.seed"]).set_index(["cell", "seed"])
     for seed in SEEDS:
         assert by.loc[("adam", seed), "metrics.landscape/barrier_vs/sam"] == \
             by.loc[("sam", seed), "metrics.landscape/barrier_vs/adam"] >= 0
@@ -110,7 +111,8 @@ def _frame():
     rows = []
     for method, values in trace.items():
         for seed, v in zip((1, 2, 3), values):
-            rows.append({"status": "FINISHED", "tags.sal.cell": method, "tags.method": method, "tags.seed": str(seed),
+            rows.append({"status": "FINISHED", f"tags.{TAG_CELL}": method, "tags.method": method,
+                         "tags.seed": str(seed),
                          "metrics.landscape/trace": v, "metrics.sharpness/eig": v / 2,
                          "metrics.landscape/barrier_within": 0.1 * seed,
                          f"metrics.landscape/barrier_vs/{'sal' if method == 'adam' else 'adam'}": 0.5 + seed,

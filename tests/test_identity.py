@@ -10,8 +10,9 @@ import yaml
 from sal.ablation import load_ablation, run_ablation
 from sal.cli import main
 from sal.engine import StorageRef
+from sal.names import ATTR_PLAN_HASH, TAG_PLAN_HASH
 from sal.tracking import runs_frame
-from tests.test_ablation import TINY_BASE
+from tests.helpers import ABLATION_RUNS, TINY_BASE
 
 CELLS = {"adam": {"method.name": "base"}, "sal": {"method.name": "sal", "method.warmup": 0}}
 
@@ -42,7 +43,7 @@ def test_changed_settings_train_again_and_the_report_ignores_the_old_runs(tmp_pa
     spec, items = load_ablation(path, {"train.epochs": 3, "optim.lr": 0.01}, seeds=3)
     third = run_ablation(spec, items, ref=ref, uri=mlflow_uri)
     assert len(third["queue"]["queued"]) == 6
-    runs = runs_frame(mlflow_uri, ["sal-ablation-relaunch"], "tags.`sal.kind` = 'ablation'")
+    runs = runs_frame(mlflow_uri, ["sal-ablation-relaunch"], ABLATION_RUNS)
     assert len(runs) == 4 + 4 + 6
     assert _report(mlflow_uri, "relaunch", tmp_path / "r") == 0
     summary = pd.read_csv(tmp_path / "r" / "summary.csv")
@@ -59,7 +60,7 @@ def test_a_queue_done_in_another_mlflow_store_trains_again(tmp_path, mlflow_uri)
     # old main: nothing trained, and the report said "run sal ablate first"
     out = run_ablation(*load_ablation(path), ref=ref, uri=new_store)
     assert len(out["queue"]["missing_run"]) == 4 and out["states"]["COMPLETE"] == 8
-    assert len(runs_frame(new_store, ["sal-ablation-moved"], "tags.`sal.kind` = 'ablation'")) == 4
+    assert len(runs_frame(new_store, ["sal-ablation-moved"], ABLATION_RUNS)) == 4
     assert _report(new_store, "moved", tmp_path / "r") == 0
     again = run_ablation(*load_ablation(path), ref=ref, uri=new_store)  # and now it is done there
     assert len(again["queue"]["done"]) == 4 and not again["queue"]["missing_run"]
@@ -75,9 +76,9 @@ def test_the_plan_is_stored_on_the_queue_and_every_run_and_the_report_says_if_it
     import optuna
 
     study = optuna.load_study(study_name="planned", storage=ref.open())
-    plan_hash = study.user_attrs["sal.plan_hash"]
-    runs = runs_frame(mlflow_uri, ["sal-ablation-planned"], "tags.`sal.kind` = 'ablation'")
-    assert set(runs["tags.sal.plan_hash"]) == {plan_hash}
+    plan_hash = study.user_attrs[ATTR_PLAN_HASH]
+    runs = runs_frame(mlflow_uri, ["sal-ablation-planned"], ABLATION_RUNS)
+    assert set(runs[f"tags.{TAG_PLAN_HASH}"]) == {plan_hash}
     assert _report(mlflow_uri, "planned", tmp_path / "r") == 0
     summary = pd.read_csv(tmp_path / "r" / "summary.csv")
     compared = summary[summary["verdict"] != "reference"]

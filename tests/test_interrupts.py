@@ -10,7 +10,7 @@ import pytest
 from sal import interrupts
 from sal.seeds import start_seeds
 from sal.train import TrainingRun
-from tests.conftest import tiny_spec
+from tests.helpers import tiny_spec
 
 
 @pytest.fixture

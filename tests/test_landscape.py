@@ -22,6 +22,7 @@ from sal.landscape import (
     top_eigenvalue,
     trajectory_pca,
 )
+from sal.names import EVENT_DEFORM
 
 
 def gen(seed=0):
@@ -247,12 +248,12 @@ def test_landscape_figures_draw_what_they_are_given():
     assert len(fig.axes) == 3  # contour, its colour bar, surface
     plt.close(fig)
     coords, ratio = trajectory_pca(torch.randn(8, 20, generator=gen()))
-    fig = trajectory_figure(coords.numpy(), events={"sal/deform": [3, 6]}, explained=ratio.tolist())
+    fig = trajectory_figure(coords.numpy(), events={EVENT_DEFORM: [3, 6]}, explained=ratio.tolist())
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels == ["deform", "final"]
     plt.close(fig)
     hist = pd.DataFrame({"method": ["sal"] * 4 + ["base"] * 4, "seed": 1, "epoch": [1, 2, 3, 4] * 2,
-                         "sharpness/trace": [5.0, 4, 6, 3, 5, 5, 5, 5], "sal/deform": [0, 0, 1, 0] + [0] * 4})
+                         "sharpness/trace": [5.0, 4, 6, 3, 5, 5, 5, 5], EVENT_DEFORM: [0, 0, 1, 0] + [0] * 4})
     fig = sharpness_figure(hist)
     ax = fig.axes[0]
     marked = [c for c in ax.collections if c.get_label() == "deform"][0]

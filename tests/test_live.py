@@ -21,18 +21,15 @@ import yaml
 from sal.ablation import EXIT_AFTER_LOG_ENV, load_ablation, metric_direction, queue_grid, run_ablation
 from sal.config import config_hash
 from sal.engine import MLFLOW_RUNS, StorageRef
+from sal.names import ATTR_KEY, ATTR_REUSED, ATTR_RUN, ATTR_WORKER, TAG_CELL, TAG_CONTEXT, TAG_KEY, TAG_KIND, TAG_STATUS
 from sal.report import load_runs
 from sal.study import run_study
 from sal.study_spec import load_study_spec
 from sal.tracking import LiveRun, client_for, runs_frame
 from sal.train import train
-from tests.conftest import start_until, tiny_spec
-from tests.test_ablation import TINY_BASE
-from tests.test_ablation import _write as write_ablation
-from tests.test_study import _write as write_study
+from tests.helpers import ABLATION_RUNS, TINY_BASE, start_until, tiny_spec, write_ablation, write_study
 
 REPO = Path(__file__).resolve().parents[1]
-SEED_RUNS = "tags.`sal.kind` = 'ablation'"
 
 
 def _sal(mlflow_uri: str, *args: str) -> list[str]:
@@ -45,7 +42,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def test_a_live_run_is_running_with_its_params_and_epochs_while_it_trains(mlflow_uri):
     spec = tiny_spec(train={"epochs": 4, "batch_size": 32})
-    live = LiveRun(mlflow_uri, "live-unit", kind="train", tags={"sal.cell": "x"}, flush_s=0.05)
+    live = LiveRun(mlflow_uri, "live-unit", kind="train", tags={TAG_CELL: "x"}, flush_s=0.05)
     client = client_for(mlflow_uri)
     seen = {}
 
@@ -63,10 +60,10 @@ def test_a_live_run_is_running_with_its_params_and_epochs_while_it_trains(mlflow
         live.finish(result)
     assert seen["status"] == "RUNNING"
     assert seen["params"]["optim.lr"] == str(spec.optim.lr) and seen["tags"]["config_hash"] == config_hash(spec)
-    assert seen["tags"]["sal.cell"] == "x" and seen["tags"]["sal.status"] == "running"
+    assert seen["tags"][TAG_CELL] == "x" and seen["tags"][TAG_STATUS] == "running"
     assert seen["losses"] == [1, 2]  # streamed while the run trained
     run = client.get_run(live.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["sal.status"] == "finished"
+    assert run.info.status == "FINISHED" and run.data.tags[TAG_STATUS] == "finished"
     assert [m.step for m in client.get_metric_history(live.run_id, "val/acc")] == [1, 2, 3, 4]
     assert run.data.metrics["test/acc"] == result.final["test/acc"]
     dataset = run.inputs.dataset_inputs[0].dataset
@@ -84,7 +81,7 @@ def test_a_crash_inside_a_live_run_ends_it_failed_and_a_diverged_one_failed(mlfl
         live.start(spec)
         result = live.finish(train(spec, on_epoch=live.log_epoch))
     run = client_for(mlflow_uri).get_run(result)
-    assert run.info.status == "FAILED" and run.data.tags["sal.status"] == "diverged"
+    assert run.info.status == "FAILED" and run.data.tags[TAG_STATUS] == "diverged"
 
 
 @pytest.mark.store
@@ -96,8 +93,8 @@ def test_an_ablation_nests_its_seeds_under_cell_runs_and_the_report_reads_only_s
     experiment = client.get_experiment_by_name("sal-ablation-nested")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training view
     runs = runs_frame(mlflow_uri, ["sal-ablation-nested"])
-    parents = runs[runs["tags.sal.kind"] == "cell"].set_index("run_id")
-    seeds = runs[runs["tags.sal.kind"] == "ablation"]
+    parents = runs[runs[f"tags.{TAG_KIND}"] == "cell"].set_index("run_id")
+    seeds = runs[runs[f"tags.{TAG_KIND}"] == "ablation"]
     assert len(parents) == 4 and len(seeds) == 8  # 2 cells x 2 contexts, each with 2 seeds
     assert set(parents["status"]) == {"FINISHED"} and set(parents["metrics.seeds/n"]) == {2}
     for _, parent in parents.iterrows():  # the result in the name: the runs table shows no metric by default
@@ -107,16 +104,16 @@ def test_an_ablation_nests_its_seeds_under_cell_runs_and_the_report_reads_only_s
     for _, seed_run in seeds.iterrows():
         parent_id = client.get_run(seed_run["run_id"]).data.tags["mlflow.parentRunId"]
         parent = parents.loc[parent_id]
-        assert (parent["tags.sal.cell"], parent["tags.sal.context"]) == (seed_run["tags.sal.cell"],
-                                                                         seed_run["tags.sal.context"])
+        assert (parent[f"tags.{TAG_CELL}"], parent[f"tags.{TAG_CONTEXT}"]) == (seed_run[f"tags.{TAG_CELL}"],
+                                                                               seed_run[f"tags.{TAG_CONTEXT}"])
     for cell_id, parent in parents.iterrows():
         mine = seeds[seeds["run_id"].map(lambda r: client.get_run(r).data.tags["mlflow.parentRunId"]) == cell_id]
         assert parent["metrics.seeds/mean_val_acc"] == pytest.approx(mine["metrics.val/acc"].mean())
     assert sorted(load_runs(mlflow_uri, "nested")["run_id"]) == sorted(seeds["run_id"])
-    assert set(seeds["tags.sal.key"]) == {i.key for i in items}
+    assert set(seeds[f"tags.{TAG_KEY}"]) == {i.key for i in items}
     study = optuna.load_study(study_name="nested", storage=ref.open())
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # values are accuracies
-    assert all(t.user_attrs[MLFLOW_RUNS] == [t.user_attrs["sal.mlflow_run"]] for t in study.trials)
+    assert all(t.user_attrs[MLFLOW_RUNS] == [t.user_attrs[ATTR_RUN]] for t in study.trials)
 
 
 def test_queue_directions_follow_the_metric_and_an_old_minimize_queue_still_opens(tmp_path, caplog):
@@ -135,8 +132,8 @@ def test_a_study_nests_each_trials_seeds_under_a_trial_run(tmp_path, mlflow_uri)
     spec = load_study_spec(write_study(tmp_path, "nest", n_trials=2))
     run_study(spec, ref=StorageRef(str(tmp_path / "s.journal")), uri=mlflow_uri)
     runs = runs_frame(mlflow_uri, ["sal-study-nest"])
-    trials = runs[runs["tags.sal.kind"] == "trial"]
-    seeds = runs[runs["tags.sal.kind"] == "study"]
+    trials = runs[runs[f"tags.{TAG_KIND}"] == "trial"]
+    seeds = runs[runs[f"tags.{TAG_KIND}"] == "study"]
     assert len(trials) == 2 and len(seeds) == 4 and set(trials["status"]) == {"FINISHED"}
     client = client_for(mlflow_uri)
     for _, t in trials.iterrows():
@@ -170,7 +167,7 @@ def test_a_killed_workers_run_shows_live_and_is_ended_killed_when_the_sweep_resu
     live_run, deadline = None, time.time() + 300  # generous: a loaded machine starts workers slowly
     while live_run is None and time.time() < deadline:
         time.sleep(0.5)
-        runs = runs_frame(mlflow_uri, ["sal-ablation-livekill"], SEED_RUNS) if client.get_experiment_by_name(
+        runs = runs_frame(mlflow_uri, ["sal-ablation-livekill"], ABLATION_RUNS) if client.get_experiment_by_name(
             "sal-ablation-livekill") else []
         for run_id in (runs["run_id"] if len(runs) else []):
             run = client.get_run(run_id)
@@ -180,14 +177,14 @@ def test_a_killed_workers_run_shows_live_and_is_ended_killed_when_the_sweep_resu
     proc.wait()
     assert live_run is not None, "no RUNNING run with streamed epochs while the sweep trained:\n" + \
         log_file.read_text()[-3000:]
-    assert live_run.data.params["train.epochs"] == "30" and live_run.data.tags["sal.cell"] in ("adam", "sal")
+    assert live_run.data.params["train.epochs"] == "30" and live_run.data.tags[TAG_CELL] in ("adam", "sal")
     assert client.get_run(live_run.info.run_id).info.status == "RUNNING"  # the kill left a trace
     assert subprocess.run(cmd, capture_output=True, env=_env(), timeout=400).returncode == 0
     killed = client.get_run(live_run.info.run_id)
-    assert killed.info.status == "KILLED" and killed.data.tags["sal.status"] == "killed"
-    runs = runs_frame(mlflow_uri, ["sal-ablation-livekill"], SEED_RUNS)
+    assert killed.info.status == "KILLED" and killed.data.tags[TAG_STATUS] == "killed"
+    runs = runs_frame(mlflow_uri, ["sal-ablation-livekill"], ABLATION_RUNS)
     finished = runs[runs["status"] == "FINISHED"]
-    assert len(finished) == 4 and len(set(zip(finished["tags.sal.cell"], finished["tags.seed"]))) == 4
+    assert len(finished) == 4 and len(set(zip(finished[f"tags.{TAG_CELL}"], finished["tags.seed"]))) == 4
 
 
 @pytest.mark.slow
@@ -198,19 +195,19 @@ def test_a_worker_killed_between_mlflow_and_optuna_leaves_one_finished_run_per_s
                "--set", "train.pack=off")
     first = subprocess.run(cmd, capture_output=True, text=True, env=_env(**{EXIT_AFTER_LOG_ENV: "1"}), timeout=300)
     assert first.returncode == 3, first.stderr  # died after logging its first run, before closing the trial
-    runs = runs_frame(mlflow_uri, ["sal-ablation-once"], SEED_RUNS)
+    runs = runs_frame(mlflow_uri, ["sal-ablation-once"], ABLATION_RUNS)
     assert list(runs["status"]) == ["FINISHED"]
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    runs = runs_frame(mlflow_uri, ["sal-ablation-once"], SEED_RUNS)
+    runs = runs_frame(mlflow_uri, ["sal-ablation-once"], ABLATION_RUNS)
     finished = runs[runs["status"] == "FINISHED"]
     assert len(runs) == 4 and len(finished) == 4
-    assert len(set(zip(finished["tags.sal.cell"], finished["tags.seed"]))) == 4
+    assert len(set(zip(finished[f"tags.{TAG_CELL}"], finished["tags.seed"]))) == 4
     trials = optuna.load_study(study_name="once", storage=StorageRef(str(journal)).open()).trials
-    reused = [t for t in trials if t.user_attrs.get("sal.reused")]
+    reused = [t for t in trials if t.user_attrs.get(ATTR_REUSED)]
     assert len(reused) == 1 and reused[0].state.name == "COMPLETE"
-    first_run = runs[runs["tags.sal.key"] == reused[0].user_attrs["sal.key"]].iloc[0]
-    assert reused[0].user_attrs["sal.mlflow_run"] == first_run["run_id"]
+    first_run = runs[runs[f"tags.{TAG_KEY}"] == reused[0].user_attrs[ATTR_KEY]].iloc[0]
+    assert reused[0].user_attrs[ATTR_RUN] == first_run["run_id"]
     assert reused[0].value == pytest.approx(first_run["metrics.val/acc"])
 
 
@@ -234,8 +231,8 @@ def test_workers_stop_when_their_launcher_is_killed(tmp_path, mlflow_uri):
         while len(workers) < 2 and time.time() < deadline:
             time.sleep(0.3)
             trials = optuna.load_study(study_name="orphans", storage=StorageRef(str(journal)).open()).trials
-            workers = {int(t.user_attrs["sal.worker"].rpartition(":")[2]) for t in trials
-                       if t.state.name == "RUNNING" and "sal.worker" in t.user_attrs}
+            workers = {int(t.user_attrs[ATTR_WORKER].rpartition(":")[2]) for t in trials
+                       if t.state.name == "RUNNING" and ATTR_WORKER in t.user_attrs}
         assert len(workers) == 2 and proc.pid not in workers
         os.kill(proc.pid, signal.SIGKILL)  # the launcher only, not its process group
         proc.wait()

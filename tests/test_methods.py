@@ -11,8 +11,9 @@ from torch import nn
 
 from sal.config import METHOD_NAMES, validate_run
 from sal.methods import MethodContext, build_method
+from sal.names import EVENT_DEFORM, EVENT_NOISE
 from sal.train import train
-from tests.conftest import tiny_spec
+from tests.helpers import tiny_spec
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -140,13 +141,13 @@ def test_lbfgs_uses_the_full_batch_and_converges_fast():
 def test_random_trigger_fires_exactly_count_times_after_the_warmup():
     r = train(tiny_spec(method={"name": "random_trigger", "warmup": 3, "trigger_count": 4, "recovery": False},
                         train={"epochs": 12}))
-    fired = [row["epoch"] for row in r.history if row["sal/deform"]]
+    fired = [row["epoch"] for row in r.history if row[EVENT_DEFORM]]
     assert len(fired) == 4 and min(fired) > 3
-    assert all(r.history[e - 1]["sal/noise"] for e in fired)
+    assert all(r.history[e - 1][EVENT_NOISE] for e in fired)
 
 
 def test_random_trigger_fires_with_its_probability():
     r = train(tiny_spec(method={"name": "random_trigger", "warmup": 0, "trigger_prob": 0.5, "recovery": False},
                         train={"epochs": 40}))
-    fired = sum(row["sal/deform"] for row in r.history)
+    fired = sum(row[EVENT_DEFORM] for row in r.history)
     assert 10 <= fired <= 30  # Binomial(40, 0.5): outside this range with probability < 0.2%

@@ -121,8 +121,7 @@ def test_the_paper_preset_trains_the_whole_split_and_learns(one_thread):
 def test_mnist1d_models_pack_exactly(name, one_thread):
     """Packed seeds (the CNN on the grouped forward, the residual MLP on vmap) equal seeds trained alone."""
     from sal.packed import PackedRun
-    from tests.conftest import tiny_spec
-    from tests.test_packed import _alone, _assert_same_history
+    from tests.helpers import assert_same_history, tiny_spec, train_alone
 
     train = {"epochs": 3, "batch_size": 100, "sharpness_samples": 0, "infer_batches": 1}
     specs = [tiny_spec(data=MNIST1D, model={"name": name}, optim={"lr": 0.01}, train=train, seed=s) for s in (2, 5)]
@@ -131,14 +130,13 @@ def test_mnist1d_models_pack_exactly(name, one_thread):
     while not packed.done:
         packed.step()
     for packed_result, spec in zip(packed.finish(), specs):
-        _assert_same_history(packed_result, _alone(spec)[0])
+        assert_same_history(packed_result, train_alone(spec)[0])
 
 
 def test_mnist1d_cnn_resumes_bit_for_bit_and_has_its_own_identity(tmp_path, one_thread):
     from sal.config import config_hash
     from sal.train import TrainingRun
-    from tests.conftest import tiny_spec
-    from tests.test_checkpoints import _assert_same, _state_at_end
+    from tests.helpers import assert_same, state_at_end, tiny_spec
 
     spec = tiny_spec(data=MNIST1D, model={"name": "mnist1d_cnn"}, train={"epochs": 4, "checkpoint_every": 2})
     killed = TrainingRun(spec, checkpoint_dir=tmp_path)
@@ -147,6 +145,6 @@ def test_mnist1d_cnn_resumes_bit_for_bit_and_has_its_own_identity(tmp_path, one_
     del killed
     resumed = TrainingRun(spec, checkpoint_dir=tmp_path)
     assert resumed.resumed_from == 2
-    _assert_same(_state_at_end(resumed), _state_at_end(TrainingRun(spec)))
+    assert_same(state_at_end(resumed), state_at_end(TrainingRun(spec)))
     other = tiny_spec(data=MNIST1D, model={"name": "mnist1d_mlp"}, train={"epochs": 4, "checkpoint_every": 2})
     assert config_hash(other) != config_hash(spec)

@@ -14,8 +14,9 @@ from torch import nn
 
 from sal.config import SpecError, validate_run
 from sal.methods import EpochStats, MethodContext, build_method
+from sal.names import EVENT_DEFORM
 from sal.train import train
-from tests.conftest import tiny_spec
+from tests.helpers import STUDY_RUNS, tiny_spec
 
 OPTIMIZERS = {"adamw": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.05},
               "sgd_nesterov": {"name": "sgd", "lr": 0.05, "nesterov": True},
@@ -119,7 +120,7 @@ def test_sal_deformation_shrinks_on_top_of_adamw_decoupled_decay():
         m.train_step(x, y)
     moments = [s["exp_avg_sq"].clone() for s in m.optimizer.state.values()]
     events = m.end_epoch(EpochStats(1, 1.0, 0.5, 1.0, 0.5))
-    assert events["sal/deform"] == 1.0
+    assert events[EVENT_DEFORM] == 1.0
     decay = (1 - lr * wd) ** steps
     params = list(model.parameters())
     for p, p0 in zip(params[:2], w0[:2]):  # first layer: not deformed (the last 3 are)
@@ -164,7 +165,7 @@ def test_adamw_and_every_schedule_in_a_study(tmp_path, mlflow_uri):
     assert [t.state.name for t in trials] == ["COMPLETE"] * 10
     assert {(t.params["optim.name"], t.params["optim.schedule"]) for t in trials} == \
         {(n, s) for n in ("adamw", "adam") for s in schedules}
-    runs = runs_frame(mlflow_uri, ["sal-study-optims"], "tags.`sal.kind` = 'study'")
+    runs = runs_frame(mlflow_uri, ["sal-study-optims"], STUDY_RUNS)
     assert len(runs) == 10
     last_lr = {(r["params.optim.name"], r["params.optim.schedule"]): r["metrics.optim/lr"] for _, r in runs.iterrows()}
     for name in ("adamw", "adam"):  # epoch 3's lr, by hand

@@ -13,9 +13,10 @@ import yaml
 from sal.ablation import load_ablation, queue_grid
 from sal.cli import main
 from sal.engine import StorageRef
+from sal.names import ATTR_KEY
 from sal.tracking import runs_frame
 from sal.workqueue import Queue
-from tests.test_ablation import TINY_BASE
+from tests.helpers import ABLATION_RUNS, TINY_BASE
 
 
 def test_a_sweep_with_failed_runs_exits_1_and_says_why(tmp_path, mlflow_uri, capsys):
@@ -54,7 +55,7 @@ def test_duplicates_and_given_back_trials_are_named_not_counted_as_failures(tmp_
     assert ("trials: 2 complete, 2 duplicate (closed: an older trial holds the cell), "
             "1 given back (interrupted), queued again") in out
     assert "fail 3" not in out
-    seeds = runs_frame(mlflow_uri, ["sal-ablation-twice"], "tags.`sal.kind` = 'ablation'")
+    seeds = runs_frame(mlflow_uri, ["sal-ablation-twice"], ABLATION_RUNS)
     assert len(seeds) == 2  # each seed trained once
 
 
@@ -103,7 +104,7 @@ def test_worker_died_and_heartbeat_lost_are_named(tmp_path):
     queue = Queue(ref, "deaths")
     study, storage = queue.study, queue.storage
     for key in ("a", "b", "c"):
-        study.enqueue_trial({}, user_attrs={"sal.key": key})
+        study.enqueue_trial({}, user_attrs={ATTR_KEY: key})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no longer runs on this host
     [(tid, _)] = queue.claim().trials

@@ -13,7 +13,8 @@ import yaml
 from sal.ablation import load_ablation, run_ablation
 from sal.cli import main
 from sal.engine import StorageRef
-from tests.test_ablation import TINY_BASE
+from sal.names import ATTR_STUDY_BASE
+from tests.helpers import TINY_BASE
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def test_an_unwritable_out_is_refused(tiny_ablation, mlflow_uri, capsys):
 def _study_with_one_trial(journal, name="bestof"):
     storage = StorageRef(str(journal)).open()
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr("sal.base", {"data": {"name": "digits"}, "method": {"name": "sal"}})
+    study.set_user_attr(ATTR_STUDY_BASE, {"data": {"name": "digits"}, "method": {"name": "sal"}})
     study.add_trial(optuna.trial.create_trial(
         params={"method.rho": 0.002}, distributions={"method.rho": optuna.distributions.FloatDistribution(1e-4, 1e-2)},
         value=0.9))

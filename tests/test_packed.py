@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from sal.config import SpecError, config_hash
+from sal.names import EVENT_DEFORM, EVENT_NOISE, EVENTS, TAG_CELL
 from sal.packed import PackedRun
 from sal.seeds import SeedRuns, should_pack, start_seeds, train_seeds
-from sal.train import TrainingRun
-from tests.conftest import tiny_spec
+from tests.helpers import ABLATION_RUNS, STUDY_RUNS, assert_same_history, tiny_spec, train_alone
 
 # Knobs that make SAL act within a few epochs: stress never counts progress (eps_loss huge), so it
 # crosses s_noise after one epoch and yields after two, and a deformation is reverted after one.
@@ -36,41 +36,9 @@ MODELS = {
 _FAST = {"epochs": 5, "batch_size": 32, "sharpness_samples": 0, "infer_batches": 1}
 
 
-def _alone(spec):
-    """The unpacked run and its final evaluated weights (SWA: the average)."""
-    run = TrainingRun(spec)
-    while not run.done:
-        run.step()
-    result = run.finish()
-    model = run.method.eval_model()
-    model = getattr(model, "module", model)  # SWA's AveragedModel wraps the averaged network
-    return result, {**dict(model.named_parameters()), **dict(model.named_buffers())}
-
-
 def _packed_weights(packed: PackedRun, s: int) -> dict[str, torch.Tensor]:
     params, buffers = packed.eval_weights()
     return {**{k: v[s] for k, v in params.items()}, **{k: v[s] for k, v in buffers.items()}}
-
-
-def _assert_same_history(packed_result, alone_result):
-    assert packed_result.status == alone_result.status
-    assert len(packed_result.history) == len(alone_result.history)
-    for p_row, a_row in zip(packed_result.history, alone_result.history):
-        assert set(p_row) == set(a_row)
-        for key, a in a_row.items():
-            if key.startswith("time/"):
-                continue
-            if key.endswith("acc") or key in ("epoch", "sal/noise", "sal/deform", "sal/revert"):
-                assert p_row[key] == a, (key, p_row["epoch"], p_row[key], a)
-            else:
-                assert p_row[key] == pytest.approx(a, rel=1e-5, abs=1e-6), (key, p_row["epoch"])
-    for key in ("test/acc", "test/top5"):
-        assert packed_result.final[key] == alone_result.final[key]
-    assert packed_result.final["test/loss"] == pytest.approx(alone_result.final["test/loss"], rel=1e-5)
-    for key in ("sharpness/grad_norm",):  # computed packed: equal up to round-off
-        assert (key in packed_result.final) == (key in alone_result.final)
-        if key in alone_result.final:
-            assert packed_result.final[key] == pytest.approx(alone_result.final[key], rel=1e-4)
 
 
 # A fast representative subset runs by default; the whole matrix is marked slow (seconds each on 2 cores).
@@ -79,7 +47,13 @@ CASES = [pytest.param(m, d, marks=() if (m, d) in _FAST_CASES else pytest.mark.s
 
 
 @pytest.mark.parametrize("method,model", CASES)
-def test_packed_seed_equals_seed_alone(method, model, grouped=None):
+def test_packed_seed_equals_seed_alone(method, model):
+    _check_packed_equals_alone(method, model)
+
+
+def _check_packed_equals_alone(method, model, grouped=None):
+    """Each seed of a pack (``grouped``: the packed forward; None: the default) has the history and final
+    weights of the seed trained alone, and SAL acted (else the check would be void)."""
     specs = [tiny_spec(method=METHODS[method], model=MODELS[model], train=_FAST, seed=seed) for seed in (3, 7)]
     packed = PackedRun(specs, grouped=grouped)
     assert (packed.grouped is not None) == (grouped is not False)  # sal's models all have grouped layers
@@ -87,8 +61,8 @@ def test_packed_seed_equals_seed_alone(method, model, grouped=None):
         packed.step()
     results = packed.finish()
     for s, spec in enumerate(specs):
-        alone, weights = _alone(spec)
-        _assert_same_history(results[s], alone)
+        alone, weights = train_alone(spec)
+        assert_same_history(results[s], alone)
         packed_weights = _packed_weights(packed, s)
         assert set(packed_weights) == set(weights)
         for name, w in weights.items():
@@ -96,18 +70,18 @@ def test_packed_seed_equals_seed_alone(method, model, grouped=None):
                                        msg=f"{method}/{model} seed {spec.seed}: {name}")
     if method.startswith("sal") or method == "random_trigger":
         # The test would be void if SAL never acted: its knobs make it add noise, deform and revert.
-        events = {k for r in results for row in r.history for k in ("sal/noise", "sal/deform", "sal/revert")
+        events = {k for r in results for row in r.history for k in EVENTS
                   if row.get(k)}
-        assert events >= {"sal/noise"} if method == "sal_noise_only" else events >= {"sal/deform"}
+        assert events >= {EVENT_NOISE} if method == "sal_noise_only" else events >= {EVENT_DEFORM}
         if method == "sal":
-            assert events == {"sal/noise", "sal/deform", "sal/revert"}
+            assert events == set(EVENTS)
 
 
 @pytest.mark.parametrize("method", ["sal", pytest.param("sam", marks=pytest.mark.slow),
                                     pytest.param("swa", marks=pytest.mark.slow)])
 def test_the_vmap_forward_is_exact_too(method):
     """Models with layers the grouped forward lacks train under vmap: the same exactness holds."""
-    test_packed_seed_equals_seed_alone(method, "cnn_bn_dropout", grouped=False)
+    _check_packed_equals_alone(method, "cnn_bn_dropout", grouped=False)
 
 
 def test_seeds_differ_within_a_pack():
@@ -134,8 +108,8 @@ def test_a_diverged_seed_stops_alone():
     results = packed.finish()
     assert results[0].status == "diverged" and len(results[0].history) == 2
     assert "test/acc" not in results[0].final
-    alone, _ = _alone(specs[1])
-    _assert_same_history(results[1], alone)
+    alone, _ = train_alone(specs[1])
+    assert_same_history(results[1], alone)
 
 
 def test_train_seeds_and_pack_modes():
@@ -196,7 +170,7 @@ def test_a_packed_study_gives_the_unpacked_trials_and_one_run_per_seed(tmp_path,
     assert [t.value for t in on] == [t.value for t in off]
     assert [t.intermediate_values for t in on] == [t.intermediate_values for t in off]  # what the pruner saw
     assert all(t.intermediate_values for t in on)
-    runs = runs_frame(mlflow_uri, ["sal-study-pack-on"], "tags.`sal.kind` = 'study'")
+    runs = runs_frame(mlflow_uri, ["sal-study-pack-on"], STUDY_RUNS)
     assert len(runs) == 6 and sorted(runs["tags.seed"]) == ["1", "1", "2", "2", "3", "3"]
 
 
@@ -219,7 +193,7 @@ def test_an_ablation_cell_trains_its_seeds_packed_with_the_unpacked_values(tmp_p
         spec, items = load_ablation(path)
         out = run_ablation(spec, items, ref=StorageRef(str(tmp_path / f"abl-{pack}.journal")), uri=mlflow_uri)
         assert out["states"] == {"COMPLETE": 6}
-        runs = runs_frame(mlflow_uri, [f"sal-ablation-abl-{pack}"], "tags.`sal.kind` = 'ablation'")
+        runs = runs_frame(mlflow_uri, [f"sal-ablation-abl-{pack}"], ABLATION_RUNS)
         assert len(runs) == 6  # one MLflow run per (cell, seed)
-        values[pack] = sorted(zip(runs["tags.sal.cell"], runs["tags.seed"], runs["metrics.val/acc"]))
+        values[pack] = sorted(zip(runs[f"tags.{TAG_CELL}"], runs["tags.seed"], runs["metrics.val/acc"]))
     assert values["on"] == values["off"]

@@ -18,8 +18,10 @@ import sal
 from sal.cli import main
 from sal.config import SpecError, flatten, nest, validate_run
 from sal.data import load_data
+from sal.names import TAG_CELL
 from sal.plugins import check_plugins
 from sal.tracking import runs_frame
+from tests.helpers import ABLATION_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -232,10 +234,10 @@ def test_the_example_ablation_runs_from_its_folder_with_spawned_workers(tmp_path
     proc = subprocess.run(cmd, cwd=EXAMPLES, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "trials: 8 complete" in proc.stdout
-    runs = runs_frame(uri, ["sal-ablation-spirals"], "tags.`sal.kind` = 'ablation'")
+    runs = runs_frame(uri, ["sal-ablation-spirals"], ABLATION_RUNS)
     assert len(runs) == 8  # 4 cells x 2 seeds
     assert set(runs["status"]) == {"FINISHED"}
-    assert set(runs["tags.sal.cell"]) == {"adamw", "sal", "sam", "swa"}
+    assert set(runs[f"tags.{TAG_CELL}"]) == {"adamw", "sal", "sam", "swa"}
     assert set(runs["tags.model"]) == {"mypkg.models:build"} and set(runs["tags.dataset"]) == {"spirals"}
     assert set(runs["params.model.args.hidden"]) == {"32"} and set(runs["params.optim.name"]) == {"adamw"}
     assert (runs["metrics.test/acc"] > 0.7).all()  # 3 spiral arms: chance is 1/3
@@ -260,7 +262,7 @@ def test_api_ablation_study_and_report_on_a_plugin(tmp_path, plugin, mlflow_uri)
                                                                                       "model.args.hidden": 12}}}))
     out = sal.run_ablation(abl, storage=str(tmp_path / "a.journal"), tracking_uri=mlflow_uri)
     assert out["states"] == {"COMPLETE": 4}
-    runs = runs_frame(mlflow_uri, [f"sal-ablation-api-{model}"], "tags.`sal.kind` = 'ablation'")
+    runs = runs_frame(mlflow_uri, [f"sal-ablation-api-{model}"], ABLATION_RUNS)
     assert sorted(runs["params.model.args.hidden"]) == ["12", "12", "6", "6"]
     folder, summary = sal.build_report(f"api-{model}", out=tmp_path / "report", tracking_uri=mlflow_uri,
                                        draw_figures=False)

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from sal.cli import main
-from tests.test_ablation import TINY_BASE
+from sal.names import METRIC_STRESS
+from tests.helpers import TINY_BASE
 
 
 def _closed_port() -> int:
@@ -113,7 +114,7 @@ def test_an_unknown_objective_metric_is_refused_before_any_trial_trains(tmp_path
 def test_known_metrics_pass_including_method_and_analysis_ones():
     from sal.metricnames import unknown_metric
 
-    for name in ("val/acc", "val/loss", "train/loss", "test/acc", "time/epoch_s", "sal/stress", "sal/n_noise",
+    for name in ("val/acc", "val/loss", "train/loss", "test/acc", "time/epoch_s", METRIC_STRESS, "sal/n_noise",
                  "sharpness/trace", "time/sharpness_trace_s", "mem/peak_mb"):
         assert unknown_metric(name) is None, name
     assert "val/acc" in unknown_metric("val/accc")

@@ -10,9 +10,10 @@ import yaml
 
 from sal.cli import main
 from sal.engine import StorageRef
+from sal.names import ATTR_PER_SEED, TAG_COMPARE, TAG_KIND, TAG_STAGE
 from sal.protocol import load_compare, looks_of, tuning_spec
 from sal.tracking import client_for, runs_frame
-from tests.test_ablation import TINY_BASE
+from tests.helpers import ABLATION_RUNS, STUDY_RUNS, TINY_BASE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,24 +39,24 @@ def test_compare_tunes_every_method_with_one_budget_and_evaluates_on_fresh_seeds
     budgets = {}
     for cell in ("adam", "sal"):
         trials = optuna.load_study(study_name=f"fair.{cell}", storage=storage).trials
-        budgets[cell] = (len(trials), {len(t.user_attrs["sal.per_seed.val/acc"]) for t in trials})
+        budgets[cell] = (len(trials), {len(t.user_attrs[f"{ATTR_PER_SEED}.val/acc"]) for t in trials})
     assert budgets == {"adam": (3, {2}), "sal": (3, {2})}  # the same budget, read back from Optuna
     tuned = optuna.load_study(study_name="fair.adam", storage=storage).trials[0].params
     assert set(tuned) == {"optim.lr"}  # the baseline is tuned too
-    tune_runs = runs_frame(mlflow_uri, ["sal-study-fair.adam", "sal-study-fair.sal"], "tags.`sal.kind` = 'study'")
-    eval_runs = runs_frame(mlflow_uri, ["sal-ablation-fair"], "tags.`sal.kind` = 'ablation'")
+    tune_runs = runs_frame(mlflow_uri, ["sal-study-fair.adam", "sal-study-fair.sal"], STUDY_RUNS)
+    eval_runs = runs_frame(mlflow_uri, ["sal-ablation-fair"], ABLATION_RUNS)
     assert set(tune_runs["tags.seed"].astype(int)) == {1, 2}
     eval_seeds = set(eval_runs["tags.seed"].astype(int))
     assert eval_seeds <= set(range(101, 106)) and len(eval_seeds) >= 3 and not eval_seeds & {1, 2}
-    assert set(tune_runs["tags.sal.stage"]) == {"tune"} and set(eval_runs["tags.sal.stage"]) == {"evaluate"}
-    assert set(tune_runs["tags.sal.compare"]) == set(eval_runs["tags.sal.compare"]) == {"fair"}
+    assert set(tune_runs[f"tags.{TAG_STAGE}"]) == {"tune"} and set(eval_runs[f"tags.{TAG_STAGE}"]) == {"evaluate"}
+    assert set(tune_runs[f"tags.{TAG_COMPARE}"]) == set(eval_runs[f"tags.{TAG_COMPARE}"]) == {"fair"}
     # MLflow: one parent run per compare stage in each experiment, holding the trial and cell parents
     for experiment, stage, kind in (("sal-study-fair.adam", "tune", "trial"),
                                     ("sal-ablation-fair", "evaluate", "cell")):
         runs = runs_frame(mlflow_uri, [experiment])
-        top = runs[runs["tags.sal.kind"] == "compare"]
-        assert len(top) == 1 and top.iloc[0]["tags.sal.stage"] == stage and top.iloc[0]["status"] == "FINISHED"
-        groups = runs[runs["tags.sal.kind"] == kind]
+        top = runs[runs[f"tags.{TAG_KIND}"] == "compare"]
+        assert len(top) == 1 and top.iloc[0][f"tags.{TAG_STAGE}"] == stage and top.iloc[0]["status"] == "FINISHED"
+        groups = runs[runs[f"tags.{TAG_KIND}"] == kind]
         parents = {client_for(mlflow_uri).get_run(r).data.tags.get("mlflow.parentRunId") for r in groups["run_id"]}
         assert len(groups) and parents == {top.iloc[0]["run_id"]}
     out = capsys.readouterr().out
@@ -65,7 +66,7 @@ def test_compare_tunes_every_method_with_one_budget_and_evaluates_on_fresh_seeds
     assert "they share 0 seeds" in md and "Sequential looks" in md
     # resumable and idempotent: a second run trains nothing new
     assert main(args) == 0
-    assert len(runs_frame(mlflow_uri, ["sal-ablation-fair"], "tags.`sal.kind` = 'ablation'")) == len(eval_runs)
+    assert len(runs_frame(mlflow_uri, ["sal-ablation-fair"], ABLATION_RUNS)) == len(eval_runs)
 
 
 def test_overlapping_seeds_and_other_bad_specs_exit_2(tmp_path, capsys):

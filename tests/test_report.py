@@ -15,6 +15,7 @@ from sal.ablation import load_ablation, run_ablation
 from sal.analysis import legacy_plan
 from sal.cli import main
 from sal.engine import StorageRef
+from sal.names import TAG_CELL, TAG_KIND
 from sal.report import paper_numbers
 from sal.stats import adjust
 from sal.summary import SUMMARY_COLUMNS, ReportOptions, summarize
@@ -50,7 +51,7 @@ def _report(mlflow_uri, out, *extra):
 def test_report_writes_every_output_with_the_contract_columns(ablation, mlflow_uri, capsys):
     out = ablation / "report"
     assert _report(mlflow_uri, out, "--metric", "test/acc", "--metric", "test/loss", "--filter",
-                   "tags.`sal.cell` != 'blowup'") == 0
+                   f"tags.`{TAG_CELL}` != 'blowup'") == 0
     assert {p.name for p in out.iterdir()} == {"summary.csv", "report.md", "report.html", "table.tex", "figures",
                                                ".sal-report"}  # the marker lists the files sal wrote
     summary = pd.read_csv(out / "summary.csv", keep_default_na=False, na_values=[""])
@@ -76,7 +77,7 @@ def test_report_writes_every_output_with_the_contract_columns(ablation, mlflow_u
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(figures)
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
-    reports = runs_frame(mlflow_uri, ["sal-ablation-rep"], "tags.`sal.kind` = 'report'")
+    reports = runs_frame(mlflow_uri, ["sal-ablation-rep"], f"tags.`{TAG_KIND}` = 'report'")
     assert len(reports) >= 1
     printed = capsys.readouterr().out
     assert re.search(r"sal vs adam\s+delta [+-]\d\.\d{4}", printed)
@@ -97,7 +98,8 @@ def test_diverged_seeds_count_against_the_method_with_the_worst_score(ablation, 
 def test_unknown_ablation_and_missing_baseline_exit_2(ablation, mlflow_uri, capsys):
     assert main(["--tracking-uri", mlflow_uri, "report", "nope", "--out", str(ablation / "r3")]) == 2
     assert "no runs of ablation 'nope'" in capsys.readouterr().err
-    assert _report(mlflow_uri, ablation / "r4", "--baseline", "adamw", "--filter", "tags.`sal.cell` != 'blowup'") == 2
+    assert _report(mlflow_uri, ablation / "r4", "--baseline", "adamw", "--filter",
+                   f"tags.`{TAG_CELL}` != 'blowup'") == 2
     assert "--baseline='adamw' has no runs" in capsys.readouterr().err
     assert not (ablation / "r3").exists() and not (ablation / "r4").exists()
 
@@ -107,7 +109,7 @@ def test_unknown_ablation_and_missing_baseline_exit_2(ablation, mlflow_uri, caps
 @pytest.mark.slow
 def test_report_html_renders_with_every_figure_in_chromium(ablation, mlflow_uri):
     out = ablation / "report_html"
-    assert _report(mlflow_uri, out, "--filter", "tags.`sal.cell` != 'blowup'") == 0
+    assert _report(mlflow_uri, out, "--filter", f"tags.`{TAG_CELL}` != 'blowup'") == 0
     dom = subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from sal.cli import main
+from sal.names import ATTR_TRACKING_URI, TAG_CELL, TAG_KIND
 from sal.tracking import client_for, runs_frame
-from tests.test_ablation import TINY_BASE
+from tests.helpers import TINY_BASE
 
 
 @pytest.fixture()
@@ -39,14 +40,14 @@ def test_a_queue_refuses_another_mlflow_store_unless_told(tmp_path, spec_file, c
     assert first in err and second in err and "--new-tracking-store" in err
     assert not (tmp_path / "second.db").exists()
     attrs = optuna.load_study(study_name="rs", storage=StorageRef(journal).open()).user_attrs
-    assert attrs["sal.tracking_uri"] == first
+    assert attrs[ATTR_TRACKING_URI] == first
     # told to: the grid trains into the new store, which the queue then records
     assert main(["--tracking-uri", second, "ablate", str(spec_file), "--storage", journal,
                  "--new-tracking-store"]) == 0
     frame = runs_frame(second, ["sal-ablation-rs"])
-    assert sorted(frame[frame["tags.sal.kind"] == "ablation"]["tags.sal.cell"]) == ["a", "b"]
+    assert sorted(frame[frame[f"tags.{TAG_KIND}"] == "ablation"][f"tags.{TAG_CELL}"]) == ["a", "b"]
     attrs = optuna.load_study(study_name="rs", storage=StorageRef(journal).open()).user_attrs
-    assert attrs["sal.tracking_uri"] == second
+    assert attrs[ATTR_TRACKING_URI] == second
 
 
 @pytest.mark.store

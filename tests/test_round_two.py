@@ -16,6 +16,7 @@ from scipy import stats as sps
 
 from sal import scoring, stats
 from sal.cli import main
+from sal.names import TAG_ABLATION, TAG_BASELINE, TAG_CELL, TAG_CONTEXT, TAG_KIND, TAG_PLAN_HASH, TAG_STATUS
 from sal.tracking import client_for, ensure_experiment
 
 # 10 seeds where sal beats adam with a paired t p of 0.0302 (and noise ties adam on every seed)
@@ -37,9 +38,9 @@ def _log(uri: str, ablation: str, scores: dict[str, list], *, metric: str = "tes
             run = client.create_run(exp)
             state = "diverged" if value is None else status
             method = (methods or {}).get(cell, cell)
-            tags = {"sal.kind": "ablation", "sal.ablation": ablation, "sal.cell": cell, "sal.baseline": "adam",
+            tags = {TAG_KIND: "ablation", TAG_ABLATION: ablation, TAG_CELL: cell, TAG_BASELINE: "adam",
                     "method": method, "dataset": dataset, "seed": str(seed), "config_hash": f"hash-{cell}",
-                    "sal.status": state, **(extra_tags or {})}
+                    TAG_STATUS: state, **(extra_tags or {})}
             metrics = [Metric("test/n_samples", 1000, 0, 1)] + ([] if value is None else [Metric(metric, value, 0, 1)])
             p = [Param("method.name", method), Param("optim.name", "adam")]
             p += [Param(k, v) for k, v in (params or {}).items()]
@@ -245,9 +246,9 @@ def _queue_and_log(tmp_path, uri, path, scores, *, seeds=None):
         exp = ensure_experiment(uri, f"sal-ablation-{spec.name}")
         for seed, value in values.items():
             run = client.create_run(exp)
-            tags = {"sal.kind": "ablation", "sal.ablation": spec.name, "sal.cell": cell, "sal.context": "",
-                    "sal.baseline": "adam", "method": cell, "dataset": "digits", "seed": str(seed),
-                    "config_hash": hashes[cell], "sal.status": "finished", "sal.plan_hash": plan_hash}
+            tags = {TAG_KIND: "ablation", TAG_ABLATION: spec.name, TAG_CELL: cell, TAG_CONTEXT: "",
+                    TAG_BASELINE: "adam", "method": cell, "dataset": "digits", "seed": str(seed),
+                    "config_hash": hashes[cell], TAG_STATUS: "finished", TAG_PLAN_HASH: plan_hash}
             client.log_batch(run.info.run_id, metrics=[Metric("test/acc", value, 0, 1)],
                              tags=[RunTag(k, v) for k, v in tags.items()])
             client.set_terminated(run.info.run_id, "FINISHED")

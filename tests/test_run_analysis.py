@@ -11,9 +11,10 @@ import torch
 from sal.config import SpecError, validate_run
 from sal.data import load_data
 from sal.models import build_model
+from sal.names import EVENT_DEFORM
 from sal.tracking import TRAJECTORY_ARTIFACT, WEIGHTS_ARTIFACT, log_result, run_tensors
 from sal.train import _evaluate, train
-from tests.conftest import tiny_spec
+from tests.helpers import tiny_spec
 
 MEASURED = {"sharpness/trace", "sharpness/trace_se", "sharpness/eig", "sharpness/adaptive", "sharpness/adaptive_se",
             "time/sharpness_s", "time/sharpness_trace_s", "time/sharpness_eig_s", "time/sharpness_adaptive_s"}
@@ -41,7 +42,7 @@ def test_analysis_leaves_training_untouched_and_measures_every_k_epochs():
     assert plain.ok and measured.ok
     assert _training(measured.history) == _training(plain.history)
     assert measured.final["test/acc"] == plain.final["test/acc"]
-    assert any(row["sal/deform"] for row in plain.history)  # the method's generator was in use
+    assert any(row[EVENT_DEFORM] for row in plain.history)  # the method's generator was in use
     assert [sorted(MEASURED & set(row)) for row in measured.history] == [[], sorted(MEASURED), [], sorted(MEASURED)]
     last = measured.history[-1]
     assert last["sharpness/trace_se"] > 0 and math.isfinite(last["sharpness/trace"])

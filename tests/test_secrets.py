@@ -13,8 +13,8 @@ import psycopg
 import pytest
 import yaml
 
-from tests.conftest import PG
-from tests.test_ablation import TINY_BASE
+from sal.names import ATTR_TRACKING_URI
+from tests.helpers import PG, TINY_BASE
 
 
 def test_mask_url_hides_only_the_password():
@@ -142,7 +142,7 @@ def test_query_passwords_stay_hidden_from_ablate_and_landscape(tmp_path, secret_
     from sal.engine import StorageRef
 
     attrs = optuna.load_study(study_name="lands", storage=StorageRef(storage).open()).user_attrs
-    assert attrs["sal.tracking_uri"].endswith("?password=***")
+    assert attrs[ATTR_TRACKING_URI].endswith("?password=***")
     for name in names:
         dump = subprocess.run(["pg_dump", "-h", PG["host"], "-p", str(PG["port"]), "-U", PG["user"], name],
                               capture_output=True, text=True, timeout=120, check=True).stdout
@@ -190,7 +190,7 @@ def test_sal_ui_shows_no_password_in_ps_and_sigterm_stops_every_process(secret_d
     import time
     import urllib.request
 
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     password, (_, tracking), _ = secret_databases
     port = free_port()

@@ -10,7 +10,7 @@ from sal.ablation import load_ablation
 from sal.cli import main
 from sal.config import SpecError, load_run_spec
 from sal.study_spec import load_study_spec
-from tests.test_ablation import TINY_BASE
+from tests.helpers import TINY_BASE
 
 TWO_ADAM_CELLS = """\
 name: dup

@@ -22,6 +22,7 @@ from sal.seeds import SeedRuns, start_seeds
 from sal.streaming import StreamedSplit
 from sal.tracking import runs_frame
 from sal.train import TrainingRun
+from tests.helpers import ABLATION_RUNS, timeless
 
 CLASSES = 4
 
@@ -81,14 +82,10 @@ def load_streamed_train(args, split_seed):
     return _streamed(_data(split_seed, with_test=True), names=("train",))
 
 
-def _timeless(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "mem/"))}
-
-
 def _same_runs(a: sal.Result, b: sal.Result) -> None:
     assert a.ok and b.ok, (a.message, b.message)
-    assert [_timeless(r) for r in a.history] == [_timeless(r) for r in b.history]
-    assert _timeless(a.final) == _timeless(b.final)
+    assert [timeless(r) for r in a.history] == [timeless(r) for r in b.history]
+    assert timeless(a.final) == timeless(b.final)
 
 
 SAL = {"name": "sal", "warmup": 0, "theta": 0.01, "s_noise": 0.005, "s_yield": 0.02, "eps_acc": 1.0,
@@ -146,7 +143,7 @@ def test_normalize_uses_training_statistics_of_the_streamed_samples():
     assert streamed.ok and tensors.ok
     # the statistics are summed in another order (float64, batch by batch): equal up to rounding
     for a, b in zip(streamed.history, tensors.history):
-        assert _timeless(a) == pytest.approx(_timeless(b), rel=1e-4, abs=1e-6)
+        assert timeless(a) == pytest.approx(timeless(b), rel=1e-4, abs=1e-6)
 
 
 def test_normalisation_statistics_are_the_training_sets_or_a_bounded_sample():
@@ -234,7 +231,7 @@ def test_streamed_seeds_are_never_packed_and_resume_from_a_checkpoint(tmp_path):
     assert resumed.resumed_from == 2
     while not resumed.done:
         resumed.step()
-    assert [_timeless(r) for r in resumed.result.history] == [_timeless(r) for r in whole.result.history]
+    assert [timeless(r) for r in resumed.result.history] == [timeless(r) for r in whole.result.history]
     assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(),
                                                  whole.model.state_dict().values()))
 
@@ -317,7 +314,7 @@ def test_an_ablation_on_streamed_data(tmp_path, plugin, capsys, mlflow_uri):
         "cells": {"base": {"method.name": "base"}, "sam": {"method.name": "sam"}}}))
     code = main(["--tracking-uri", mlflow_uri, "ablate", str(path), "--storage", str(tmp_path / "q.journal")])
     assert code == 0, capsys.readouterr().err
-    runs = runs_frame(mlflow_uri, [f"sal-ablation-{name}"], "tags.`sal.kind` = 'ablation'")
+    runs = runs_frame(mlflow_uri, [f"sal-ablation-{name}"], ABLATION_RUNS)
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
     assert set(runs["tags.dataset"]) == {f"{module}:load"} and set(runs["params.data.workers"]) == {"0"}
     assert runs["metrics.test/acc"].min() > 0.55  # about half the samples are of the majority class

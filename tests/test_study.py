@@ -17,69 +17,46 @@ import yaml
 from sal.cli import main
 from sal.config import flatten, validate_run
 from sal.engine import StorageRef
+from sal.names import ATTR_PER_SEED, ATTR_STATUS, ATTR_STUDY_BASE, TAG_STATUS, TAG_TRIAL, TAG_TRIAL_STATE
 from sal.objectives import aggregate
 from sal.study import best_spec, create_study, run_study
 from sal.study_spec import load_study_spec
 from sal.tracking import runs_frame
-from tests.conftest import start_until
+from tests.helpers import STUDY_BASE, STUDY_RUNS, start_until, write_study
 
-SEED_RUNS = "tags.`sal.kind` = 'study'"  # the training runs, not the trial runs that group them
 KNOBS = ["method.rho", "method.theta", "method.s_noise", "method.s_yield", "method.delta", "method.lambda",
          "method.sigma_y"]
-BASE = {"data": {"name": "synthetic", "num_samples": 300}, "model": {"name": "mlp", "width": 8},
-        "optim": {"lr": 0.01}, "method": {"name": "sal", "warmup": 1, "theta": 0.01},
-        "train": {"epochs": 3, "batch_size": 32}}
-SPACE = {
-    "method.rho": {"low": 1e-5, "high": 1e-2, "log": True},
-    "method.theta": {"low": 1e-4, "high": 5e-2, "log": True},
-    "method.s_noise": {"low": 1e-3, "high": 5e-2, "log": True},
-    "method.s_yield": {"low": 2e-3, "high": 1e-1, "log": True},
-    "method.delta": {"low": 1e-8, "high": 1e-4, "log": True},
-    "method.lambda": {"low": 1e-6, "high": 1e-2, "log": True},
-    "method.sigma_y": {"low": 1e-3, "high": 1e-1, "log": True},
-}
-
-
-def _write(tmp_path, name, **fields) -> Path:
-    doc = {"name": name, "base": BASE, "space": SPACE, "seeds": 2, "n_trials": 5,
-           "objective": {"metric": "val/acc", "aggregate": "cvar", "cvar_alpha": 0.5},
-           "sampler": {"name": "tpe", "seed": 1}, "pruner": {"name": "none"}}
-    doc.update(fields)
-    doc = {k: v for k, v in doc.items() if v is not None}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 @pytest.mark.store
 def test_a_short_study_records_knobs_seeds_and_aggregates(tmp_path, mlflow_uri):
-    spec = load_study_spec(_write(tmp_path, "short"))
+    spec = load_study_spec(write_study(tmp_path, "short"))
     study = run_study(spec, ref=StorageRef(str(tmp_path / "s.journal")), uri=mlflow_uri)
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 5
-    defaults = flatten(validate_run(BASE))
+    defaults = flatten(validate_run(STUDY_BASE))
     assert trials[0].params == {k: defaults[k] for k in KNOBS}  # the paper's defaults first
     assert trials[0].params["method.rho"] == 0.0005 and trials[0].params["method.s_yield"] == 0.01
     for t in trials:
         assert set(t.params) == set(KNOBS)
         assert t.params["method.s_noise"] < t.params["method.s_yield"]
-        per_seed = t.user_attrs["sal.per_seed.val/acc"]
+        per_seed = t.user_attrs[f"{ATTR_PER_SEED}.val/acc"]
         assert set(per_seed) == {"1", "2"}
         assert t.value == pytest.approx(aggregate("cvar", list(per_seed.values()), maximize=True, alpha=0.5))
         assert t.user_attrs["sal.cvar.val/acc"] == t.value
-    runs = runs_frame(mlflow_uri, ["sal-study-short"], SEED_RUNS)
+    runs = runs_frame(mlflow_uri, ["sal-study-short"], STUDY_RUNS)
     assert len(runs) == 10  # one per (trial, seed)
-    assert set(runs["tags.sal.trial"]) == {str(i) for i in range(5)}
-    first = runs[runs["tags.sal.trial"] == "0"]
+    assert set(runs[f"tags.{TAG_TRIAL}"]) == {str(i) for i in range(5)}
+    first = runs[runs[f"tags.{TAG_TRIAL}"] == "0"]
     assert sorted(first["params.method.rho"]) == ["0.0005", "0.0005"]
     assert (first["metrics.study/cvar/val/acc"] == trials[0].value).all()
 
 
 def test_a_pruned_trial_is_pruned_in_optuna_and_mlflow(tmp_path, mlflow_uri):
     space = {"optim.lr": {"low": 1e-7, "high": 1e-1, "log": True}}
-    spec = load_study_spec(_write(tmp_path, "prune", space=space, n_trials=2, enqueue_defaults=False,
-                                  pruner={"name": "median", "options": {"n_startup_trials": 1,
-                                                                                     "n_warmup_steps": 0}}),
+    spec = load_study_spec(write_study(tmp_path, "prune", space=space, n_trials=2, enqueue_defaults=False,
+                                       pruner={"name": "median", "options": {"n_startup_trials": 1,
+                                                                                          "n_warmup_steps": 0}}),
                            {"train.epochs": 5})
     ref = StorageRef(str(tmp_path / "p.journal"))
     study = create_study(spec, ref)
@@ -87,26 +64,26 @@ def test_a_pruned_trial_is_pruned_in_optuna_and_mlflow(tmp_path, mlflow_uri):
     study.enqueue_trial({"optim.lr": 1e-7})  # stays at chance: below the median from epoch 1
     study = run_study(spec, ref=ref, uri=mlflow_uri)
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "PRUNED"]
-    runs = runs_frame(mlflow_uri, ["sal-study-prune"], SEED_RUNS)
-    pruned = runs[runs["tags.sal.trial"] == "1"]
+    runs = runs_frame(mlflow_uri, ["sal-study-prune"], STUDY_RUNS)
+    pruned = runs[runs[f"tags.{TAG_TRIAL}"] == "1"]
     assert len(pruned) == 2
-    assert set(pruned["tags.sal.trial_state"]) == {"pruned"} and set(pruned["status"]) == {"KILLED"}
-    assert set(pruned["tags.sal.status"]) == {"pruned"}
+    assert set(pruned[f"tags.{TAG_TRIAL_STATE}"]) == {"pruned"} and set(pruned["status"]) == {"KILLED"}
+    assert set(pruned[f"tags.{TAG_STATUS}"]) == {"pruned"}
     assert (pruned["params.train.epochs"] == "5").all()
 
 
 def test_wilcoxon_with_few_seeds_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        load_study_spec(_write(tmp_path, "wil", pruner={"name": "wilcoxon"}, seeds=3))
+        load_study_spec(write_study(tmp_path, "wil", pruner={"name": "wilcoxon"}, seeds=3))
     assert "WilcoxonPruner" in caplog.text and "5 or more seeds" in caplog.text
 
 
 @pytest.mark.store
 def test_multi_objective_gives_a_pareto_front(tmp_path, mlflow_uri):
-    spec = load_study_spec(_write(tmp_path, "pareto", n_trials=4, sampler={"name": "nsga2", "seed": 0},
-                                  objective=None,
-                                  objectives=[{"metric": "val/acc"},
-                                              {"metric": "time/train_s", "direction": "minimize"}]))
+    spec = load_study_spec(write_study(tmp_path, "pareto", n_trials=4, sampler={"name": "nsga2", "seed": 0},
+                                       objective=None,
+                                       objectives=[{"metric": "val/acc"},
+                                                   {"metric": "time/train_s", "direction": "minimize"}]))
     study = run_study(spec, ref=StorageRef(str(tmp_path / "m.journal")), uri=mlflow_uri)
     assert len(study.directions) == 2 and study.best_trials
     assert all(len(t.values) == 2 for t in study.best_trials)
@@ -119,7 +96,7 @@ def test_multi_objective_gives_a_pareto_front(tmp_path, mlflow_uri):
     ({"method.s_noise": {"low": 0.001, "high": 0.5}}, "space.method.s_noise=0.5 is above method.s_yield"),
 ])
 def test_bad_search_spaces_exit_2_before_any_trial(tmp_path, space, needle, capsys):
-    path = _write(tmp_path, "bad", space=space)
+    path = write_study(tmp_path, "bad", space=space)
     journal = tmp_path / "bad.journal"
     assert main(["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "study", "run", str(path), "--storage",
                  str(journal)]) == 2
@@ -129,14 +106,14 @@ def test_bad_search_spaces_exit_2_before_any_trial(tmp_path, space, needle, caps
 
 
 def test_test_metrics_cannot_be_the_objective(tmp_path, capsys):
-    path = _write(tmp_path, "peek", objective={"metric": "test/acc"})
+    path = write_study(tmp_path, "peek", objective={"metric": "test/acc"})
     assert main(["study", "run", str(path), "--storage", str(tmp_path / "x.journal")]) == 2
     assert "selects on test data" in capsys.readouterr().err
 
 
 @pytest.mark.store
 def test_best_spec_trains_and_optunas_cli_reads_the_storage(tmp_path, mlflow_uri, capsys):
-    path = _write(tmp_path, "bestof", n_trials=3)
+    path = write_study(tmp_path, "bestof", n_trials=3)
     journal = tmp_path / "b.journal"
     assert main(["--tracking-uri", mlflow_uri, "study", "run", str(path), "--storage", str(journal)]) == 0
     out = tmp_path / "best.yaml"
@@ -158,8 +135,8 @@ def test_best_spec_trains_and_optunas_cli_reads_the_storage(tmp_path, mlflow_uri
 
 @pytest.mark.slow
 def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_uri):
-    path = _write(tmp_path, "resumed", n_trials=6, base={**BASE, "data": {"name": "digits"},
-                                                         "train": {"epochs": 6, "batch_size": 32}})
+    path = write_study(tmp_path, "resumed", n_trials=6, base={**STUDY_BASE, "data": {"name": "digits"},
+                                                              "train": {"epochs": 6, "batch_size": 32}})
     journal = tmp_path / "r.journal"
     cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "study", "run", str(path), "--storage",
            str(journal)]
@@ -173,7 +150,7 @@ def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 6
     died = [t for t in trials if t.state.name == "FAIL"]
-    assert len(died) == 1 and died[0].user_attrs["sal.status"] == "worker died"
+    assert len(died) == 1 and died[0].user_attrs[ATTR_STATUS] == "worker died"
     retried = [t for t in finished if t.system_attrs.get("failed_trial") == died[0].number]
     # the killed trial ran again, once, with every parameter it had drawn before the kill
     assert len(retried) == 1
@@ -182,8 +159,8 @@ def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_
 
 @pytest.mark.slow
 def test_ctrl_c_gives_the_running_trial_back_with_its_parameters(tmp_path, mlflow_uri):
-    path = _write(tmp_path, "interrupted", n_trials=3, base={**BASE, "data": {"name": "digits"},
-                                                             "train": {"epochs": 40, "batch_size": 32}})
+    path = write_study(tmp_path, "interrupted", n_trials=3, base={**STUDY_BASE, "data": {"name": "digits"},
+                                                                  "train": {"epochs": 40, "batch_size": 32}})
     journal = tmp_path / "i.journal"
     cmd = [sys.executable, "-m", "sal", "--tracking-uri", mlflow_uri, "study", "run", str(path), "--storage",
            str(journal)]
@@ -217,7 +194,7 @@ def test_study_presets_validate_and_name_missing_data(tmp_path, monkeypatch):
 
 @pytest.mark.store
 def test_a_rerun_with_another_base_or_space_exits_2_and_force_new_starts_fresh(tmp_path, mlflow_uri, capsys):
-    path = _write(tmp_path, "drift", n_trials=2)
+    path = write_study(tmp_path, "drift", n_trials=2)
     journal = tmp_path / "d.journal"
     run = ["--tracking-uri", mlflow_uri, "study", "run", str(path), "--storage", str(journal)]
     assert main(run) == 0
@@ -236,12 +213,12 @@ def test_a_rerun_with_another_base_or_space_exits_2_and_force_new_starts_fresh(t
 
 
 def test_study_best_writes_what_the_best_trial_trained(tmp_path, mlflow_uri):
-    path = _write(tmp_path, "bestbase", n_trials=2)
+    path = write_study(tmp_path, "bestbase", n_trials=2)
     journal = tmp_path / "b.journal"
     spec = load_study_spec(path)
     study = run_study(spec, ref=StorageRef(str(journal)), uri=mlflow_uri)
     # the stored base is overwritten (old main wrote base + params: a configuration no trial trained)
-    study.set_user_attr("sal.base", {**BASE, "optim": {"lr": 0.5}})
+    study.set_user_attr(ATTR_STUDY_BASE, {**STUDY_BASE, "optim": {"lr": 0.5}})
     out = tmp_path / "best.yaml"
     assert main(["study", "best", "bestbase", "--storage", str(journal), "--out", str(out)]) == 0
     best = validate_run(yaml.safe_load(out.read_text()))
@@ -263,10 +240,10 @@ def test_a_trial_whose_every_seed_diverged_ranks_below_any_trained_trial():
 
 def test_a_default_the_space_cannot_take_is_left_to_the_sampler(tmp_path, mlflow_uri):
     # SWA's swa_lr defaults to None (= the base lr): old main enqueued None and trial 0 failed
-    base = {**BASE, "method": {"name": "swa", "swa_start": 0.5}}
-    spec = load_study_spec(_write(tmp_path, "swadef", base=base, n_trials=1,
-                                  space={"method.swa_lr": {"low": 1e-3, "high": 1e-2, "log": True},
-                                         "method.swa_start": {"low": 0.3, "high": 0.6}}))
+    base = {**STUDY_BASE, "method": {"name": "swa", "swa_start": 0.5}}
+    spec = load_study_spec(write_study(tmp_path, "swadef", base=base, n_trials=1,
+                                       space={"method.swa_lr": {"low": 1e-3, "high": 1e-2, "log": True},
+                                              "method.swa_start": {"low": 0.3, "high": 0.6}}))
     study = run_study(spec, ref=StorageRef(str(tmp_path / "w.journal")), uri=mlflow_uri)
     (trial,) = study.get_trials()
     assert trial.state.name == "COMPLETE" and trial.params["method.swa_start"] == 0.5

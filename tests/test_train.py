@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
+from sal.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS
 from sal.train import PruneRun, train
-from tests.conftest import tiny_spec
+from tests.helpers import tiny_spec
 
-EPOCH_KEYS = {"epoch", "train/loss", "train/acc", "val/loss", "val/acc", "sal/stress", "sal/noise", "sal/deform",
-              "sal/revert", "time/epoch_s"}
+EPOCH_KEYS = {"epoch", "train/loss", "train/acc", "val/loss", "val/acc", METRIC_STRESS, EVENT_NOISE, EVENT_DEFORM,
+              EVENT_REVERT, "time/epoch_s"}
 FINAL_KEYS = {"test/acc", "test/top5", "test/loss", "time/train_s", "mem/peak_mb", "time/infer_ms",
               "sharpness/grad_norm"}
 
@@ -43,7 +44,7 @@ def test_methods_with_one_seed_start_from_the_same_weights_and_batches():
     sp = train(tiny_spec(train={"epochs": 5}, method={"name": "shrink_perturb", "warmup": 2, "every": 1}))
     assert [r["train/loss"] for r in sp.history[:3]] == [r["train/loss"] for r in base.history[:3]]
     assert sp.history[3]["train/loss"] != base.history[3]["train/loss"]
-    assert [r["sal/deform"] for r in sp.history] == [0, 0, 1, 1, 0]  # none after the last epoch
+    assert [r[EVENT_DEFORM] for r in sp.history] == [0, 0, 1, 1, 0]  # none after the last epoch
 
 
 def test_history_and_final_metrics_use_contract_names():
@@ -78,14 +79,14 @@ def test_sal_stress_and_interventions_follow_the_signal():
                      method={"name": "sal", "warmup": 2, "theta": 0.01, "s_noise": 0.005, "s_yield": 0.02,
                              "eps_acc": 0.01})
     r = train(spec)
-    stress = [row["sal/stress"] for row in r.history]
-    deform = [row["sal/deform"] for row in r.history]
-    revert = [row["sal/revert"] for row in r.history]
+    stress = [row[METRIC_STRESS] for row in r.history]
+    deform = [row[EVENT_DEFORM] for row in r.history]
+    revert = [row[EVENT_REVERT] for row in r.history]
     assert sum(deform) >= 1
     # the last epoch only observes (train.intervene_last_epoch is off): no training follows it
     for s, d, rv in zip(stress[:-1], deform, revert):
         assert d == (s >= 0.02 and not rv)  # deformation exactly when stress reached the yield
-    noise = [row["sal/noise"] for row in r.history]
+    noise = [row[EVENT_NOISE] for row in r.history]
     assert all(n == (s > 0.005) for n, s in zip(noise[2:-1], stress[2:-1]))
     assert (noise[-1], deform[-1], revert[-1]) == (0, 0, 0)
 
@@ -140,7 +141,7 @@ def test_no_intervention_after_the_last_epoch_so_test_and_last_validation_see_th
         while not run.done:
             run.step()
         last = run.result.history[-1]
-        assert last["sal/deform"] == float(intervene_last) and run.result.history[-2]["sal/deform"] == 1.0
+        assert last[EVENT_DEFORM] == float(intervene_last) and run.result.history[-2][EVENT_DEFORM] == 1.0
         loss, correct = (float(t) for t in _evaluate(run.method.eval_model(), run.data.val, 512, run.autocast)[:2])
         # old main deformed after the last epoch and kept the pre-deformation validation row
         assert last["val/acc"] == correct / len(run.data.val) and last["val/loss"] == pytest.approx(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
+from ..names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS
 from ..pdo import StressSignal
 from ..rng import RngStream
 from ..schedules import LRSchedule
@@ -164,7 +165,7 @@ class Method:
     def intervene(self, stats: EpochStats) -> dict[str, float]:
         """Act on the weights between epochs (SAL, controls); here: only observe the stress."""
         stress = self.observer.update(stats.train_loss, stats.train_acc)
-        return {"sal/stress": stress, "sal/noise": 0.0, "sal/deform": 0.0, "sal/revert": 0.0}
+        return {METRIC_STRESS: stress, EVENT_NOISE: 0.0, EVENT_DEFORM: 0.0, EVENT_REVERT: 0.0}
 
     def eval_model(self) -> nn.Module:
         """The network to evaluate (SWA's average, for instance)."""

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from ..names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_NOISE_STD, METRIC_STRESS
 from ..pdo import PDO, RandomTriggerPDO
 from ..spec_base import Strict
 from .base import EpochStats, Method, MethodContext, MethodInfo
@@ -143,8 +144,8 @@ class StressAwareLearning(Method):
         else:
             loss, acc = stats.train_loss, stats.train_acc
         ev = self.pdo.end_epoch(stats.epoch, loss, acc, act=stats.act)
-        return {"sal/stress": ev.stress, "sal/noise": float(ev.noise), "sal/deform": float(ev.deform),
-                "sal/revert": float(ev.revert), "sal/noise_std": ev.noise_std}
+        return {METRIC_STRESS: ev.stress, EVENT_NOISE: float(ev.noise), EVENT_DEFORM: float(ev.deform),
+                EVENT_REVERT: float(ev.revert), METRIC_NOISE_STD: ev.noise_std}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "pdo": self.pdo.state_dict()}

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..names import EVENT_DEFORM
 from ..pdo import Interventions, last_trainable_layers
 from ..spec_base import Strict
 from .base import EpochStats, Method, MethodContext, MethodInfo
@@ -41,7 +42,7 @@ class ShrinkPerturb(Method):
         k = self.knobs
         if stats.act and stats.epoch > k.warmup and (stats.epoch - k.warmup) % k.every == 0:
             self.act.deform(k.shrink, k.sigma_y, snapshot_scope=None)  # a fixed schedule never reverts
-            out["sal/deform"] = 1.0
+            out[EVENT_DEFORM] = 1.0
         return out
 
 
