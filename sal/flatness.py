@@ -38,7 +38,7 @@ from .landscape import (
     trajectory_pca,
 )
 from .models import build_model
-from .names import EVENTS, TAG_CELL
+from .names import EVENT_METRICS, TAG_CELL
 from .run_analysis import fixed_batches
 from .train import derive_seed, resolve_device
 
@@ -295,5 +295,5 @@ def _events(uri: str, run_id: str) -> dict[str, list[int]]:
         h = run_history(uri, run_id)
     except Exception:  # noqa: BLE001 - no history costs the event marks, not the figure
         return {}
-    return {c: h.loc[h[c] > 0, "epoch"].astype(int).tolist() for c in EVENTS
+    return {c: h.loc[h[c] > 0, "epoch"].astype(int).tolist() for c in EVENT_METRICS
             if c in h}

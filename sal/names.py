@@ -92,7 +92,7 @@ METRIC_STRESS = "sal/stress"
 EVENT_NOISE = "sal/noise"  # 1.0 in an epoch SAL injected noise, else 0.0
 EVENT_DEFORM = "sal/deform"  # 1.0 in an epoch SAL deformed the weights
 EVENT_REVERT = "sal/revert"  # 1.0 in an epoch SAL reverted a deformation
-EVENTS = (EVENT_NOISE, EVENT_DEFORM, EVENT_REVERT)
+EVENT_METRICS = (EVENT_NOISE, EVENT_DEFORM, EVENT_REVERT)
 METRIC_NOISE_STD = "sal/noise_std"  # the std of the noise injected that epoch
 METRIC_NOISE_STD_MAX = "sal/noise_std_max"  # final metric: the largest noise std the run injected
 

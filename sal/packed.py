@@ -34,7 +34,7 @@ from .methods import REGISTRY, EpochStats, Method, MethodContext, build_optimize
 from .methods.sal import YOKED_EVENTS
 from .methods.sam import SAM, _freeze_bn_stats
 from .methods.swa import SWA
-from .names import EVENTS, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
+from .names import EVENT_METRICS, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
 from .packed_ops import GroupedForward, MaskedDropout
 from .packed_swa import PackedSWA
 from .pdo import Interventions
@@ -306,7 +306,7 @@ class PackedRun:
         elif self.scheduler is not None:
             self.scheduler.step()
         rows = [{**self._row(s, values[s], has_val), "optim/lr": lr} if live[s] else None for s in range(S)]
-        acted = [row is not None and any(row.get(k) for k in EVENTS)
+        acted = [row is not None and any(row.get(k) for k in EVENT_METRICS)
                  for row in rows]
         if epoch == self.specs[0].train.epochs and has_val and any(acted):
             # As TrainingRun: the last row describes the weights the test metrics will measure.

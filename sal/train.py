@@ -33,8 +33,7 @@ from .events import DTYPE_TAG, EVENTS, EVENTS_TAG, MEDIAN_ABS_WEIGHT, NOISE_STD_
 from .instability import instability
 from .methods import REGISTRY, EpochStats, MethodContext, build_method
 from .models import build_model
-from .names import EVENTS as EVENT_METRICS
-from .names import METRIC_NOISE_STD, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
+from .names import EVENT_METRICS, METRIC_NOISE_STD, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
 from .rng import RngStream, derive_seed
 
 __all__ = ["Result", "PruneRun", "TrainingRun", "train", "derive_seed", "resolve_device"]

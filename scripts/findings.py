@@ -126,8 +126,8 @@ def _attribution_lines(folder: Path) -> list[str]:
         for r in f.itertuples():
             lines.append(f"| {r.effect} | {_pts(r.estimate)} | {_ci(r.ci_low, r.ci_high)} | {r.p_holm:.3g} | "
                          f"{int(r.n)} | {r.verdict} |")
-        stated = [f"- {effect_sentence(r.effect, r.verdict, estimate=r.estimate, lo=r.ci_low, hi=r.ci_high, n=int(r.n))}"
-                  for r in f.itertuples()]
+        stated = ["- " + effect_sentence(r.effect, r.verdict, estimate=r.estimate, lo=r.ci_low, hi=r.ci_high,
+                                         n=int(r.n)) for r in f.itertuples()]
         lines += ["", *stated, ""]
     else:
         lines += ["No factorial table (a cell of the 2x2 is missing or has fewer than 2 seeds).", ""]
@@ -136,7 +136,8 @@ def _attribution_lines(folder: Path) -> list[str]:
         lines += ["How often each stress-aware cell acted (per seed; an effect can only come from epochs where "
                   "a part acted):", "", "| cell | noise | deformations | reverts | seeds where it never acted |",
                   "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {cell} | {n:.1f} | {d:.1f} | {r:.1f} | {none or 'none'} |" for cell, (n, d, r, none) in acted.items()]
+        lines += [f"| {cell} | {n:.1f} | {d:.1f} | {r:.1f} | {none or 'none'} |"
+                  for cell, (n, d, r, none) in acted.items()]
         lines += [""]
     c = _contrasts(s).assign(label=lambda d: d["method"] + " vs " + d["baseline"])
     return lines + ["Contrasts of the plan:", ""] + _table(c, "contrast")

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from sal.config import validate_run
-from sal.names import EVENTS, TAG_KIND
+from sal.names import EVENT_METRICS, TAG_KIND
 
 if TYPE_CHECKING:
     from sal.train import TrainingRun
@@ -165,7 +165,7 @@ def assert_same_history(packed_result, alone_result):
         for key, a in a_row.items():
             if key.startswith("time/"):
                 continue
-            if key.endswith("acc") or key in ("epoch", *EVENTS):
+            if key.endswith("acc") or key in ("epoch", *EVENT_METRICS):
                 assert p_row[key] == a, (key, p_row["epoch"], p_row[key], a)
             else:
                 assert p_row[key] == pytest.approx(a, rel=1e-5, abs=1e-6), (key, p_row["epoch"])

@@ -160,7 +160,7 @@ def test_a_killed_workers_run_shows_live_and_is_ended_killed_when_the_sweep_resu
     spec_file = _yaml(tmp_path, "livekill", seeds=2, epochs=30, model="cnn")
     cmd = _sal(mlflow_uri, "ablate", str(spec_file), "--storage", str(journal))
     client = client_for(mlflow_uri)
-    client.search_experiments()  # the store exists before the sweep starts (concurrent creation is tested in test_store_lock.py)
+    client.search_experiments()  # the store exists before the sweep starts (concurrent creation: test_store_lock.py)
     log_file = tmp_path / "sweep.log"
     with log_file.open("w") as log_out:
         proc = subprocess.Popen(cmd, stdout=log_out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)

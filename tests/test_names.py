@@ -32,7 +32,7 @@ STORED = {
     "STATUS_FINISHED": "finished", "STATUS_DIVERGED": "diverged", "STATUS_PRUNED": "pruned", "STATUS_FAILED": "failed",
     "STATUS_RUNNING": "running", "STATUS_KILLED": "killed", "RESULT_STATUSES": ("finished", "diverged"),
     "METRIC_STRESS": "sal/stress", "EVENT_NOISE": "sal/noise", "EVENT_DEFORM": "sal/deform",
-    "EVENT_REVERT": "sal/revert", "EVENTS": ("sal/noise", "sal/deform", "sal/revert"),
+    "EVENT_REVERT": "sal/revert", "EVENT_METRICS": ("sal/noise", "sal/deform", "sal/revert"),
     "METRIC_NOISE_STD": "sal/noise_std", "METRIC_NOISE_STD_MAX": "sal/noise_std_max",
     "ARTIFACT_SPEC": "spec.yaml", "ARTIFACT_HISTORY": "history.csv", "ARTIFACT_WEIGHTS": "weights.pt",
     "ARTIFACT_TRAJECTORY": "trajectory.pt",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sal.config import SpecError, config_hash
-from sal.names import EVENT_DEFORM, EVENT_NOISE, EVENTS, TAG_CELL
+from sal.names import EVENT_DEFORM, EVENT_METRICS, EVENT_NOISE, TAG_CELL
 from sal.packed import PackedRun
 from sal.seeds import SeedRuns, should_pack, start_seeds, train_seeds
 from tests.helpers import ABLATION_RUNS, STUDY_RUNS, assert_same_history, tiny_spec, train_alone
@@ -70,11 +70,11 @@ def _check_packed_equals_alone(method, model, grouped=None):
                                        msg=f"{method}/{model} seed {spec.seed}: {name}")
     if method.startswith("sal") or method == "random_trigger":
         # The test would be void if SAL never acted: its knobs make it add noise, deform and revert.
-        events = {k for r in results for row in r.history for k in EVENTS
+        events = {k for r in results for row in r.history for k in EVENT_METRICS
                   if row.get(k)}
         assert events >= {EVENT_NOISE} if method == "sal_noise_only" else events >= {EVENT_DEFORM}
         if method == "sal":
-            assert events == set(EVENTS)
+            assert events == set(EVENT_METRICS)
 
 
 @pytest.mark.parametrize("method", ["sal", pytest.param("sam", marks=pytest.mark.slow),
