@@ -34,6 +34,7 @@ from .config import (
     validate_run,
 )
 from .fidelity import PAPER_METRIC, fidelity_overrides
+from .gridkey import GridKey, Place
 from .names import (
     ATTR_BASELINE,
     ATTR_CELL,
@@ -55,6 +56,7 @@ from .names import (
     TAG_PAPER_TABLE,
     TAG_PLAN_HASH,
 )
+from .spec_base import Seeds, seed_list
 from .tracking import (
     ensure_experiment,
     experiment_name,
@@ -88,7 +90,7 @@ class AblationSpec(BaseModel):
     base: dict[str, Any] = Field(default_factory=dict, description="the run spec every cell starts from")
     cells: dict[str, dict[str, Any]] = Field(default_factory=dict, description="name -> dotted overrides")
     axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (crossed)")
-    seeds: int | list[int] = Field(10, description="count (1..n) or explicit list; 3-5 cannot reach p < .05")
+    seeds: Seeds = Field(10, description="count (1..n) or explicit list; 3-5 cannot reach p < .05")
     baseline: str | None = Field(None, description="reference cell of the report")
     metric: str = Field("val/acc", description="value recorded on each Optuna trial")
     paper_table: int | None = Field(None, description="paper table this mirrors (report shows its numbers)")
@@ -107,17 +109,9 @@ class AblationSpec(BaseModel):
             raise ValueError(f"name={v!r} must be letters, digits, '_', '-' or '.'; fix: rename the ablation")
         return v
 
-    @field_validator("seeds")
-    @classmethod
-    def _positive_seeds(cls, v):
-        seeds = list(range(1, v + 1)) if isinstance(v, int) else v
-        if not seeds or min(seeds) < 1 or len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds={v!r} must be a count >= 1 or distinct seeds >= 1; fix: e.g. seeds: 10")
-        return v
-
     @property
     def seed_list(self) -> list[int]:
-        return list(range(1, self.seeds + 1)) if isinstance(self.seeds, int) else list(self.seeds)
+        return seed_list(self.seeds)
 
 
 @dataclass(frozen=True)
@@ -128,19 +122,23 @@ class GridItem:
     spec: RunSpec
 
     @property
+    def grid_key(self) -> GridKey:
+        return GridKey(Place(self.cell, self.spec.data.display_name, self.context), config_hash(self.spec), self.seed)
+
+    @property
     def where(self) -> str:
         """The cell's place in the grid: a run of it is one seed of one configuration there."""
-        return f"{self.cell}|{self.spec.data.display_name}|{self.context}"
+        return str(self.grid_key.place)
 
     @property
     def key(self) -> str:
         """The queue key. A run is its configuration: a changed setting gives a new key, never a reuse."""
-        return f"{self.group}|seed={self.seed}"
+        return str(self.grid_key)
 
     @property
     def group(self) -> str:
         """The cell's configuration at one data set and context: one parent run in MLflow over its seeds."""
-        return f"{self.where}|{config_hash(self.spec)}"
+        return self.grid_key.group
 
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+\.[a-z_.]+)\}")
@@ -284,7 +282,7 @@ def queue_grid(ref: engine.StorageRef, spec: AblationSpec, items: list[GridItem]
     With ``uri``, a trial the queue calls finished whose MLflow run is not in that store (a new
     --tracking-uri, a moved mlflow.db) is queued again. ``parents``: group -> its parent MLflow run.
     """
-    queue = Queue(ref, spec.name, kind="ablation", direction=metric_direction(spec.metric))
+    queue = Queue(ref, spec.name, kind="ablation", direction=metric_direction(spec.metric), metric_names=[spec.metric])
     queue.reap(on_reaped=lambda ids: kill_runs(uri, ids) if uri else None)
     plan, definition = plan_of(spec, items), definition_of(items)
     for key, value in {ATTR_BASELINE: spec.baseline, ATTR_PAPER_TABLE: spec.paper_table,

@@ -19,7 +19,8 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from . import engine, scoring
-from .config import RunSpec, config_hash, nest, validate_run
+from .config import RunSpec, config_hash, configuration, nest, validate_run
+from .gridkey import GridKey
 from .names import (
     ATTR_CELL,
     ATTR_CONTEXT,
@@ -200,19 +201,20 @@ def _close_group_of(queue: Queue, uri: str, trial, metric: str) -> None:
     run_id, key = trial.user_attrs.get(PARENT_RUN), trial.user_attrs.get(engine.KEY, "")
     if not run_id:
         return
-    group = key.rpartition("|seed=")[0]
+    group = GridKey.group_of(key)
     by_key: dict[str, list] = {}
     for t in queue.trials():
         k = t.user_attrs.get(engine.KEY, "")
-        if k.rpartition("|seed=")[0] == group:
+        if GridKey.group_of(k) == group:
             by_key.setdefault(k, []).append(t)
-    name = group_name(trial.user_attrs[ATTR_CELL], trial.user_attrs.get(ATTR_CONTEXT, ""), group.split("|")[1])
+    dataset = GridKey.parse(key).place.dataset
+    name = group_name(trial.user_attrs[ATTR_CELL], trial.user_attrs.get(ATTR_CONTEXT, ""), dataset)
     close_group(uri, run_id, name=name, metric=metric, trials=list(by_key.values()), final=False)
 
 
 def _cell_config(trial) -> tuple:
     """What the seeds of one cell share: cell, context and the spec without its seed."""
-    config = {k: v for k, v in trial.user_attrs.get(ATTR_TRIAL_SPEC, {}).items() if k != "seed"}
+    config = configuration(trial.user_attrs.get(ATTR_TRIAL_SPEC, {}))
     return trial.user_attrs.get(ATTR_CELL), trial.user_attrs.get(ATTR_CONTEXT), json.dumps(config, sort_keys=True)
 
 

@@ -22,7 +22,8 @@ import pandas as pd
 
 from .events import DTYPE_TAG, EVENTS_TAG, MEDIAN_ABS_WEIGHT, NOISE_STD_MAX, resolution
 from .methods import STRESS_AWARE
-from .names import TAG_CELL, TAG_CONTEXT
+from .names import TAG_CONTEXT
+from .selection import cell_of
 
 __all__ = ["BY_CONSTRUCTION", "mark_by_construction", "attribution_notes", "dose_response", "dose_figure",
            "DOSE_KNOBS"]
@@ -34,14 +35,9 @@ _SWITCHES = {"params.method.name", "params.method.recovery", "params.method.rese
 DOSE_KNOBS = ("params.method.delta", "params.method.lambda")
 
 
-def _cell(runs: pd.DataFrame) -> pd.Series:
-    cell = runs[f"tags.{TAG_CELL}"] if f"tags.{TAG_CELL}" in runs else pd.Series(np.nan, index=runs.index)
-    return cell.fillna(runs["tags.method"]).astype(str)
-
-
 def _place(runs: pd.DataFrame) -> pd.DataFrame:
     context = runs[f"tags.{TAG_CONTEXT}"].fillna("") if f"tags.{TAG_CONTEXT}" in runs else ""
-    return runs.assign(_cell=_cell(runs), _context=context, _seed=runs["tags.seed"].astype(int))
+    return runs.assign(_cell=cell_of(runs), _context=context, _seed=runs["tags.seed"].astype(int))
 
 
 def _settings(g: pd.DataFrame) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import interrupts
 from .config import SpecError
 from .engine import QueueLost
+from .landscape_options import DEFAULT_WHAT, MEASURES, LandscapeOptions
 from .names import ATTR_METRIC, ATTR_PER_SEED, ATTR_QUEUE_KIND, ATTR_STUDY_SPEC, STATUS_FAILED
 from .redact import MaskingFormatter, has_mask, mask_text, mask_url, quiet_library_tracebacks
 
@@ -498,7 +499,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 @command("landscape")  # ---- sharpness and connectivity of an ablation's saved final weights
 def _landscape(args: argparse.Namespace) -> int:
-    from .flatness import LandscapeOptions, check_options, measure_ablation, parse_what
+    from .flatness import check_options, measure_ablation, parse_what
 
     opts = LandscapeOptions(what=parse_what(args.what), device=args.device, samples=args.samples,
                             probes=args.probes, fourier_steps=args.fourier_steps, slice_steps=args.slice_steps)
@@ -676,13 +677,15 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("landscape", help="sharpness, slices and barriers of an ablation's saved final weights",
                         parents=common)
     ls.add_argument("name", help="ablation name (its runs need analysis.save_weights: true)")
-    ls.add_argument("--what", help="comma-separated: trace,eig,adaptive,slice2d,trajectory,barrier,fourier,kpca "
-                    "(default trace,eig,adaptive,barrier)")
+    ls.add_argument("--what", help=f"comma-separated: {','.join(MEASURES)} (default {','.join(DEFAULT_WHAT)})")
     ls.add_argument("--device", default="auto", help="where to measure (auto, cpu, cuda:N)")
     ls.add_argument("--samples", type=int, help="training samples per measure (default: each run's analysis.samples)")
-    ls.add_argument("--probes", type=int, default=32, help="Hutchinson probes of the trace")
-    ls.add_argument("--fourier-steps", type=int, default=100, help="Adam steps of each Fourier path")
-    ls.add_argument("--slice-steps", type=int, default=21, help="grid points per side of the 2-D slice (odd)")
+    ls.add_argument("--probes", type=int, default=LandscapeOptions.probes, help="Hutchinson probes of the trace "
+                    "(default %(default)s)")
+    ls.add_argument("--fourier-steps", type=int, default=LandscapeOptions.fourier_steps,
+                    help="Adam steps of each Fourier path (default %(default)s)")
+    ls.add_argument("--slice-steps", type=int, default=LandscapeOptions.slice_steps,
+                    help="grid points per side of the 2-D slice, odd (default %(default)s)")
     ls.add_argument("--filter", help="extra MLflow filter, e.g. \"tags.dataset = 'digits'\"")
 
     w = sub.add_parser("worker", help="join a running study or ablation from this machine: claim its queued "

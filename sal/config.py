@@ -33,6 +33,8 @@ __all__ = [
     "METHOD_NAMES",
     "parse_overrides",
     "apply_overrides",
+    "configuration",
+    "HOW_IT_RAN",
     "validate_run",
     "load_yaml",
     "load_run_spec",
@@ -535,14 +537,20 @@ def to_yaml(spec: RunSpec) -> str:
     return yaml.safe_dump(spec.model_dump(by_alias=True, mode="json"), sort_keys=False)
 
 
+# Where and how a run ran, not what it is: packed or not, checkpointed or not (a resumed run ends bit for bit
+# where an uninterrupted one does), streamed samples read by worker processes or not.
+HOW_IT_RAN = ("train.device", "train.pack", "train.checkpoint_every", "data.workers")
+
+
+def configuration(flat: dict[str, Any], *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A flattened spec as the configuration its seeds share: without the seed, without a yoked control's
+    copy of its partner's events (derived from another run, not a setting of its own) and without ``drop``."""
+    return {k: v for k, v in flat.items() if k != "seed" and k not in drop and not k.startswith(YOKED_EVENTS)}
+
+
 def config_hash(spec: RunSpec) -> str:
-    """Hash of everything but the seed and where and how it ran (packed or not, checkpointed or not: a
-    resumed run ends bit for bit where an uninterrupted one does; streamed samples read by worker processes
-    or not): runs of one configuration share it."""
-    # a yoked control's copy of its partner's events is derived from another run, not a setting of its own
-    flat = {k: v for k, v in flatten(spec).items()
-            if k not in ("seed", "train.device", "train.pack", "train.checkpoint_every", "data.workers")
-            and not k.startswith(YOKED_EVENTS)}
+    """Hash of the configuration without where and how it ran: runs of one configuration share it."""
+    flat = configuration(flatten(spec), drop=HOW_IT_RAN)
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:12]
 
 

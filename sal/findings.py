@@ -14,9 +14,8 @@ import pandas as pd
 from . import stats
 from .attribution import attribution_notes
 from .methods import STRESS_AWARE
-from .names import TAG_CELL
 from .scoring import is_bounded_fraction, worst_value
-from .selection import Selection
+from .selection import Selection, cell_of
 from .summary import ReportOptions, family_sizes
 
 __all__ = ["notes", "interventions", "STRESS_AWARE"]
@@ -115,7 +114,7 @@ def interventions(runs: pd.DataFrame) -> pd.DataFrame:
     if "params.method.name" not in runs or not all(c in runs for c in cols.values()):
         return pd.DataFrame()
     rows = []
-    cell = runs.get(f"tags.{TAG_CELL}", runs["tags.method"]).fillna(runs["tags.method"])
+    cell = cell_of(runs)
     for (name, dataset, method), g in runs.assign(_cell=cell).groupby(["_cell", "tags.dataset", "params.method.name"]):
         if method not in STRESS_AWARE:
             continue

@@ -37,37 +37,17 @@ from .landscape import (
     top_eigenvalue,
     trajectory_pca,
 )
+from .landscape_options import DEFAULT_WHAT, MEASURES, LandscapeOptions
 from .models import build_model
-from .names import EVENT_METRICS, TAG_CELL
+from .names import EVENT_METRICS
 from .run_analysis import fixed_batches
+from .selection import run_cell
 from .train import derive_seed, resolve_device
 
 __all__ = ["MEASURES", "LandscapeOptions", "MeasuredRun", "check_options", "parse_what", "flatness_tables",
            "load_measured_runs", "measure_ablation"]
 
 log = logging.getLogger(__name__)
-MEASURES = ("trace", "eig", "adaptive", "slice2d", "trajectory", "barrier", "fourier", "kpca")
-DEFAULT_WHAT = ("trace", "eig", "adaptive", "barrier")
-
-
-@dataclass
-class LandscapeOptions:
-    what: tuple[str, ...] = DEFAULT_WHAT
-    device: str = "auto"
-    samples: int | None = None  # None: each run's analysis.samples
-    probes: int = 32
-    eig_iters: int = 50
-    eig_tol: float = 1e-3
-    rho: float = 0.01
-    adaptive_samples: int = 16
-    slice_steps: int = 21
-    slice_span: float = 1.0
-    points: int = 25
-    fourier_steps: int = 100
-    fourier_modes: int = 10
-    fourier_points: int = 50
-
-
 @dataclass
 class MeasuredRun:
     run_id: str
@@ -108,11 +88,6 @@ def parse_what(text: str | None) -> tuple[str, ...]:
     return names
 
 
-def _cell(run: pd.Series) -> str:
-    cell = run.get(f"tags.{TAG_CELL}")
-    return str(cell) if isinstance(cell, str) and cell else str(run["tags.method"])
-
-
 def load_measured_runs(uri: str, runs: pd.DataFrame, opts: LandscapeOptions) -> list[MeasuredRun]:
     """The finished runs rebuilt with their saved final weights; SpecError if any has none saved."""
     from .tracking import WEIGHTS_ARTIFACT, run_spec_yaml, run_tensors
@@ -126,7 +101,7 @@ def load_measured_runs(uri: str, runs: pd.DataFrame, opts: LandscapeOptions) -> 
     for _, run in finished.sort_values(["tags.seed"]).iterrows():
         state = run_tensors(uri, run["run_id"], WEIGHTS_ARTIFACT)
         if state is None:
-            missing.append(f"{_cell(run)} seed {run['tags.seed']} ({run['run_id']})")
+            missing.append(f"{run_cell(run)} seed {run['tags.seed']} ({run['run_id']})")
             continue
         spec = validate_run(yaml.safe_load(run_spec_yaml(uri, run["run_id"]) or "{}"))
         key = spec.data.model_dump_json()
@@ -140,7 +115,7 @@ def load_measured_runs(uri: str, runs: pd.DataFrame, opts: LandscapeOptions) -> 
         batches = fixed_batches(data.train, samples=samples, seed=derive_seed(spec.seed, "analysis-data"))
         smoothing = spec.train.label_smoothing
         loss_fn = lambda logits, y, s=smoothing: F.cross_entropy(logits.float(), y, label_smoothing=s)  # noqa: E731
-        out.append(MeasuredRun(run["run_id"], _cell(run), int(run["tags.seed"]), spec, model, batches, loss_fn))
+        out.append(MeasuredRun(run["run_id"], run_cell(run), int(run["tags.seed"]), spec, model, batches, loss_fn))
     if missing:
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise SpecError([f"{len(missing)} finished run(s) have no saved weights ({WEIGHTS_ARTIFACT}): {shown}; "

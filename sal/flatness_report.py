@@ -14,17 +14,12 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .names import TAG_CELL
+from .selection import cell_of
 
 __all__ = ["SHARPNESS", "has_flatness", "flatness_tables", "flatness_markdown", "flatness_sections"]
 
 SHARPNESS = {"trace": "Hessian trace", "eig": "top eigenvalue", "adaptive": "adaptive sharpness"}
 PATHS = {"barrier": "straight line", "fourier": "Fourier path"}
-
-
-def _cells(runs: pd.DataFrame) -> pd.Series:
-    cell = runs[f"tags.{TAG_CELL}"] if f"tags.{TAG_CELL}" in runs else pd.Series(np.nan, index=runs.index)
-    return cell.fillna(runs["tags.method"]).astype(str)
 
 
 def _measure(runs: pd.DataFrame, name: str) -> tuple[pd.Series, str]:
@@ -52,7 +47,7 @@ def has_flatness(runs: pd.DataFrame) -> bool:
 
 def _frame(runs: pd.DataFrame) -> pd.DataFrame:
     ok = runs[runs["status"] == "FINISHED"] if "status" in runs else runs
-    return ok.assign(method=_cells(ok), seed=ok["tags.seed"].astype(int))
+    return ok.assign(method=cell_of(ok), seed=ok["tags.seed"].astype(int))
 
 
 def flatness_tables(runs: pd.DataFrame, *, reference: str, level: float = 0.95) -> dict[str, pd.DataFrame]:

@@ -28,10 +28,9 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import interrupts
-from .config import RunSpec, SpecError, flatten
+from .config import RunSpec, SpecError, configuration, flatten
 from .data import DataBundle, augment_batch
 from .methods import REGISTRY, EpochStats, Method, MethodContext, build_optimizer
-from .methods.sal import YOKED_EVENTS
 from .methods.sam import SAM, _freeze_bn_stats
 from .methods.swa import SWA
 from .names import EVENT_METRICS, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
@@ -53,7 +52,7 @@ PACKABLE = frozenset({"base", "sal", "sal_noise_only", "sal_deform_only", "sal_n
 def _same_but_seed(specs: list[RunSpec]) -> None:
     # a yoked control's seeds each copy their own partner's events: one configuration all the same
     def setting(s: RunSpec) -> dict:
-        return {k: v for k, v in flatten(s).items() if k != "seed" and not k.startswith(YOKED_EVENTS)}
+        return configuration(flatten(s))
 
     first = setting(specs[0])
     for s in specs[1:]:

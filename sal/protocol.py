@@ -32,6 +32,7 @@ from .analysis import AnalysisSpec
 from .config import (
     SpecError,
     apply_overrides,
+    configuration,
     expand_data_env,
     flatten,
     format_validation_error,
@@ -40,6 +41,7 @@ from .config import (
 )
 from .methods import default_space
 from .names import RECORD_COMPARE_DESIGN, TAG_CELL, TAG_COMPARE, TAG_STAGE
+from .spec_base import Seeds, seed_list
 from .study import best_spec, run_study
 from .study_spec import Objective, ParamSpace, PrunerSpec, SamplerSpec, StudySpec, check_study_spec
 from .tracking import end_compare_parents, experiment_name, get_experiment_record, set_experiment_record
@@ -58,7 +60,7 @@ class _Strict(BaseModel):
 
 class TuningSpec(_Strict):
     trials: int = Field(20, ge=1, description="trials per method: the same budget for every method")
-    seeds: int | list[int] = Field(3, description="seeds per trial (a count: 1..n, or a list)")
+    seeds: Seeds = Field(3, description="seeds per trial (a count: 1..n, or a list)")
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     objective: Objective = Objective(metric="val/acc", aggregate="lcb")
@@ -67,7 +69,7 @@ class TuningSpec(_Strict):
 
     @property
     def seed_list(self) -> list[int]:
-        return list(range(1, self.seeds + 1)) if isinstance(self.seeds, int) else list(self.seeds)
+        return seed_list(self.seeds)
 
 
 class EvaluationSpec(_Strict):
@@ -257,7 +259,7 @@ class CompareResult:
 
 
 def _selected(study: optuna.Study) -> dict[str, Any]:
-    return {k: v for k, v in flatten(best_spec(study)).items() if k not in ("seed", "train.device")}
+    return configuration(flatten(best_spec(study)), drop=("train.device",))
 
 
 def _look_verdicts(uri: str, name: str, threshold: float, seeds: list[int]) -> dict[str, str]:

@@ -14,9 +14,10 @@ from optuna.trial import TrialState
 
 from . import stats
 from .config import apply_overrides, validate_run
-from .names import TAG_CELL, TAG_KIND
+from .names import TAG_KIND
 from .protocol import CompareResult, looks_of
 from .report import Analysis, Section
+from .selection import cell_of
 from .tracking import experiment_name, runs_frame
 
 __all__ = ["protocol_section", "budget_table", "tuning_curves", "cost_table"]
@@ -72,7 +73,7 @@ def cost_table(analysis: Analysis, treatment: str | None) -> pd.DataFrame:
     runs = analysis.selection.runs
     if "metrics.time/train_s" not in runs:
         return pd.DataFrame()
-    cell = runs.get(f"tags.{TAG_CELL}", runs["tags.method"]).fillna(runs["tags.method"])
+    cell = cell_of(runs)
     frame = pd.DataFrame({"method": cell, "seed": runs["tags.seed"].astype(int),
                           "time": runs["metrics.time/train_s"].astype(float),
                           "epochs": pd.to_numeric(runs.get("params.train.epochs"), errors="coerce")})

@@ -29,7 +29,6 @@ from .names import (
     STATUS_FINISHED,
     TAG_ABLATION,
     TAG_BASELINE,
-    TAG_CELL,
     TAG_CONTEXT,
     TAG_KIND,
     TAG_PAPER_TABLE,
@@ -40,7 +39,7 @@ from .outputs import report_folder
 from .redact import mask_url
 from .render import render_html, render_latex, render_markdown
 from .scoring import is_bounded_fraction
-from .selection import Selection, select_runs, tidy_scores
+from .selection import Selection, cell_of, run_cell, select_runs, tidy_scores
 from .summary import FAMILY_MODES, ReportOptions, across_datasets, family_sizes, summarize
 from .tracking import client_for, experiment_name, get_experiment_record, log_summary, run_history, runs_frame
 
@@ -70,7 +69,7 @@ def _histories(uri: str, runs: pd.DataFrame) -> pd.DataFrame:
         except Exception as err:  # noqa: BLE001 - a missing artifact costs a curve, not the report
             log.warning("no history for run %s: %s", run["run_id"], err)
             continue
-        parts.append(h.assign(method=run.get(f"tags.{TAG_CELL}", run["tags.method"]), seed=int(run["tags.seed"]),
+        parts.append(h.assign(method=run_cell(run), seed=int(run["tags.seed"]),
                               dataset=run["tags.dataset"], context=run.get(f"tags.{TAG_CONTEXT}", "") or ""))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -181,7 +180,7 @@ def _plan_for(uri: str, name: str, selection: Selection, *, baseline: str | None
               rope: float | None, alpha: float | None, correction: str | None) -> tuple[Plan, list[str]]:
     """The plan in force (see _plan_in_force), with the command line's overrides applied."""
     runs = selection.runs
-    cells = sorted(set(runs.get(f"tags.{TAG_CELL}", runs["tags.method"]).fillna(runs["tags.method"])))
+    cells = sorted(set(cell_of(runs)))
     plan, departures = _plan_in_force(uri, name, runs)
     if plan is None:
         tagged = runs.get(f"tags.{TAG_BASELINE}", pd.Series(dtype=object)).dropna()
@@ -206,7 +205,7 @@ def _filtered_out(all_runs: Selection, kept: Selection, plan: Plan) -> str | Non
         r = sel.runs
         if r.empty:
             return {}
-        cell = r.get(f"tags.{TAG_CELL}", r["tags.method"]).fillna(r["tags.method"])
+        cell = cell_of(r)
         diverged = r.get(f"tags.{TAG_STATUS}", pd.Series(STATUS_FINISHED, index=r.index)) == STATUS_DIVERGED
         return {(c, d, x, int(s)): bool(v) for c, d, x, s, v in zip(
             cell, r["tags.dataset"], r.get(f"tags.{TAG_CONTEXT}", pd.Series("", index=r.index)).fillna(""),
@@ -229,7 +228,7 @@ def _filtered_out(all_runs: Selection, kept: Selection, plan: Plan) -> str | Non
 def _restrict(plan: Plan, selection: Selection, filter_string: str, departures: list[str]) -> Plan:
     """Contrasts whose cells have no runs: dropped (and said) when a --filter removed them, else an error."""
     runs = selection.runs
-    cells = set(runs.get(f"tags.{TAG_CELL}", runs["tags.method"]).fillna(runs["tags.method"]))
+    cells = set(cell_of(runs))
     dropped = [c for c in plan.contrasts if c.method not in cells or c.baseline not in cells]
     if not dropped:
         return plan

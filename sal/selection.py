@@ -19,9 +19,10 @@ import pandas as pd
 
 from . import scoring
 from .config import SpecError
+from .gridkey import Place, place_column
 from .names import STATUS_FINISHED, TAG_CELL, TAG_CONTEXT, TAG_STATUS
 
-__all__ = ["Selection", "select_runs", "run_state", "tidy_scores", "TIDY_COLUMNS"]
+__all__ = ["cell_of", "run_cell", "Selection", "select_runs", "run_state", "tidy_scores", "TIDY_COLUMNS"]
 
 TIDY_COLUMNS = ["dataset", "context", "method", "seed", "metric", "value", "status", "diverged", "run_id"]
 
@@ -40,9 +41,21 @@ def _column(runs: pd.DataFrame, name: str, default) -> pd.Series:
     return col.fillna(default) if default is not None else col
 
 
+def cell_of(runs: pd.DataFrame) -> pd.Series:
+    """The cell each run belongs to: its ``sal.cell`` tag, else its method (a run of ``sal train`` has no cell).
+    The one place this is decided; every table of a report groups runs by it."""
+    cell = _column(runs, f"tags.{TAG_CELL}", None)
+    return cell.where(cell.notna() & (cell != ""), runs["tags.method"]).astype(str)
+
+
+def run_cell(run: pd.Series) -> str:
+    """``cell_of`` for one run (a row of runs_frame)."""
+    cell = run.get(f"tags.{TAG_CELL}")
+    return str(cell) if isinstance(cell, str) and cell else str(run["tags.method"])
+
+
 def _where(runs: pd.DataFrame) -> pd.Series:
-    cell = _column(runs, f"tags.{TAG_CELL}", None).fillna(runs["tags.method"])
-    return cell + "|" + runs["tags.dataset"] + "|" + _column(runs, f"tags.{TAG_CONTEXT}", "")
+    return place_column(cell_of(runs), runs["tags.dataset"], _column(runs, f"tags.{TAG_CONTEXT}", ""))
 
 
 def select_runs(runs: pd.DataFrame, definition: dict[str, str] | None) -> Selection:
@@ -60,7 +73,7 @@ def select_runs(runs: pd.DataFrame, definition: dict[str, str] | None) -> Select
         mixed = mixed[mixed.map(len) > 1]
         if len(mixed):
             raise SpecError([
-                f"cell {where.split('|')[0]} ({where.split('|', 1)[1].rstrip('|')}) has runs of "
+                f"cell {Place.parse(where).described()} has runs of "
                 f"{len(hashes)} configurations (config_hash {', '.join(sorted(hashes))}) and no ablation definition "
                 "says which is current; fix: re-launch the ablation with `sal ablate FILE` (it records its "
                 "definition), or select one with --filter \"tags.config_hash = '...'\""
@@ -70,8 +83,8 @@ def select_runs(runs: pd.DataFrame, definition: dict[str, str] | None) -> Select
     # Every run that is not a result (killed, running, failed) is listed, even beside a later result of its
     # (cell, seed): a reader sees what the numbers do not contain.
     left = runs[~result].assign(_state=state[~result])
-    left_out = sorted({(w.split("|")[0], int(s), st) for w, s, st in zip(left["_where"], left["tags.seed"],
-                                                                          left["_state"])})
+    left_out = sorted({(Place.parse(w).cell, int(s), st) for w, s, st in zip(left["_where"], left["tags.seed"],
+                                                                               left["_state"])})
     # Among the results of one (cell, seed) the newest counts (a worker killed after logging leaves a twin).
     runs = runs[result]
     runs = runs.sort_values("start_time") if "start_time" in runs else runs
@@ -103,7 +116,7 @@ def tidy_scores(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     status = _column(runs, f"tags.{TAG_STATUS}", STATUS_FINISHED)
     frame = pd.DataFrame({
         "dataset": runs["tags.dataset"], "context": _column(runs, f"tags.{TAG_CONTEXT}", ""),
-        "method": _column(runs, f"tags.{TAG_CELL}", None).fillna(runs["tags.method"]),
+        "method": cell_of(runs),
         "seed": runs["tags.seed"].astype(int), "status": status, "diverged": status == scoring.DIVERGED,
         "run_id": runs["run_id"],
     })

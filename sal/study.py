@@ -20,7 +20,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from . import engine, scoring
-from .config import RunSpec, SpecError, apply_overrides, config_hash, flatten, nest, validate_run
+from .config import RunSpec, SpecError, apply_overrides, config_hash, configuration, flatten, nest, validate_run
 from .names import (
     ATTR_DEFINITION_HASH,
     ATTR_MESSAGE,
@@ -98,7 +98,7 @@ class MultiSeedObjective:
         params = suggest(trial, self.spec)
         specs = self.run_specs(params)
         # What this trial trained, so `sal study best` writes exactly that (never base + params re-resolved).
-        trained = {k: v for k, v in flatten(specs[0]).items() if k not in ("seed", "train.device")}
+        trained = configuration(flatten(specs[0]), drop=("train.device",))
         trial.set_user_attr(TRIAL_SPEC, trained)
         parent = start_parent(self.uri, self.experiment, kind="trial", key=f"{self.spec.name}|trial={trial.number}",
                               run_name=f"trial{trial.number}", params=params, spec=specs[0],
@@ -215,7 +215,7 @@ def create_study(spec: StudySpec, ref: engine.StorageRef, worker_index: int = 0)
 
 def open_queue(spec: StudySpec, ref: engine.StorageRef, worker_index: int = 0) -> Queue:
     """The study as a work queue, with this worker's sampler (seeded per worker) and the study's pruner."""
-    return Queue(ref, spec.name, kind="study", directions=spec.directions,
+    return Queue(ref, spec.name, kind="study", directions=spec.directions, metric_names=spec.metric_names,
                  sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec))
 
 

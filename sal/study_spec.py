@@ -27,6 +27,7 @@ from .config import (
 )
 from .scoring import direction as scoring_direction
 from .scoring import higher_is_better
+from .spec_base import Seeds, seed_list
 
 __all__ = ["ParamSpace", "Objective", "SamplerSpec", "PrunerSpec", "StudySpec", "load_study_spec", "build_sampler",
            "build_pruner", "ordered_space", "check_study_spec", "corner_specs"]
@@ -124,7 +125,7 @@ class StudySpec(_Strict):
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, ParamSpace]
-    seeds: int | list[int] = 3
+    seeds: Seeds = 3
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()])
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
@@ -136,11 +137,16 @@ class StudySpec(_Strict):
 
     @property
     def seed_list(self) -> list[int]:
-        return list(range(1, self.seeds + 1)) if isinstance(self.seeds, int) else list(self.seeds)
+        return seed_list(self.seeds)
 
     @property
     def directions(self) -> list[str]:
         return [o.direction for o in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """What each objective value is, e.g. ``cvar(val/acc)``: Optuna's plots and optuna-dashboard show it."""
+        return [f"{o.aggregate}({o.metric})" for o in self.objectives]
 
     @property
     def prunes_per_seed(self) -> bool:

@@ -59,13 +59,22 @@ class Claimed:
 class Queue:
     """The study ``name`` in ``ref`` as this worker's queue (created if missing)."""
 
-    def __init__(self, ref: StorageRef, name: str, *, kind: str | None = None, **create_kwargs: Any):
+    def __init__(self, ref: StorageRef, name: str, *, kind: str | None = None, metric_names: list[str] | None = None,
+                 **create_kwargs: Any):
         self.ref, self.name, self.worker = ref, name, worker_id()
         self.storage = ref.open()
         self.study = optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True, **create_kwargs)
         self._check_direction(create_kwargs.get("direction"))
         if kind is not None:
             self._check_kind(kind)
+        if metric_names and self.study.metric_names != metric_names:
+            self._name_values(metric_names)
+
+    def _name_values(self, metric_names: list[str]) -> None:
+        """Name the objective values (optuna-dashboard and Optuna's plots show the name instead of "Objective 0")."""
+        with warnings.catch_warnings():  # experimental in Optuna since 3.2, and stable in use since
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names(metric_names)
 
     # ------------------------------------------------------------------ opening
     def _check_direction(self, wanted: str | None) -> None:

@@ -12,7 +12,7 @@ from tests.helpers import PG, pg_version
 
 # Marks that say what a test needs; each also makes the test slow, so `-m "not slow"` stays about a minute
 # on 2 cores while `-m "not store"` (say) leaves out only that kind.
-IMPLIES_SLOW = ("store", "training")
+IMPLIES_SLOW = ("store", "training", "subprocess", "postgres", "browser")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection reads the marks

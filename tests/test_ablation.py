@@ -132,7 +132,7 @@ def test_noise_only_never_deforms_and_deform_only_never_injects_noise(tmp_path, 
             assert noise == 0 and deform > 0
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_workers_and_two_launchers_run_each_cell_once(tmp_path, mlflow_uri):
     spec, items = load_ablation(write_ablation(tmp_path, "pair"))
     ref = StorageRef(str(tmp_path / "q.journal"))
@@ -154,7 +154,7 @@ def test_two_workers_and_two_launchers_run_each_cell_once(tmp_path, mlflow_uri):
     assert len(_finished_runs(mlflow_uri, "pair")) == len(items)
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_killed_worker_is_reaped_and_the_grid_completes_without_duplicates(tmp_path, mlflow_uri):
     path = write_ablation(tmp_path, "killed", seeds=4,
                           base={**TINY_BASE, "data": {"name": "digits"}, "train": {"epochs": 8}})
@@ -177,7 +177,7 @@ def test_a_killed_worker_is_reaped_and_the_grid_completes_without_duplicates(tmp
     assert len(runs) == 8 and len(set(zip(runs[f"tags.{TAG_CELL}"], runs["tags.seed"]))) == 8
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("pack,running", [("off", 1), ("on", 3)])  # packed: the cell's 3 seeds run together
 def test_ctrl_c_gives_the_running_trial_back_and_stops(tmp_path, mlflow_uri, pack, running):
     # packed seeds train fast: enough epochs that the interrupt always lands while the first cell trains

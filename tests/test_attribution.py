@@ -163,7 +163,7 @@ STRESSFUL = {"method.warmup": 1, "method.theta": 0.01, "method.s_noise": 0.005, 
              "method.eps_acc": 0.01, "method.eps_loss": 0.01, "method.delta": 1e-4}
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_a_yoked_cell_copies_each_seeds_intervention_counts_from_its_sal_run(tmp_path, mlflow_uri):
     from sal.ablation import load_ablation, run_ablation
     from sal.engine import StorageRef
@@ -314,7 +314,7 @@ def test_noise_below_the_compute_dtypes_resolution_is_flagged(tmp_path, mlflow_u
     assert "resolution" not in md  # float32's spacing there is 3.7e-9
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_the_report_shows_the_effect_against_the_noise_dose(tmp_path, mlflow_uri):
     import numpy as np
 
@@ -376,7 +376,7 @@ def test_the_departures_from_the_papers_setup_are_listed():
     assert len(paper_departures(paper_like)) == 1  # only the framework and the seeds
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_a_paper_fidelity_grid_trains_and_reports_without_a_validation_split(tmp_path, mlflow_uri):
     from sal.ablation import load_ablation, run_ablation
     from sal.engine import StorageRef

@@ -17,7 +17,7 @@ def test_the_shell_scripts_parse():
         assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / script)]).returncode == 0
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_gpu_suite_smoke_on_the_cpu(tmp_path):
     """The suite's every figure is produced on the CPU with tiny sizes: the code a CUDA box will run."""
     out = tmp_path / "suite.json"
@@ -45,7 +45,7 @@ def _smoke(script: str, tmp_path) -> tuple[dict, str]:
     return json.loads(out.read_text()), proc.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_mnist1d_table_smoke(tmp_path):
     """The paper's three models train through sal's seeds (2 seeds x 2 epochs) and print beside the paper."""
     result, stdout = _smoke("bench_mnist1d_table.py", tmp_path)
@@ -60,7 +60,7 @@ def test_mnist1d_table_smoke(tmp_path):
     assert "published" in stdout and "mnist1d_cnn" in stdout
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_mnist1d_speed_smoke(tmp_path):
     """The side-by-side loops do the same work (equal weights after an epoch) and every figure is produced."""
     result, stdout = _smoke("bench_mnist1d_speed.py", tmp_path)

@@ -69,7 +69,7 @@ def test_findings_sentences_state_no_effect_plainly():
     assert dose_of("noise_1e-3") == 1e-3 and dose_of("adam") != dose_of("adam")
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_smoke_campaign_end_to_end(tmp_path):
     out, work = tmp_path / "findings", tmp_path / "work"
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "campaign.py"), "--smoke", "--no-figures",

@@ -53,7 +53,7 @@ def test_sal_train_logs_one_run_with_every_contract_name(mlflow_uri, capsys):
     (["--set", "train.epochs=0"], "train.epochs=0"),
     (["--config", "missing.yaml"], "does not exist"),
 ])
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_bad_input_exits_2_names_the_key_and_writes_nothing(tmp_path, args, needle):
     db = tmp_path / "mlflow.db"
     proc = subprocess.run([sys.executable, "-m", "sal", "--tracking-uri", f"sqlite:///{db}", "train", *args],
@@ -64,7 +64,7 @@ def test_bad_input_exits_2_names_the_key_and_writes_nothing(tmp_path, args, need
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sal_ui_serves_the_store_on_localhost(mlflow_uri):
     import json
     import socket
@@ -102,7 +102,7 @@ def test_sal_ui_serves_the_store_on_localhost(mlflow_uri):
         proc.wait(timeout=30)
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_run_that_crashes_is_one_line_and_exit_1(tmp_path, capsys):
     empty = tmp_path / "no_images"
     empty.mkdir()

@@ -21,7 +21,7 @@ from sal.engine import KEY, MLFLOW_RUNS, STATUS, WORKER
 from sal.names import ATTR_REUSED, TAG_CELL
 from tests.helpers import ABLATION_RUNS, free_port, restart_postgresql
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.postgres
 REPO = Path(__file__).resolve().parents[1]
 CELLS = {"adam": {"method.name": "base"}, "sgd": {"method.name": "base", "optim.name": "sgd"},
          "sal": {"method.name": "sal", "method.warmup": 0},

@@ -49,6 +49,16 @@ def test_config_hash_ignores_the_seed_only():
     assert config_hash(a) != config_hash(validate_run({"optim": {"lr": 0.01}}))
 
 
+def test_one_configuration_rule_leaves_out_the_seed_and_a_yoked_copy_of_events():
+    from sal.config import HOW_IT_RAN, configuration
+
+    flat = {"seed": 3, "optim.lr": 0.1, "train.device": "cpu", "method.yoked_events.noise": [4, 9]}
+    assert configuration(flat) == {"optim.lr": 0.1, "train.device": "cpu"}
+    assert configuration(flat, drop=HOW_IT_RAN) == {"optim.lr": 0.1}
+    # where and how a run ran is not its identity
+    assert config_hash(validate_run({"train": {"pack": "off"}})) == config_hash(validate_run({"train": {"pack": "on"}}))
+
+
 @pytest.mark.parametrize("raw,needle", [
     ({"method": {"name": "sal", "s_noise": 0.05, "s_yield": 0.01}}, "method.s_noise=0.05 is above method.s_yield"),
     ({"optim": {"lr": 0}}, "optim.lr=0"),

@@ -122,7 +122,7 @@ def test_data_check_of_every_paper_preset_runs(capsys, monkeypatch, tmp_path):
         assert "fix:" in out, preset
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_an_old_style_densenet_checkpoint_loads_as_torchvision_does(tmp_path):
     """Before: load_state_dict raised (unexpected key denselayer1.norm.1.weight ...)."""
     import re

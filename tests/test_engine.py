@@ -22,7 +22,7 @@ def pg_url(pg_database):
     return pg_database()
 
 
-@pytest.mark.slow
+@pytest.mark.postgres
 def test_an_ablation_runs_on_postgresql(tmp_path, pg_url, mlflow_uri):
     path = tmp_path / "pg.yaml"
     path.write_text(yaml.safe_dump({"name": "pg", "base": TINY_BASE, "seeds": 2,
@@ -34,7 +34,7 @@ def test_an_ablation_runs_on_postgresql(tmp_path, pg_url, mlflow_uri):
     assert sorted(t.user_attrs[KEY] for t in study.trials) == sorted(i.key for i in items)
 
 
-@pytest.mark.slow
+@pytest.mark.postgres
 def test_heartbeats_fail_a_silent_remote_worker_and_queue_its_trial_again(pg_url):
     ref = StorageRef(pg_url, heartbeat_s=1)  # grace period: 3 s
     queue = Queue(ref, "beats")

@@ -43,7 +43,7 @@ def measured(tmp_path_factory):
     return tmp, uri
 
 
-@pytest.mark.slow  # trains 4 small CNNs and measures them
+@pytest.mark.training  # trains 4 small CNNs and measures them
 def test_landscape_logs_sharpness_and_barriers_back_to_the_runs_and_the_report_shows_them(measured, capsys):
     tmp, uri = measured
     code = main(["--tracking-uri", uri, "landscape", "flat", "--what",
@@ -79,7 +79,7 @@ def test_landscape_logs_sharpness_and_barriers_back_to_the_runs_and_the_report_s
     assert "<h2>Flatness</h2>" in (folder / "report.html").read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_runs_without_saved_weights_exit_2_and_nothing_is_logged(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _ablate(tmp_path, uri, "bare", {}, seeds=1)
@@ -161,3 +161,13 @@ def test_no_flatness_metrics_no_section():
     runs, _ = _frame()
     bare = runs[[c for c in runs.columns if not c.startswith("metrics.")]]
     assert not has_flatness(bare) and flatness_markdown(bare, reference="adam") == []
+
+
+def test_the_landscape_flags_default_to_the_landscape_options():
+    # the CLI wrote its own defaults (probes 32, 100 Fourier steps, 21 slice steps) beside LandscapeOptions'
+    from sal.cli import _parser
+    from sal.landscape_options import LandscapeOptions
+
+    args = _parser().parse_args(["landscape", "some-ablation"])
+    assert (args.probes, args.fourier_steps, args.slice_steps) == (
+        LandscapeOptions.probes, LandscapeOptions.fourier_steps, LandscapeOptions.slice_steps)

@@ -153,7 +153,7 @@ def _yaml(tmp_path: Path, name: str, *, seeds: int, epochs: int, model: str = "m
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_killed_workers_run_shows_live_and_is_ended_killed_when_the_sweep_resumes(tmp_path, mlflow_uri):
     journal = tmp_path / "q.journal"
     # A small CNN: epochs of ~0.3 s, so a run lasts several of the LiveRun's 2 s flush periods.
@@ -187,7 +187,7 @@ def test_a_killed_workers_run_shows_live_and_is_ended_killed_when_the_sweep_resu
     assert len(finished) == 4 and len(set(zip(finished[f"tags.{TAG_CELL}"], finished["tags.seed"]))) == 4
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_worker_killed_between_mlflow_and_optuna_leaves_one_finished_run_per_seed(tmp_path, mlflow_uri):
     journal = tmp_path / "q.journal"
     # one seed at a time, so exactly one run is logged before the worker dies (packed seeds log together)
@@ -219,7 +219,7 @@ def _gone(pid: int) -> bool:
     return "State:\tZ" in state
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_workers_stop_when_their_launcher_is_killed(tmp_path, mlflow_uri):
     journal = tmp_path / "q.journal"
     cmd = _sal(mlflow_uri, "ablate", str(_yaml(tmp_path, "orphans", seeds=3, epochs=60)), "--storage", str(journal),
@@ -245,7 +245,7 @@ def test_workers_stop_when_their_launcher_is_killed(tmp_path, mlflow_uri):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of this test's processes
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ablate_prints_progress_lines_when_not_on_a_terminal(tmp_path, mlflow_uri):
     cmd = _sal(mlflow_uri, "ablate", str(_yaml(tmp_path, "progress", seeds=2, epochs=2)), "--storage",
                str(tmp_path / "q.journal"))

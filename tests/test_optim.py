@@ -144,7 +144,7 @@ def test_bad_optimizer_settings_name_the_key_and_the_fix(optim, train_, text):
     assert text in str(err.value) and "fix:" in str(err.value)
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_adamw_and_every_schedule_in_a_study(tmp_path, mlflow_uri):
     from sal.engine import StorageRef
     from sal.study import run_study

@@ -121,7 +121,7 @@ def test_worker_died_and_heartbeat_lost_are_named(tmp_path):
     assert [t.number for t in unresolved_failures(study)] == [2]
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_crashing_trial_reaches_the_user_as_one_line_not_a_traceback(tmp_path):
     import subprocess
     import sys

@@ -43,7 +43,7 @@ def _packed_weights(packed: PackedRun, s: int) -> dict[str, torch.Tensor]:
 
 # A fast representative subset runs by default; the whole matrix is marked slow (seconds each on 2 cores).
 _FAST_CASES = {("base", "cnn_bn_dropout"), ("sal", "mlp_dropout"), ("swa", "cnn_bn_dropout")}
-CASES = [pytest.param(m, d, marks=() if (m, d) in _FAST_CASES else pytest.mark.slow) for m in METHODS for d in MODELS]
+CASES = [pytest.param(m, d, marks=() if (m, d) in _FAST_CASES else pytest.mark.training) for m in METHODS for d in MODELS]
 
 
 @pytest.mark.parametrize("method,model", CASES)
@@ -77,8 +77,8 @@ def _check_packed_equals_alone(method, model, grouped=None):
             assert events == set(EVENT_METRICS)
 
 
-@pytest.mark.parametrize("method", ["sal", pytest.param("sam", marks=pytest.mark.slow),
-                                    pytest.param("swa", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", ["sal", pytest.param("sam", marks=pytest.mark.training),
+                                    pytest.param("swa", marks=pytest.mark.training)])
 def test_the_vmap_forward_is_exact_too(method):
     """Models with layers the grouped forward lacks train under vmap: the same exactness holds."""
     _check_packed_equals_alone(method, "cnn_bn_dropout", grouped=False)
@@ -158,7 +158,7 @@ def _study(tmp_path, name, pack):
     return load_study_spec(path)
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_a_packed_study_gives_the_unpacked_trials_and_one_run_per_seed(tmp_path, mlflow_uri):
     from sal.engine import StorageRef
     from sal.study import run_study
@@ -174,7 +174,7 @@ def test_a_packed_study_gives_the_unpacked_trials_and_one_run_per_seed(tmp_path,
     assert len(runs) == 6 and sorted(runs["tags.seed"]) == ["1", "1", "2", "2", "3", "3"]
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_an_ablation_cell_trains_its_seeds_packed_with_the_unpacked_values(tmp_path, mlflow_uri):
     import yaml
 

@@ -219,7 +219,7 @@ def test_check_plugins_leaves_the_global_rng_alone(plugin):
 # ---------------------------------------------------------------- the example in examples/
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_example_ablation_runs_from_its_folder_with_spawned_workers(tmp_path):
     """As a user runs it: from the project folder, through a launcher like the `sal` console script (whose
     folder, not the working directory, is on sys.path), with two spawned workers that import mypkg."""
@@ -251,7 +251,7 @@ def test_the_example_ablation_runs_from_its_folder_with_spawned_workers(tmp_path
 # ---------------------------------------------------------------- the public API end to end
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_api_ablation_study_and_report_on_a_plugin(tmp_path, plugin, mlflow_uri):
     model, data = plugin(GOOD_MODEL), plugin(GOOD_DATA)
     base = {"model": {"name": f"{model}:build", "args": {"hidden": 6}}, "data": {"name": f"{data}:load"},
@@ -296,7 +296,7 @@ def test_a_study_checks_the_plugin_at_every_reachable_choice(tmp_path, plugin, c
     assert not journal.exists() and not (tmp_path / "store").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_import_sal_imports_neither_mlflow_nor_optuna():
     code = ("import sys, sal; assert 'mlflow' not in sys.modules and 'optuna' not in sys.modules; "
             "assert callable(sal.train) and callable(sal.run_study) and 'sal' in sal.REGISTRY")

@@ -60,7 +60,7 @@ def test_an_unknown_tracking_scheme_exits_2_and_writes_nothing(tmp_path, spec_fi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pre.yaml"]  # the journal was not created either
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_an_unreachable_tracking_server_fails_in_seconds_not_minutes(tmp_path, spec_file):
     uri = f"http://127.0.0.1:{_closed_port()}"
     start = time.monotonic()

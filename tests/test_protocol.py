@@ -29,7 +29,7 @@ def _write(tmp_path, name, **fields):
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.training
 def test_compare_tunes_every_method_with_one_budget_and_evaluates_on_fresh_seeds(tmp_path, mlflow_uri, capsys):
     path, journal = _write(tmp_path, "fair"), tmp_path / "c.journal"
     args = ["--tracking-uri", mlflow_uri, "compare", str(path), "--storage", str(journal), "--out",

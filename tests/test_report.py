@@ -106,7 +106,7 @@ def test_unknown_ablation_and_missing_baseline_exit_2(ablation, mlflow_uri, caps
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (scripts/test.sh "
                     "installs it when run as root with apt-get)")
-@pytest.mark.slow
+@pytest.mark.browser
 def test_report_html_renders_with_every_figure_in_chromium(ablation, mlflow_uri):
     out = ablation / "report_html"
     assert _report(mlflow_uri, out, "--filter", f"tags.`{TAG_CELL}` != 'blowup'") == 0

@@ -97,7 +97,7 @@ def test_a_database_store_gets_an_absolute_artifact_root(monkeypatch):
     assert artifact_root("postgresql://u@h/mlflow") == "s3://bucket/sal"
 
 
-@pytest.mark.slow
+@pytest.mark.postgres
 def test_database_store_artifacts_go_to_the_artifact_root_not_the_working_folder(tmp_path, spec_file, pg_database):
     uri, root = pg_database(), tmp_path / "art"
     env = {**os.environ, "SAL_ARTIFACT_ROOT": str(root)}
@@ -111,7 +111,7 @@ def test_database_store_artifacts_go_to_the_artifact_root_not_the_working_folder
     assert len([p for p in root.rglob("spec.yaml")]) == 2
 
 
-@pytest.mark.slow
+@pytest.mark.postgres
 def test_a_multi_machine_sweep_with_a_local_artifact_root_is_refused(tmp_path, spec_file, pg_database):
     storage, uri = pg_database(), pg_database()
     env = {k: v for k, v in os.environ.items() if k != "SAL_ARTIFACT_ROOT"}

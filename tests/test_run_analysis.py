@@ -36,7 +36,7 @@ def _training(history):
     return [{k: v for k, v in row.items() if not k.startswith(("time/", "sharpness/"))} for row in history]
 
 
-@pytest.mark.slow  # trains several small CNNs
+@pytest.mark.training  # trains several small CNNs
 def test_analysis_leaves_training_untouched_and_measures_every_k_epochs():
     plain, measured = train(_spec()), train(_spec(ALL))
     assert plain.ok and measured.ok
@@ -53,7 +53,7 @@ def test_analysis_leaves_training_untouched_and_measures_every_k_epochs():
     assert plain.analysis == {}
 
 
-@pytest.mark.slow  # trains several small CNNs
+@pytest.mark.training  # trains several small CNNs
 def test_analysis_is_deterministic_and_keeps_weights_and_trajectory():
     a, b = train(_spec(ALL)), train(_spec(ALL))
     keys = ["sharpness/trace", "sharpness/eig", "sharpness/adaptive"]
@@ -66,7 +66,7 @@ def test_analysis_is_deterministic_and_keeps_weights_and_trajectory():
     assert other_seed.history[-1]["sharpness/trace"] != a.history[-1]["sharpness/trace"]
 
 
-@pytest.mark.slow  # trains several small CNNs
+@pytest.mark.training  # trains several small CNNs
 def test_saved_weights_round_trip_through_mlflow_and_reproduce_the_test_accuracy(mlflow_uri):
     spec = _spec({"save_weights": True, "trajectory": True, "trajectory_dim": 4096})
     result = train(spec)

@@ -56,7 +56,7 @@ def _sal(tmp_path, *args):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.postgres
 def test_a_password_in_storage_and_tracking_urls_appears_nowhere(tmp_path, secret_databases):
     password, (storage, tracking), names = secret_databases
     spec = tmp_path / "hush.yaml"
@@ -118,7 +118,7 @@ def test_the_queue_records_no_password_given_in_the_query():
     assert stored == "postgresql://alice@db/mlflow?password=***"
 
 
-@pytest.mark.slow
+@pytest.mark.postgres
 def test_query_passwords_stay_hidden_from_ablate_and_landscape(tmp_path, secret_databases):
     """Before the fix: `sal landscape` printed the raw URI in its last line, and a `?password=` was printed by
     the launcher and stored in the queue's sal.tracking_uri attr."""
@@ -182,7 +182,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
+@pytest.mark.postgres
 def test_sal_ui_shows_no_password_in_ps_and_sigterm_stops_every_process(secret_databases):
     """Before the fix: `mlflow ui --backend-store-uri postgresql://u:PW@...` was on the command line (any user's
     `ps` shows it), and SIGTERM to `sal ui` left mlflow ui and its server running."""

@@ -19,7 +19,7 @@ log_summary(sys.argv[1], "race", run_name="launcher", tags={}, params={}, metric
 """
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_launchers_racing_on_a_fresh_store_all_succeed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     start_at = str(time.time() + 15)  # after every process has imported mlflow (seconds on 2 busy cores)

@@ -133,7 +133,7 @@ def test_best_spec_trains_and_optunas_cli_reads_the_storage(tmp_path, mlflow_uri
     assert len(rows) == 3 and {r["state"] for r in rows} == {"COMPLETE"}
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_uri):
     path = write_study(tmp_path, "resumed", n_trials=6, base={**STUDY_BASE, "data": {"name": "digits"},
                                                               "train": {"epochs": 6, "batch_size": 32}})
@@ -157,7 +157,7 @@ def test_a_killed_study_resumes_to_n_trials_without_duplicates(tmp_path, mlflow_
     assert {k: retried[0].params[k] for k in died[0].params} == died[0].params
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ctrl_c_gives_the_running_trial_back_with_its_parameters(tmp_path, mlflow_uri):
     path = write_study(tmp_path, "interrupted", n_trials=3, base={**STUDY_BASE, "data": {"name": "digits"},
                                                                   "train": {"epochs": 40, "batch_size": 32}})
@@ -247,3 +247,20 @@ def test_a_default_the_space_cannot_take_is_left_to_the_sampler(tmp_path, mlflow
     study = run_study(spec, ref=StorageRef(str(tmp_path / "w.journal")), uri=mlflow_uri)
     (trial,) = study.get_trials()
     assert trial.state.name == "COMPLETE" and trial.params["method.swa_start"] == 0.5
+
+
+def test_the_queues_name_their_objective_values_for_the_dashboard(tmp_path):
+    # optuna-dashboard and Optuna's plots showed "Objective 0": the queue now names each value
+    spec = load_study_spec(write_study(tmp_path, "named"))
+    ref = StorageRef(str(tmp_path / "named.journal"))
+    create_study(spec, ref)
+    assert optuna.load_study(study_name="named", storage=ref.open()).metric_names == ["cvar(val/acc)"]
+
+
+@pytest.mark.parametrize("seeds", [0, [1, 1], [0, 2]])
+def test_a_studys_seeds_are_checked_like_an_ablations(tmp_path, seeds):
+    # one Seeds type for every spec: a study accepted seeds: 0 and repeated seeds before
+    from sal.config import SpecError
+
+    with pytest.raises(SpecError, match="seeds"):
+        load_study_spec(write_study(tmp_path, "badseeds", seeds=seeds))
