@@ -30,7 +30,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from . import interrupts
 from .config import RunSpec, SpecError, configuration, flatten
 from .data import DataBundle, augment_batch
-from .methods import REGISTRY, EpochStats, Method, MethodContext, build_optimizer
+from .methods import METHODS, REGISTRY, EpochStats, Method, MethodContext, build_optimizer
 from .methods.sam import SAM, _freeze_bn_stats
 from .methods.swa import SWA
 from .names import EVENT_METRICS, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
@@ -43,10 +43,8 @@ from .train import Result, TrainingRun
 __all__ = ["PACKABLE", "PackedRun"]
 
 
-# Methods whose every step is elementwise per seed or done per seed slice here. L-BFGS (line search on
-# a global loss) and the rolling ball run one seed at a time.
-PACKABLE = frozenset({"base", "sal", "sal_noise_only", "sal_deform_only", "sal_no_recovery", "random_trigger",
-                      "shrink_perturb", "sam", "swa"})
+# Methods whose every step is elementwise per seed or done per seed slice here (each method says so).
+PACKABLE = frozenset(name for name, info in METHODS.items() if info.packable)
 
 
 def _same_but_seed(specs: list[RunSpec]) -> None:

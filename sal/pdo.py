@@ -35,8 +35,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-__all__ = ["StressSignal", "Interventions", "EpochEvents", "PDO", "RandomTriggerPDO", "last_trainable_layers",
-           "SALKnobs", "yoked_plan"]
+__all__ = ["PAPER", "PaperConstants", "StressSignal", "Interventions", "EpochEvents", "PDO", "RandomTriggerPDO",
+           "last_trainable_layers", "SALKnobs", "yoked_plan"]
 
 
 class SALKnobs(Protocol):
@@ -64,13 +64,34 @@ class SALKnobs(Protocol):
     reset_at_yield: bool
 
 
+@dataclass(frozen=True)
+class PaperConstants:
+    """The paper's values of SAL's knobs (Sec. 3.1): the one place they are written. The method specs
+    (sal/methods/) default to them, and the stress a plain optimizer's run logs uses them too."""
+
+    rho: float = 0.0005  # stress decay on progress
+    theta: float = 0.005  # stress growth on stagnation
+    s_max: float = 1.0
+    s_noise: float = 0.005
+    s_yield: float = 0.01
+    delta: float = 1e-7  # base noise std (Eq. 2)
+    lambda_: float = 1e-5  # stress-to-noise gain (Eq. 2)
+    sigma_y: float = 0.02  # std of the deformation noise (Eq. 3)
+    shrink: float = 0.9  # factor on the deformed weights (Eq. 3)
+    deform_layers: int = 3
+    warmup: int = 15
+
+
+PAPER = PaperConstants()
+
+
 @dataclass
 class StressSignal:
     """Eq. 1: stress decays by rho on progress (loss down AND accuracy up), grows by theta otherwise."""
 
-    rho: float = 0.0005
-    theta: float = 0.005
-    s_max: float = 1.0
+    rho: float = PAPER.rho
+    theta: float = PAPER.theta
+    s_max: float = PAPER.s_max
     eps_loss: float = 0.0
     eps_acc: float = 0.0
     stress: float = 0.0

@@ -43,7 +43,8 @@ def _packed_weights(packed: PackedRun, s: int) -> dict[str, torch.Tensor]:
 
 # A fast representative subset runs by default; the whole matrix is marked slow (seconds each on 2 cores).
 _FAST_CASES = {("base", "cnn_bn_dropout"), ("sal", "mlp_dropout"), ("swa", "cnn_bn_dropout")}
-CASES = [pytest.param(m, d, marks=() if (m, d) in _FAST_CASES else pytest.mark.training) for m in METHODS for d in MODELS]
+CASES = [pytest.param(m, d, marks=() if (m, d) in _FAST_CASES else pytest.mark.training)
+         for m in METHODS for d in MODELS]
 
 
 @pytest.mark.parametrize("method,model", CASES)

@@ -35,5 +35,5 @@ def build_method(ctx: MethodContext) -> Method:
 def default_space(method: str) -> dict[str, dict]:
     """The knobs a fair comparison tunes for ``method``: the shared optimizer knobs (unless the method
     replaces the optimizer) plus the method's own, as study search-space entries."""
-    shared = {} if method == "lbfgs" else OPTIMIZER_SPACE
+    shared = {} if method in METHODS and METHODS[method].own_optimizer else OPTIMIZER_SPACE
     return {**shared, **(METHODS[method].space if method in METHODS else {})}

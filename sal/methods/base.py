@@ -30,8 +30,9 @@ OPTIMIZER_SPACE = {"optim.lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True}}
 class MethodInfo:
     """What the registry knows of a method, declared once by its module: its name (``method.name``), its
     spec (knobs with their paper defaults), its implementation, its role in the default analysis families
-    (base, treatment, ablation, baseline, other), the interventions it makes between epochs, and the
-    default search space of a fair comparison (besides the shared optimizer knobs)."""
+    (base, treatment, ablation, baseline, other), the interventions it makes between epochs, the
+    default search space of a fair comparison (besides the shared optimizer knobs, unless it brings its own
+    optimizer), and whether its seeds can train packed as one model (sal/packed.py)."""
 
     name: str
     spec: type
@@ -39,6 +40,8 @@ class MethodInfo:
     role: str = "other"
     acts: tuple[str, ...] = ()
     space: dict = field(default_factory=dict)
+    own_optimizer: bool = False  # replaces optim.* (L-BFGS): a comparison tunes only its own knobs
+    packable: bool = True  # every step elementwise per seed or done per seed slice
 
 
 class BaseMethodSpec(Strict):

@@ -56,4 +56,5 @@ class LBFGS(Method):
         return first[0]
 
 
-METHODS = [MethodInfo("lbfgs", LBFGSSpec, LBFGS, space=SEARCH_SPACE["lbfgs"])]
+# a line search on one global loss: one seed at a time
+METHODS = [MethodInfo("lbfgs", LBFGSSpec, LBFGS, space=SEARCH_SPACE["lbfgs"], own_optimizer=True, packable=False)]

@@ -77,4 +77,5 @@ class RollingBall(Method):
         return loss.detach(), logits.detach()
 
 
-METHODS = [MethodInfo("rolling_ball", RollingBallSpec, RollingBall, space=SEARCH_SPACE["rolling_ball"])]
+METHODS = [MethodInfo("rolling_ball", RollingBallSpec, RollingBall, space=SEARCH_SPACE["rolling_ball"],
+                      packable=False)]  # its ball's step is one seed's: not written per seed slice

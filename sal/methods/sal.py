@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_NOISE_STD, METRIC_STRESS
-from ..pdo import PDO, RandomTriggerPDO
+from ..pdo import PAPER, PDO, RandomTriggerPDO
 from ..spec_base import Strict
 from .base import EpochStats, Method, MethodContext, MethodInfo
 
@@ -54,17 +54,17 @@ class SALSpec(Strict):
     """Stress-Aware Learning; defaults are the paper's (Sec. 3.1). The ablations share these knobs."""
 
     name: Literal["sal", "sal_noise_only", "sal_deform_only", "sal_no_recovery"] = "sal"
-    rho: float = Field(0.0005, ge=0.0, description="stress decay on progress")
-    theta: float = Field(0.005, ge=0.0, description="stress growth on stagnation")
-    s_max: float = Field(1.0, gt=0.0, description="stress cap")
-    s_noise: float = Field(0.005, ge=0.0, description="noise threshold (noise when S > s_noise)")
-    s_yield: float = Field(0.01, gt=0.0, description="yield threshold (deformation when S >= s_yield)")
-    delta: float = Field(1e-7, ge=0.0, description="base noise std (Eq. 2)")
-    lambda_: float = Field(1e-5, ge=0.0, alias="lambda", description="stress-to-noise gain (Eq. 2)")
-    sigma_y: float = Field(0.02, ge=0.0, description="std of the deformation noise (Eq. 3)")
-    shrink: float = Field(0.9, gt=0.0, le=1.0, description="factor on deformed weights (Eq. 3)")
-    deform_layers: int = Field(3, ge=1, description="last trainable layers deformed")
-    warmup: int = Field(15, ge=0, description="epochs before any intervention")
+    rho: float = Field(PAPER.rho, ge=0.0, description="stress decay on progress")
+    theta: float = Field(PAPER.theta, ge=0.0, description="stress growth on stagnation")
+    s_max: float = Field(PAPER.s_max, gt=0.0, description="stress cap")
+    s_noise: float = Field(PAPER.s_noise, ge=0.0, description="noise threshold (noise when S > s_noise)")
+    s_yield: float = Field(PAPER.s_yield, gt=0.0, description="yield threshold (deformation when S >= s_yield)")
+    delta: float = Field(PAPER.delta, ge=0.0, description="base noise std (Eq. 2)")
+    lambda_: float = Field(PAPER.lambda_, ge=0.0, alias="lambda", description="stress-to-noise gain (Eq. 2)")
+    sigma_y: float = Field(PAPER.sigma_y, ge=0.0, description="std of the deformation noise (Eq. 3)")
+    shrink: float = Field(PAPER.shrink, gt=0.0, le=1.0, description="factor on deformed weights (Eq. 3)")
+    deform_layers: int = Field(PAPER.deform_layers, ge=1, description="last trainable layers deformed")
+    warmup: int = Field(PAPER.warmup, ge=0, description="epochs before any intervention")
     eps_loss: float = Field(0.0, ge=0.0, description="loss drop that counts as progress")
     eps_acc: float = Field(0.0, ge=0.0, description="accuracy gain that counts as progress")
     yield_strict: bool = Field(False, description="True: deform at S > s_yield (Algorithm 1)")

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..names import EVENT_DEFORM
-from ..pdo import Interventions, last_trainable_layers
+from ..pdo import PAPER, Interventions, last_trainable_layers
 from ..spec_base import Strict
 from .base import EpochStats, Method, MethodContext, MethodInfo
 
@@ -23,10 +23,10 @@ class ShrinkPerturbSpec(Strict):
 
     name: Literal["shrink_perturb"] = "shrink_perturb"
     every: int = Field(5, ge=1, description="epochs between deformations")
-    shrink: float = Field(0.9, gt=0.0, le=1.0)
-    sigma_y: float = Field(0.02, ge=0.0)
-    deform_layers: int = Field(3, ge=1)
-    warmup: int = Field(15, ge=0)
+    shrink: float = Field(PAPER.shrink, gt=0.0, le=1.0)
+    sigma_y: float = Field(PAPER.sigma_y, ge=0.0)
+    deform_layers: int = Field(PAPER.deform_layers, ge=1)
+    warmup: int = Field(PAPER.warmup, ge=0)
 
 
 class ShrinkPerturb(Method):
