@@ -1,7 +1,8 @@
 """What a script calls: ``sal.train``, ``sal.run_ablation``, ``sal.run_study``, ``sal.build_report``.
 
 Each takes the thing it works on first and everything else by keyword, accepts a spec object, a dict or
-a YAML path, and checks the spec (plug-ins included) before any compute, as the CLI does. Heavy modules
+a YAML path, and runs the checks of the CLI before any compute (sal/launch.py: plug-ins, workers, devices,
+data folders, the queue and the MLflow store, the queue's recorded store, the artifact root). Heavy modules
 (mlflow, optuna) are imported inside the functions, so ``import sal`` stays light.
 """
 
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoints import default_directory
-from .config import RunSpec, SpecError, apply_overrides, load_yaml, validate_run
+from .config import RunSpec, SpecError, load_yaml, validate_run
 from .data import DataBundle
+from .launch import ablation_specs, check_specs, check_stores, compare_specs, parse_gpus, study_specs
 from .plugins import check_plugins, register
 from .train import EpochCallback, Result
 from .train import train as _train
@@ -63,7 +65,7 @@ def train(spec: RunSpec | dict | str | Path, *, model: Callable | None = None,
 def run_ablation(path: str | Path, *, seeds: int | None = None, overrides: dict[str, Any] | None = None,
                  storage: str | None = None, tracking_uri: str | None = None, workers: int = 1,
                  gpus: list[str] | None = None, retry_failed: bool = False, wait: bool = True,
-                 checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+                 checkpoint_dir: str | Path | None = None, new_tracking_store: bool = False) -> dict[str, Any]:
     """Run (or resume) the ablation in a YAML file, like ``sal ablate``; returns the queue report.
 
     >>> sal.run_ablation("ablations/quick.yaml", seeds=3, overrides={"train.epochs": 5})
@@ -73,17 +75,19 @@ def run_ablation(path: str | Path, *, seeds: int | None = None, overrides: dict[
     from .tracking import default_tracking_uri
 
     spec, items = ablation.load_ablation(path, overrides or {}, seeds=seeds)
-    check_plugins(i.spec for i in items)
-    ref = StorageRef.resolve(storage, spec.name, "ablation")
-    return ablation.run_ablation(spec, items, ref=ref, uri=tracking_uri or default_tracking_uri(), workers=workers,
-                                 gpus=gpus, retry_failed=retry_failed, wait=wait,
-                                 checkpoint_dir=str(checkpoint_dir or default_directory()))
+    gpus = parse_gpus(gpus)
+    check_specs(ablation_specs(items), workers=workers, gpus=gpus)
+    ref, uri = StorageRef.resolve(storage, spec.name, "ablation"), tracking_uri or default_tracking_uri()
+    check_stores(ref, spec.name, uri, new_store=new_tracking_store)
+    return ablation.run_ablation(spec, items, ref=ref, uri=uri, workers=workers, gpus=gpus, retry_failed=retry_failed,
+                                 wait=wait, checkpoint_dir=str(checkpoint_dir or default_directory()))
 
 
 def run_study(path: str | Path, *, n_trials: int | None = None, timeout: float | None = None,
               seeds: int | None = None, overrides: dict[str, Any] | None = None, storage: str | None = None,
               tracking_uri: str | None = None, workers: int = 1, gpus: list[str] | None = None,
-              force_new: bool = False, checkpoint_dir: str | Path | None = None) -> optuna.Study:
+              force_new: bool = False, checkpoint_dir: str | Path | None = None,
+              new_tracking_store: bool = False) -> optuna.Study:
     """Run (or resume) the Optuna study in a YAML file, like ``sal study run``; returns the study.
 
     >>> study = sal.run_study("studies/quick.yaml", n_trials=10)
@@ -91,14 +95,16 @@ def run_study(path: str | Path, *, n_trials: int | None = None, timeout: float |
     """
     from . import study as studies
     from .engine import StorageRef
-    from .study_spec import corner_specs, load_study_spec
+    from .study_spec import load_study_spec
     from .tracking import default_tracking_uri
 
     spec = load_study_spec(path, overrides or {}, n_trials=n_trials, timeout=timeout, seeds=seeds)
-    check_plugins(corner_specs(spec))
-    ref = StorageRef.resolve(storage, spec.name, "study")
-    return studies.run_study(spec, ref=ref, uri=tracking_uri or default_tracking_uri(), workers=workers, gpus=gpus,
-                             force_new=force_new, checkpoint_dir=str(checkpoint_dir or default_directory()))
+    gpus = parse_gpus(gpus)
+    check_specs(study_specs(spec), workers=workers, gpus=gpus)
+    ref, uri = StorageRef.resolve(storage, spec.name, "study"), tracking_uri or default_tracking_uri()
+    check_stores(ref, spec.name, uri, new_store=new_tracking_store)
+    return studies.run_study(spec, ref=ref, uri=uri, workers=workers, gpus=gpus, force_new=force_new,
+                             checkpoint_dir=str(checkpoint_dir or default_directory()))
 
 
 def build_report(name: str, *, out: str | Path | None = None, tracking_uri: str | None = None,
@@ -126,15 +132,19 @@ def compare(path: str | Path, *, overrides: dict[str, Any] | None = None, storag
     >>> folder, summary = sal.compare("compare/quick.yaml")
     """
     from .engine import StorageRef
+    from .outputs import check_output_folder
     from .protocol import load_compare, run_compare
     from .protocol_report import write_compare_report
     from .tracking import default_tracking_uri
 
     spec = load_compare(path, overrides or {})
-    check_plugins([validate_run(apply_overrides(spec.base, cell)) for cell in spec.methods.values()])
-    uri = tracking_uri or default_tracking_uri()
-    result = run_compare(spec, ref=StorageRef.resolve(storage, spec.name, "compare"), uri=uri, workers=workers,
-                         gpus=gpus, checkpoint_dir=str(checkpoint_dir or default_directory()))
-    folder, analysis = write_compare_report(result, uri, Path(out) if out is not None else Path("reports") / spec.name,
-                                            draw_figures=draw_figures)
+    gpus = parse_gpus(gpus)
+    check_specs(compare_specs(spec), workers=workers, gpus=gpus)
+    folder = Path(out) if out is not None else Path("reports") / spec.name
+    check_output_folder(folder)
+    ref, uri = StorageRef.resolve(storage, spec.name, "compare"), tracking_uri or default_tracking_uri()
+    check_stores(ref, spec.name, uri, recorded=False)
+    result = run_compare(spec, ref=ref, uri=uri, workers=workers, gpus=gpus,
+                         checkpoint_dir=str(checkpoint_dir or default_directory()))
+    folder, analysis = write_compare_report(result, uri, folder, draw_figures=draw_figures)
     return folder, analysis.summary

@@ -18,6 +18,7 @@ from . import interrupts
 from .config import SpecError
 from .engine import QueueLost
 from .landscape_options import DEFAULT_WHAT, MEASURES, LandscapeOptions
+from .launch import ablation_specs, check_specs, check_stores, compare_specs, parse_gpus, study_specs
 from .names import ATTR_METRIC, ATTR_PER_SEED, ATTR_QUEUE_KIND, ATTR_STUDY_SPEC, STATUS_FAILED
 from .redact import MaskingFormatter, has_mask, mask_text, mask_url, quiet_library_tracebacks
 
@@ -55,14 +56,6 @@ def _check_artifacts(uri: str, *, storage: str | None = None, joining: bool = Fa
     from .preflight import check_artifact_root
 
     check_artifact_root(uri, storage=storage, joining=joining)
-
-
-def _right_store(ref, name: str, uri: str, args: argparse.Namespace) -> None:
-    """The queue's own MLflow store, and artifacts every machine of the sweep reaches."""
-    from .preflight import check_recorded_store
-
-    check_recorded_store(ref, name, uri, new_store=args.new_tracking_store)
-    _check_artifacts(uri, storage=ref.url)
 
 
 def _preflight(*, storage: str | None = None, uri: str | None = None, must_exist: bool = False) -> None:
@@ -117,15 +110,6 @@ def _train(args: argparse.Namespace) -> int:
     return 1 if result.status == STATUS_FAILED else 0
 
 
-def _gpus(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    gpus = [g.strip() for g in value.split(",") if g.strip()]
-    if not all(g.isdigit() for g in gpus):
-        raise SpecError([f"--gpus={value!r} must list device numbers; fix: e.g. --gpus 0,1"])
-    return gpus
-
-
 def _checkpoint_dir(args: argparse.Namespace) -> str:
     from .checkpoints import default_directory
 
@@ -143,8 +127,7 @@ def _check_finite(args: argparse.Namespace, *names: str) -> None:
 
 
 def _check_workers(n: int) -> int:
-    if n < 1:
-        raise SpecError([f"--workers={n} must be at least 1; fix: --workers 1"])
+    check_specs([], workers=n)
     return n
 
 
@@ -194,14 +177,11 @@ def _ablate(args: argparse.Namespace) -> int:
     from .ablation import load_ablation, run_ablation
     from .config import parse_overrides
     from .engine import StorageRef
-    from .plugins import check_plugins
     from .workqueue import Queue
 
     spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
-    check_plugins(i.spec for i in items)
-    workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
-    _check_devices([i.spec for i in items], gpus=gpus)
-    _check_data(i.spec for i in items)  # a layout the loader reads wrongly, a wrong class count
+    workers, gpus = args.workers, parse_gpus(args.gpus)
+    check_specs(ablation_specs(items), workers=workers, gpus=gpus)
     ref = StorageRef.resolve(args.storage, spec.name, "ablation")
     cells = sorted({(i.spec.data.display_name, i.context, i.cell) for i in items})
     say(f"ablation {spec.name}: {len(cells)} cells x {len(spec.seed_list)} seeds = {len(items)} runs")
@@ -210,8 +190,7 @@ def _ablate(args: argparse.Namespace) -> int:
             say(f"  {dataset:14s} {context:32s} {cell}")
         return _print_estimate(spec.name, [(i.spec, 1) for i in items])
     uri = _uri(args)
-    _preflight(storage=ref.url, uri=uri)
-    _right_store(ref, spec.name, uri, args)
+    check_stores(ref, spec.name, uri, new_store=args.new_tracking_store)
     say(f"queue {mask_url(ref.url)}; MLflow {mask_url(uri)}")
     with _progress(ref, spec.name, label=spec.name, total=len(items), keys={i.key for i in items},
                    value_name=spec.metric):
@@ -315,7 +294,7 @@ def _worker_gpus(value: str | None) -> list[str] | None:
     import os
 
     if value:
-        return _gpus(value)
+        return parse_gpus(value)
     visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     return [str(i) for i in range(len(visible))] or None
 
@@ -328,7 +307,6 @@ def _study(args: argparse.Namespace) -> int:
 def _study_run(args: argparse.Namespace) -> int:
     from .config import parse_overrides
     from .engine import StorageRef
-    from .plugins import check_plugins
     from .study import run_study
     from .study_spec import corner_specs, load_study_spec
     from .study_summary import log_study_summary
@@ -336,17 +314,14 @@ def _study_run(args: argparse.Namespace) -> int:
     _check_finite(args, "timeout")
     spec = load_study_spec(args.file, parse_overrides(args.set), n_trials=args.n_trials, timeout=args.timeout,
                            seeds=args.seeds)
-    check_plugins(corner_specs(spec))
-    workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
-    _check_devices(corner_specs(spec), gpus=gpus)
-    _check_data(corner_specs(spec))
+    workers, gpus = args.workers, parse_gpus(args.gpus)
+    check_specs(study_specs(spec), workers=workers, gpus=gpus)
     if args.dry_run:  # the base spec stands for every trial (the space moves knobs, rarely the cost)
         trials = spec.n_trials or 1
         return _print_estimate(spec.name, [(corner_specs(spec)[0], trials * len(spec.seed_list))],
                                note="" if spec.n_trials else " (per trial: n_trials is not set)")
     ref, uri = StorageRef.resolve(args.storage, spec.name, "study"), _uri(args)
-    _preflight(storage=ref.url, uri=uri)
-    _right_store(ref, spec.name, uri, args)
+    check_stores(ref, spec.name, uri, new_store=args.new_tracking_store)
     say(f"study {spec.name}: {spec.n_trials} trials x {len(spec.seed_list)} seeds, sampler {spec.sampler.name}, "
         f"pruner {spec.pruner.name}, objective " + ", ".join(f"{o.aggregate}({o.metric}) {o.direction}"
                                                             for o in spec.objectives))
@@ -460,15 +435,11 @@ def _compare(args: argparse.Namespace) -> int:
     from .protocol_report import write_compare_report
 
     spec = load_compare(args.file, parse_overrides(args.set))
-    from .plugins import check_plugins
     from .protocol import tuning_spec
     from .study_spec import corner_specs
 
-    corners = [s for cell in spec.methods for s in corner_specs(tuning_spec(spec, cell))]
-    check_plugins(corners)
-    workers, gpus = _check_workers(args.workers), _gpus(args.gpus)
-    _check_devices(corners, gpus=gpus)
-    _check_data(corners)
+    workers, gpus = args.workers, parse_gpus(args.gpus)
+    check_specs(compare_specs(spec), workers=workers, gpus=gpus)
     ref, uri = StorageRef.resolve(args.storage, spec.name, "compare"), _uri(args)
     t, e = spec.tuning, spec.evaluation
     say(f"compare {spec.name}: {len(spec.methods)} methods ({', '.join(spec.methods)}), each tuned with "
@@ -480,8 +451,7 @@ def _compare(args: argparse.Namespace) -> int:
                                            for cell in spec.methods], note=" (the evaluation at its most seeds)")
     out = Path(args.out or Path("reports") / spec.name)
     check_output_folder(out)
-    _preflight(storage=ref.url, uri=uri)
-    _check_artifacts(uri, storage=ref.url)
+    check_stores(ref, spec.name, uri, recorded=False)
     say(f"storage {mask_url(ref.url)}; MLflow {mask_url(uri)}")
     result = run_compare(spec, ref=ref, uri=uri, workers=workers, gpus=gpus, checkpoint_dir=_checkpoint_dir(args))
     for look in result.looks:
