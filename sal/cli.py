@@ -147,13 +147,14 @@ class _ProgressView:
                 self.bar = tqdm(total=snap.total or None, initial=snap.done, desc=self.label, unit="run",
                                 dynamic_ncols=True)
             self.bar.n = snap.done
-            self.bar.set_postfix_str(extra + (f" | latest {snap.latest}" if snap.latest else ""), refresh=False)
+            self.bar.set_postfix_str(mask_text(extra + (f" | latest {snap.latest}" if snap.latest else "")),
+                                     refresh=False)
             self.bar.refresh()
             return
         eta = "?" if math.isnan(snap.eta_s) else time.strftime("%H:%M:%S", time.gmtime(snap.eta_s))
         total = f"/{snap.total}" if snap.total else ""
-        print(f"{time.strftime('%H:%M:%S')} {self.label}: {snap.done}{total} done, {extra}, ETA {eta}"
-              + (f"; latest {snap.latest}" if snap.latest else ""), flush=True)
+        say(f"{time.strftime('%H:%M:%S')} {self.label}: {snap.done}{total} done, {extra}, ETA {eta}"
+            + (f"; latest {snap.latest}" if snap.latest else ""))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -16,7 +16,7 @@ import pandas as pd
 from . import stats
 from .selection import cell_of
 
-__all__ = ["SHARPNESS", "has_flatness", "flatness_tables", "flatness_markdown", "flatness_sections"]
+__all__ = ["SHARPNESS", "has_flatness", "flatness_tables", "flatness_sections"]
 
 SHARPNESS = {"trace": "Hessian trace", "eig": "top eigenvalue", "adaptive": "adaptive sharpness"}
 PATHS = {"barrier": "straight line", "fourier": "Fourier path"}
@@ -145,18 +145,6 @@ _TITLES = {"sharpness": "Sharpness per method (mean and 95% t-interval over seed
 
 _INTRO = ("Is the minimum flatter? Lower is flatter. Reference: {reference}. Barriers are the largest excess of "
           "the loss over the straight interpolation of the end losses, BatchNorm statistics recomputed at each point.")
-
-
-def flatness_markdown(runs: pd.DataFrame, *, reference: str, level: float = 0.95) -> list[str]:
-    """The section as Markdown lines (empty if no run carries a flatness metric)."""
-    if not has_flatness(runs):
-        return []
-    lines = ["", "## Flatness", "", _INTRO.format(reference=reference), ""]
-    for key, df in _shown(flatness_tables(runs, reference=reference, level=level)).items():
-        lines += [f"### {_TITLES[key]}", "", "| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-        lines.append("")
-    return lines
 
 
 def contrast_table(runs: pd.DataFrame, contrasts: list, *, correction: str = "holm",

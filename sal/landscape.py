@@ -21,10 +21,10 @@ from torch import nn
 from torch.func import functional_call
 
 __all__ = [
-    "Batches", "LossFn", "Estimate", "Eigen", "Slice1D", "Slice2D",
+    "Batches", "LossFn", "Estimate", "Eigen", "Slice2D",
     "eval_mode", "trainable", "flat_weights", "loss_at", "hvp",
     "hessian_trace", "top_eigenvalue", "adaptive_sharpness",
-    "filter_normalized_direction", "slice_1d", "slice_2d",
+    "filter_normalized_direction", "slice_2d",
     "Projector", "trajectory_pca",
 ]
 
@@ -43,11 +43,6 @@ class Eigen(NamedTuple):
     value: float
     iterations: int
     converged: bool
-
-
-class Slice1D(NamedTuple):
-    alphas: torch.Tensor  # (steps,), the centre (index steps // 2) is exactly 0
-    losses: torch.Tensor  # (steps,)
 
 
 class Slice2D(NamedTuple):
@@ -222,17 +217,6 @@ def _grid(steps: int, span: float, device) -> torch.Tensor:
         raise ValueError(f"steps={steps}: use an odd number >= 3, so the grid has w itself at its centre")
     k = steps // 2
     return torch.arange(-k, k + 1, device=device, dtype=torch.float32) * (span / k)  # centre exactly 0
-
-
-def slice_1d(model: nn.Module, loss_fn: LossFn, batches: Batches, *, steps: int = 21, span: float = 1.0,
-             generator: torch.Generator) -> Slice1D:
-    """Losses at w + alpha d, alpha in [-span, span], along one filter-normalised direction d."""
-    d = filter_normalized_direction(model, generator)
-    weights = {k: p.detach() for k, p in trainable(model).items()}
-    alphas = _grid(steps, span, weights[next(iter(weights))].device)
-    losses = [loss_at(model, loss_fn, batches, {k: w + a * d[k].to(w.dtype) for k, w in weights.items()})
-              for a in alphas.tolist()]
-    return Slice1D(alphas.cpu(), torch.stack(losses).cpu())
 
 
 def slice_2d(model: nn.Module, loss_fn: LossFn, batches: Batches, *, steps: int = 21, span: float = 1.0,

@@ -20,8 +20,8 @@ from statsmodels.stats.proportion import proportion_confint
 __all__ = [
     "describe", "no_spread", "paired", "sign_flip_p", "exploratory", "cliffs_delta", "cliffs_magnitude",
     "p_outperform", "adjust", "verdict",
-    "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm", "aggregate_scores",
-    "probability_of_improvement", "stratified_bootstrap_ci", "normalized_delta_across", "friedman",
+    "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm",
+    "stratified_bootstrap_ci", "normalized_delta_across", "friedman",
     "nemenyi_cd", "obrien_fleming_spending", "sequential_alphas",
     "sequential_alphas_normal",
 ]
@@ -239,19 +239,6 @@ def too_few_seeds(n: int, *, alpha: float = 0.05, m: int = 1) -> bool:
 def iqm(values: Array) -> float:
     """Interquartile mean: the mean of the middle 50% (scipy.stats.trim_mean at 0.25)."""
     return float(stats.trim_mean(np.asarray(values, float).ravel(), 0.25))
-
-
-def aggregate_scores(scores: np.ndarray, *, gamma: float = 1.0) -> dict[str, float]:
-    """scores: (runs, tasks). Mean (of task means), median, IQM (pooled) and optimality gap."""
-    s = np.asarray(scores, float)
-    return {"mean": float(s.mean(axis=0).mean()), "median": float(np.median(s)), "iqm": iqm(s),
-            "optimality_gap": float(np.mean(gamma - np.minimum(s, gamma)))}
-
-
-def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
-    """x: (runs_x, tasks), y: (runs_y, tasks). Mean over tasks of P(X > Y) + P(X = Y) / 2."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    return float(np.mean([p_outperform(x[:, t], y[:, t]) for t in range(x.shape[1])]))
 
 
 def stratified_bootstrap_ci(groups: list[np.ndarray], statistic, *, level: float = 0.95, n_boot: int = 2000,

@@ -48,7 +48,7 @@ from .train import Result
 
 __all__ = [
     "default_tracking_uri", "client_for", "ensure_experiment", "log_result", "runs_frame", "run_history",
-    "experiment_name", "log_artifact_dir", "log_summary", "RUN_STATUS", "LiveRun", "kill_runs", "runs_with_tag",
+    "experiment_name", "log_summary", "RUN_STATUS", "LiveRun", "kill_runs", "runs_with_tag",
     "start_parent", "end_parent", "compare_parent", "end_compare_parents",
     "annotate_run", "dataset_input", "PARENT_TAG", "PARENT_KEY", "EXPERIMENT_KIND", "ARTIFACT_ENV", "artifact_root",
     "default_local_artifacts",
@@ -464,10 +464,6 @@ def run_ids(uri: str, experiment: str) -> set[str]:
     """The ids of the experiment's active runs (deleted runs are gone for sal too)."""
     runs = runs_frame(uri, [experiment])
     return set(runs["run_id"]) if len(runs) else set()
-
-
-def log_artifact_dir(uri: str, run_id: str, folder: Path) -> None:
-    client_for(uri).log_artifacts(run_id, str(folder))
 
 
 def runs_frame(uri: str, experiments: list[str] | None = None, filter_string: str = "") -> pd.DataFrame:

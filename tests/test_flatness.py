@@ -13,7 +13,7 @@ from scipy import stats as sps
 from sal.ablation import load_ablation, run_ablation
 from sal.cli import main
 from sal.engine import StorageRef
-from sal.flatness_report import flatness_markdown, flatness_tables, has_flatness
+from sal.flatness_report import flatness_sections, flatness_tables, has_flatness
 from sal.names import TAG_CELL
 from sal.report import build_report, load_runs
 from sal.tracking import client_for
@@ -139,8 +139,9 @@ def test_flatness_tables_match_scipy_and_count_each_pair_once():
     assert b.loc[("within", "sal")]["mean"] == pytest.approx(0.2)
     cost = t["cost"].set_index("measure")
     assert cost.loc["trace", "mean_s"] == 2.0 and cost.loc["eig", "when"] == "per measured epoch"
-    md = "\n".join(flatness_markdown(runs, reference="adam"))
-    assert "## Flatness" in md and "| Hessian trace | sal | 3 | 9.5 |" in md
+    section = flatness_sections(runs, reference="adam")[0]  # as the report renders it
+    shown = section.tables[0][1].set_index(["measure", "method"])
+    assert section.title == "Flatness" and shown.loc[("Hessian trace", "sal"), "mean"] == "9.5"
 
 
 @pytest.mark.store
@@ -160,7 +161,7 @@ def test_the_declared_contrasts_are_tested_and_corrected_within_their_family():
 def test_no_flatness_metrics_no_section():
     runs, _ = _frame()
     bare = runs[[c for c in runs.columns if not c.startswith("metrics.")]]
-    assert not has_flatness(bare) and flatness_markdown(bare, reference="adam") == []
+    assert not has_flatness(bare) and flatness_sections(bare, reference="adam") == []
 
 
 def test_the_landscape_flags_default_to_the_landscape_options():

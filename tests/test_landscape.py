@@ -17,7 +17,6 @@ from sal.landscape import (
     flat_weights,
     hessian_trace,
     loss_at,
-    slice_1d,
     slice_2d,
     top_eigenvalue,
     trajectory_pca,
@@ -154,18 +153,15 @@ def test_filter_normalized_direction_scales_each_filter_and_zeroes_biases_and_no
     assert torch.count_nonzero(d["1.weight"]) == 0
 
 
-def test_slices_have_the_right_shapes_and_the_centre_is_the_loss_at_w():
+def test_a_slice_has_the_right_shape_and_its_centre_is_the_loss_at_w():
     net, batches = tiny_net(), data()
     centre = loss_at(net, F.cross_entropy, batches).item()
-    s1 = slice_1d(net, F.cross_entropy, batches, steps=7, span=0.5, generator=gen())
-    assert s1.alphas.shape == s1.losses.shape == (7,)
-    assert s1.alphas[3] == 0 and s1.losses[3].item() == pytest.approx(centre, abs=1e-6)
     s2 = slice_2d(net, F.cross_entropy, batches, steps=5, span=1.0, generator=gen())
     assert s2.losses.shape == (5, 5) and s2.alphas.shape == s2.betas.shape == (5,)
     assert s2.losses[2, 2].item() == pytest.approx(centre, abs=1e-6)
     assert s2.losses.std() > 0
     with pytest.raises(ValueError, match="odd"):
-        slice_1d(net, F.cross_entropy, batches, steps=4, generator=gen())
+        slice_2d(net, F.cross_entropy, batches, steps=4, generator=gen())
 
 
 def test_projector_keeps_small_vectors_and_roughly_keeps_distances_of_large_ones():
