@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from .methods import METHOD_SPECS
 from .methods.sal import YOKED_EVENTS
-from .spec_base import Strict
+from .spec_base import SpecError, Strict
+from .speckind import check_kind
 from .yamlio import load_unique
 
 __all__ = [
@@ -49,14 +50,6 @@ __all__ = [
     "is_import_path",
     "IMPORT_PATH",
 ]
-
-
-class SpecError(ValueError):
-    """A spec failed validation. ``str(err)`` has one line per problem: dotted key, bad value, fix."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 _Strict = Strict
@@ -499,8 +492,6 @@ def load_yaml(path: str | Path, *, kind: str | None = None) -> dict:
     if not isinstance(raw, dict):
         raise SpecError([f"{path}: the top level must be a mapping of settings"])
     if kind is not None:
-        from .speckind import check_kind  # it imports SpecError from here
-
         check_kind(raw, str(path), kind)
     return raw
 

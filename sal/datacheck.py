@@ -124,7 +124,7 @@ def _weights_problem(spec: RunSpec) -> tuple[str, str] | None:
                 f"save torchvision's ImageNet weights of {spec.model.name} there, e.g. python -c \"import torch, "
                 f"torchvision; torch.save(torchvision.models.{spec.model.name}(weights='DEFAULT').state_dict(), "
                 f"'{path}')\" on a machine with internet")
-    from .dataprep import load_backbone_weights
+    from .weights import load_backbone_weights
 
     try:
         load_backbone_weights(spec.model.name, path)

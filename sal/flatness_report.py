@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .render import Section
 from .selection import cell_of
 
 __all__ = ["SHARPNESS", "has_flatness", "flatness_tables", "flatness_sections"]
@@ -182,8 +183,6 @@ def flatness_sections(runs: pd.DataFrame, *, reference: str | None, contrasts: l
     """The section as a report ``Section`` in a list (empty if no run carries a flatness metric)."""
     if not has_flatness(runs) or reference is None:
         return []
-    from .report import Section  # the report imports this module only when it writes
-
     tables = [(_TITLES[k], df) for k, df in _shown(flatness_tables(runs, reference=reference, level=level)).items()]
     declared = contrast_table(runs, list(contrasts), correction=correction, level=level)
     if len(declared):

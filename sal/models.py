@@ -97,7 +97,7 @@ def _backbone(name: str, weights: str | None) -> tuple[nn.Module, int]:
         if not path.is_file():
             raise SpecError([f"model.weights={weights!r} is not a file; fix: point it at a local torchvision "
                              f"{name} state dict (nothing is downloaded)"])
-        from .dataprep import load_backbone_weights  # old DenseNet key names load too, as in torchvision
+        from .weights import load_backbone_weights  # old DenseNet key names load too, as in torchvision
 
         load_backbone_weights(name, path, net)
     if name.startswith("densenet"):

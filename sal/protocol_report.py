@@ -16,7 +16,8 @@ from . import stats
 from .config import apply_overrides, validate_run
 from .names import TAG_KIND
 from .protocol import CompareResult, looks_of
-from .report import Analysis, Section
+from .render import Section
+from .report import Analysis
 from .selection import cell_of
 from .tracking import experiment_name, runs_frame
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -11,7 +13,20 @@ from .factorial import factorial_sentence
 from .scoring import worst_value
 from .summary import ReportOptions
 
-__all__ = ["render_markdown", "render_html", "render_latex", "table_frame", "factorial_frame"]
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+
+__all__ = ["Section", "render_markdown", "render_html", "render_latex", "table_frame", "factorial_frame"]
+
+
+@dataclass
+class Section:
+    """An extra part of a report (e.g. `sal compare`'s protocol): text, tables and figures."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
+    figures: dict[str, plt.Figure] = field(default_factory=dict)  # title -> figure
 
 def _num(v: float, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from .names import (
 )
 from .outputs import report_folder
 from .redact import mask_url
-from .render import render_html, render_latex, render_markdown
+from .render import Section, render_html, render_latex, render_markdown
 from .scoring import is_bounded_fraction
 from .selection import Selection, cell_of, run_cell, select_runs, tidy_scores
 from .summary import FAMILY_MODES, ReportOptions, across_datasets, family_sizes, summarize
@@ -250,16 +250,6 @@ def _check_metrics(runs: pd.DataFrame, metrics: list[str]) -> None:
     if unknown:
         raise SpecError([f"--metric={m!r}: no run of this ablation logged it; fix: use one of {known}"
                          for m in unknown])
-
-
-@dataclass
-class Section:
-    """An extra part of a report (e.g. `sal compare`'s protocol): text, tables and figures."""
-
-    title: str
-    paragraphs: list[str] = field(default_factory=list)
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
-    figures: dict[str, plt.Figure] = field(default_factory=dict)  # title -> figure
 
 
 @dataclass

@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from .config import RunSpec
 from .data import AnySplit
 from .landscape import Batches, Projector, adaptive_sharpness, flat_weights, hessian_trace, top_eigenvalue
-from .train import derive_seed  # train imports this module lazily, only when a run asks for analysis
+from .rng import derive_seed
 
 __all__ = ["RunAnalysis", "fixed_batches", "plain_model", "SHARPNESS_METRICS"]
 

@@ -10,7 +10,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-__all__ = ["Strict", "Seeds", "seed_list"]
+__all__ = ["SpecError", "Strict", "Seeds", "seed_list"]
+
+
+class SpecError(ValueError):
+    """A spec failed validation. ``str(err)`` has one line per problem: dotted key, bad value, fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class Strict(BaseModel):

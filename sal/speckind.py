@@ -7,7 +7,7 @@ it is, with the command that runs it.
 
 from __future__ import annotations
 
-from .config import SpecError
+from .spec_base import SpecError
 
 __all__ = ["COMMANDS", "kind_of", "check_kind"]
 

@@ -18,7 +18,7 @@ import threading
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -44,7 +44,9 @@ from .names import (
     TAG_STATUS,
 )
 from .storelock import store_creation_lock
-from .train import Result
+
+if TYPE_CHECKING:  # annotations only: tracking sits below training and never imports it
+    from .train import Result
 
 __all__ = [
     "default_tracking_uri", "client_for", "ensure_experiment", "log_result", "runs_frame", "run_history",
