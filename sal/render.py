@@ -62,6 +62,9 @@ def table_frame(summary: pd.DataFrame, metric: str, correction: str = "holm") ->
         "effect_dz": s["effect_dz"].map(lambda v: _num(v, 2)),
         "cliffs_delta": s["cliffs_delta"].map(lambda v: _num(v, 2)),
         "win_rate": s["win_rate"].map(lambda v: _num(v, 2)), "mde": s["mde"].map(_num),
+        # the Bayesian correlated t-test's P(worse) / P(within the ROPE) / P(better)
+        "bayes w/r/b": ["" if w != w else f"{w:.2f}/{r:.2f}/{b:.2f}"
+                        for w, r, b in zip(s["bayes_p_worse"], s["bayes_p_rope"], s["bayes_p_better"])],
         "verdict": [_verdict_label(v, e) for v, e in zip(s["verdict"], s["exploratory"])],
     })
     if "paper" in s:

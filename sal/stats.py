@@ -20,7 +20,7 @@ from statsmodels.stats.proportion import proportion_confint
 __all__ = [
     "describe", "no_spread", "paired", "sign_flip_p", "exploratory", "cliffs_delta", "cliffs_magnitude",
     "p_outperform", "adjust", "verdict",
-    "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm",
+    "bayes_correlated_ttest", "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm",
     "stratified_bootstrap_ci", "normalized_delta_across", "friedman",
     "nemenyi_cd", "obrien_fleming_spending", "sequential_alphas",
     "sequential_alphas_normal",
@@ -212,6 +212,32 @@ def verdict(*, delta: float, ci_low: float, ci_high: float, p_ttest_adj: float, 
 def exploratory(n: int) -> bool:
     """Verdicts on 5 seeds or fewer are exploratory (docs/statistics.md)."""
     return n <= EXPLORATORY_MAX_SEEDS
+
+
+def bayes_correlated_ttest(d: Array, *, rope: float, rho: float = 0.0,
+                           higher_is_better: bool = True) -> tuple[float, float, float]:
+    """Posterior (P(worse), P(within the ROPE), P(better)) of the mean paired difference ``d`` (A - B) under
+    the Bayesian correlated t-test (Corani & Benavoli 2015; Benavoli et al. 2017): a Student posterior with
+    n - 1 degrees of freedom, location mean(d) and scale sd(d) * sqrt(1/n + rho / (1 - rho)). ``rho`` is the
+    correlation between the differences: 0 for seeds trained independently (sal's case), 1/k for k-fold
+    cross-validation. "Better" reads in the metric's direction; the three sum to 1.
+
+    With no spread the posterior is a point at mean(d); with fewer than 2 seeds or a non-finite difference
+    there is no posterior (NaN).
+    """
+    x = np.asarray(d, float)
+    if not higher_is_better:
+        x = -x
+    n = len(x)
+    if n < 2 or not np.all(np.isfinite(x)) or not 0.0 <= rho < 1.0:
+        return (math.nan, math.nan, math.nan)
+    mean = float(x.mean())
+    if no_spread(x):
+        return (float(mean < -rope), float(-rope <= mean <= rope), float(mean > rope))
+    scale = float(x.std(ddof=1)) * math.sqrt(1.0 / n + rho / (1.0 - rho))
+    posterior = stats.t(df=n - 1, loc=mean, scale=scale)
+    worse, below_top = float(posterior.cdf(-rope)), float(posterior.cdf(rope))
+    return (worse, below_top - worse, 1.0 - below_top)
 
 
 def min_detectable_effect(n: int, sd_diff: float, *, alpha: float = 0.05, power: float = 0.8, m: int = 1) -> float:

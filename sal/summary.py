@@ -23,7 +23,8 @@ SUMMARY_COLUMNS = ["dataset", "context", "metric", "family", "treatment", "metho
                    "boot_ci_low", "boot_ci_high", "p_ttest", "p_signflip", "p_wilcoxon", "correction", "p_adj",
                    "p_signflip_adj", "p_wilcoxon_adj", "p_holm", "p_signflip_holm", "p_wilcoxon_holm", "effect_dz",
                    "cliffs_delta", "cliffs_magnitude", "win_rate", "win_ci_low", "win_ci_high", "p_outperform", "corr",
-                   "mde", "exploratory", "unpaired_seeds", "verdict"]
+                   "bayes_p_worse", "bayes_p_rope", "bayes_p_better", "mde", "exploratory", "unpaired_seeds",
+                   "verdict"]
 BLOCK = ["dataset", "context", "metric"]
 FAMILY_MODES = ("plan", "metric", "dataset")
 
@@ -108,6 +109,10 @@ def summarize(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
                                           "cliffs_delta", "win_rate", "win_ci_low", "win_ci_high", "p_outperform",
                                           "corr")})
             row["cliffs_magnitude"] = stats.cliffs_magnitude(p["cliffs_delta"])
+            # the Bayesian second opinion on the same differences and ROPE (docs/statistics.md, "Bayesian")
+            rope = opts.rope if is_bounded_fraction(metric) else 0.0
+            row["bayes_p_worse"], row["bayes_p_rope"], row["bayes_p_better"] = stats.bayes_correlated_ttest(
+                (pair[c.method] - pair[c.baseline]).to_numpy(), rope=rope, higher_is_better=higher_is_better(metric))
             row["exploratory"] = stats.exploratory(p["n"])
             row["_sd_diff"] = p["delta_sd"]
             row["unpaired_seeds"] = ",".join(str(int(s)) for s in wide.index.difference(pair.index))

@@ -111,3 +111,20 @@ def test_the_factorial_table_splits_noise_and_deformation(tmp_path, mlflow_uri):
     assert table.loc["deformation", "verdict"] == "better" and table.loc["noise", "verdict"] != "better"
     md = (tmp_path / "factorial" / "report.md").read_text()
     assert "Which part of SAL matters" in md and "digits: the deformation helps" in md
+
+
+@pytest.mark.store
+def test_every_contrast_carries_the_bayesian_second_opinion(tmp_path, mlflow_uri):
+    from sal.stats import bayes_correlated_ttest
+
+    adam = [0.899, 0.905, 0.906, 0.901, 0.902, 0.898, 0.896, 0.896, 0.896, 0.904]
+    sal = [0.903, 0.91, 0.907, 0.9, 0.9, 0.898, 0.903, 0.9, 0.898, 0.907]
+    _log(mlflow_uri, "bayescols", {"adam": adam, "sal": sal})
+    row = _summary(mlflow_uri, "bayescols", tmp_path).loc["sal"]
+    expected = bayes_correlated_ttest(np.subtract(sal, adam), rope=0.002)
+    got = (row["bayes_p_worse"], row["bayes_p_rope"], row["bayes_p_better"])
+    assert got == pytest.approx(expected) and sum(got) == pytest.approx(1.0)
+    # where the two opinions differ: the t-test finds a difference (p 0.030, "better"), the posterior gives it
+    # only 0.63 of being larger than the ROPE (0.2 points), the rest inside it
+    assert row["verdict"] == "better" and row["bayes_p_better"] == pytest.approx(0.6274, abs=1e-4)
+    assert "bayes w/r/b" in (tmp_path / "bayescols" / "report.md").read_text()

@@ -193,3 +193,31 @@ def test_normalized_delta_across_sets_resamples_within_sets():
     assert out["norm_delta"] == pytest.approx(expected)
     assert out["ci_low"] < out["norm_delta"] < out["ci_high"] and out["can_reject"]
     assert out == stats.normalized_delta_across(pairs, random_state=1)
+
+
+# Fixed vectors and baycomp 1.0.3's CorrelatedTTest.probs(x, y, rope, runs) on them (computed once with
+# baycomp; runs r means correlation rho = r / n there): (P(left), P(rope), P(right)) of y - x.
+BAYES_X = [0.899, 0.905, 0.906, 0.901, 0.902, 0.898, 0.896, 0.896, 0.896, 0.904]
+BAYES_Y = [0.903, 0.91, 0.907, 0.9, 0.9, 0.898, 0.903, 0.9, 0.898, 0.907]
+BAYCOMP = [(0.002, 0.1, (0.004567478307992721, 0.4067915317966786, 0.5886409898953286)),
+           (0.002, 0.2, (0.015144525836533234, 0.41574577194762696, 0.5691097022158398)),
+           (0.001, 0.5, (0.14754889755318681, 0.18833206688005288, 0.6641190355667603)),
+           (0.01, 0.1, (2.839094058843124e-06, 0.9998855532057057, 0.00011160770023543876))]
+
+
+@pytest.mark.parametrize("rope,rho,expected", BAYCOMP)
+def test_the_bayesian_correlated_ttest_matches_baycomp(rope, rho, expected):
+    d = np.subtract(BAYES_Y, BAYES_X)
+    assert stats.bayes_correlated_ttest(d, rope=rope, rho=rho) == pytest.approx(expected, abs=1e-9)
+
+
+def test_independent_seeds_take_correlation_zero_and_a_loss_reads_lower_as_better():
+    d = np.subtract(BAYES_Y, BAYES_X)
+    posterior = sps.t(df=9, loc=d.mean(), scale=d.std(ddof=1) / np.sqrt(10))
+    worse, rope, better = stats.bayes_correlated_ttest(d, rope=0.002)
+    assert (worse, better) == (pytest.approx(posterior.cdf(-0.002)), pytest.approx(posterior.sf(0.002)))
+    assert worse + rope + better == pytest.approx(1.0)
+    assert stats.bayes_correlated_ttest(-d, rope=0.002, higher_is_better=False) == pytest.approx((worse, rope, better))
+    assert stats.bayes_correlated_ttest([0.001] * 10, rope=0.002) == (0.0, 1.0, 0.0)  # no spread: known exactly
+    assert all(math.isnan(v) for v in stats.bayes_correlated_ttest([0.1], rope=0.002))
+    assert all(math.isnan(v) for v in stats.bayes_correlated_ttest([np.inf, 0.1], rope=0.002))
