@@ -14,14 +14,14 @@ from optuna.trial import TrialState
 
 from . import stats
 from .config import apply_overrides, validate_run
-from .names import TAG_KIND
+from .names import TAG_KIND, TAG_TRIAL
 from .protocol import CompareResult, looks_of
 from .render import Section
 from .report import Analysis
 from .selection import cell_of
 from .tracking import experiment_name, runs_frame
 
-__all__ = ["protocol_section", "budget_table", "tuning_curves", "cost_table"]
+__all__ = ["protocol_section", "budget_table", "budget_curves", "tuning_curves", "cost_table"]
 
 
 def budget_table(result: CompareResult, uri: str) -> pd.DataFrame:
@@ -93,6 +93,60 @@ def cost_table(analysis: Analysis, treatment: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna("")  # the treatment has no ratio to itself
 
 
+def _trial_scores(study: optuna.Study, uri: str, test_metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each complete tuning trial's objective value and the mean ``test_metric`` of its seed runs."""
+    done = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
+                  key=lambda t: t.number)
+    runs = runs_frame(uri, [experiment_name("study", study.study_name)], f"tags.`{TAG_KIND}` = 'study'")
+    column, trial_tag = f"metrics.{test_metric}", f"tags.{TAG_TRIAL}"
+    test = runs.groupby(runs[trial_tag].astype(int))[column].mean() if column in runs and trial_tag in runs \
+        else pd.Series(dtype=float)
+    return (np.array([t.value for t in done], float), np.array([test.get(t.number, np.nan) for t in done], float))
+
+
+def budget_curves(result: CompareResult, uri: str, *, test_metric: str = "test/acc"
+                  ) -> tuple[pd.DataFrame, list[str], plt.Figure | None]:
+    """The answer at every tuning budget (Dodge et al. 2019): per method the expected best validation score
+    after n = 1..N of its trials with a bootstrap band, the expected test score of the trial chosen at n,
+    and the crossing budget of the treatment against every other method (docs/statistics.md)."""
+    higher = {cell: study.direction == optuna.study.StudyDirection.MAXIMIZE for cell, study in result.studies.items()}
+    curves = {}
+    for cell, study in result.studies.items():
+        val, test = _trial_scores(study, uri, test_metric)
+        if len(val) == 0:
+            continue
+        low, high = stats.expected_max_band(val, higher_is_better=higher[cell])
+        curves[cell] = (stats.expected_max_curve(val, higher_is_better=higher[cell]), low, high,
+                        stats.expected_max_curve(val, higher_is_better=higher[cell], other=test))
+    rows = []
+    for cell, (curve, low, high, chosen) in curves.items():
+        shown = sorted({1, *(2 ** k for k in range(1, 12) if 2 ** k < len(curve)), len(curve)})
+        rows += [{"method": cell, "trials n": n, "E[best objective]": round(float(curve[n - 1]), 4),
+                  "band (95%)": f"[{low[n - 1]:.4f}, {high[n - 1]:.4f}]",
+                  f"E[{test_metric}] of the chosen trial": round(float(chosen[n - 1]), 4)} for n in shown]
+    treatment = result.spec.analysis.treatment if result.spec.analysis else None
+    words = []
+    if treatment in curves:
+        mine = curves[treatment][0]
+        for cell, (_, low, high, _) in curves.items():
+            if cell != treatment:
+                edge = high if higher[cell] else low
+                n = stats.crossing_budget(mine, edge, higher_is_better=higher[cell])
+                words.append(f"{treatment} stays beyond {cell}'s band from n = {n} trials on" if n else
+                             f"{treatment}'s curve never stays beyond {cell}'s band")
+    figure = None
+    if curves:
+        figure, ax = plt.subplots(figsize=(7, 4))
+        for cell, (curve, low, high, _) in curves.items():
+            n = np.arange(1, len(curve) + 1)
+            ax.plot(n, curve, marker="o", label=cell)
+            ax.fill_between(n, low, high, alpha=0.15)
+        ax.set(xlabel="tuning trials n", ylabel="expected best objective", title="The answer at every budget")
+        ax.legend()
+        figure.tight_layout()
+    return pd.DataFrame(rows), words, figure
+
+
 def _looks_table(result: CompareResult, alpha: float) -> pd.DataFrame:
     looks = looks_of(result.spec.evaluation)
     rows = []
@@ -141,8 +195,17 @@ def protocol_section(result: CompareResult, analysis: Analysis, uri: str) -> Sec
                        cost))
     if spec.evaluation.sequential:
         tables.append(("Sequential looks", _looks_table(result, alpha)))
-    return Section("Protocol: tuning, selection, evaluation", paragraphs, tables,
-                   {"Tuning curves (best so far against trials)": tuning_curves(result.studies)})
+    test_metric = next((m for m in analysis.opts.plan.metrics if m.startswith("test/")), "test/acc")
+    budget, crossing, budget_figure = budget_curves(result, uri, test_metric=test_metric)
+    figures = {"Tuning curves (best so far against trials)": tuning_curves(result.studies)}
+    if not budget.empty:
+        paragraphs.append("The answer at every tuning budget (Dodge et al. 2019): each method's expected best "
+                          "objective after n of its trials, drawn from the trials it ran, with a bootstrap band; "
+                          + ("; ".join(crossing) + "." if crossing else "no treatment curve to compare."))
+        tables.append(("Expected best objective at each tuning budget, and the test score of the trial chosen "
+                       "there", budget))
+        figures["The answer at every budget (expected best objective, 95% band)"] = budget_figure
+    return Section("Protocol: tuning, selection, evaluation", paragraphs, tables, figures)
 
 
 def write_compare_report(result: CompareResult, uri: str, out_dir, *, draw_figures: bool = True):

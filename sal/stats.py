@@ -20,7 +20,8 @@ from statsmodels.stats.proportion import proportion_confint
 __all__ = [
     "describe", "no_spread", "paired", "sign_flip_p", "exploratory", "cliffs_delta", "cliffs_magnitude",
     "p_outperform", "adjust", "verdict",
-    "bayes_correlated_ttest", "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm",
+    "bayes_correlated_ttest", "expected_max_curve", "expected_max_band",
+    "crossing_budget", "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm",
     "stratified_bootstrap_ci", "normalized_delta_across", "friedman",
     "nemenyi_cd", "obrien_fleming_spending", "sequential_alphas",
     "sequential_alphas_normal",
@@ -238,6 +239,49 @@ def bayes_correlated_ttest(d: Array, *, rope: float, rho: float = 0.0,
     posterior = stats.t(df=n - 1, loc=mean, scale=scale)
     worse, below_top = float(posterior.cdf(-rope)), float(posterior.cdf(rope))
     return (worse, below_top - worse, 1.0 - below_top)
+
+
+def _best_of_n_weights(n_values: int) -> np.ndarray:
+    """w[n-1, i]: the chance that the i-th smallest of N values is the largest of n draws with replacement,
+    (i/N)^n - ((i-1)/N)^n (Dodge et al. 2019), for n = 1..N."""
+    i = np.arange(1, n_values + 1) / n_values
+    n = np.arange(1, n_values + 1)[:, None]
+    return i ** n - (i - 1 / n_values) ** n
+
+
+def expected_max_curve(values: Array, *, higher_is_better: bool = True, other: Array | None = None) -> np.ndarray:
+    """E[best of n] for n = 1..N trials drawn from the N observed ``values`` (Dodge et al. 2019, "Show your
+    work": E[max of n] = sum_i v_(i) [(i/N)^n - ((i-1)/N)^n], v sorted ascending). With ``other`` (e.g. each
+    trial's test score), the expected ``other`` of the trial that would be chosen at n instead."""
+    v = np.asarray(values, float)
+    order = np.argsort(v if higher_is_better else -v, kind="stable")
+    picked = (v if other is None else np.asarray(other, float))[order]
+    return _best_of_n_weights(len(v)) @ picked
+
+
+def expected_max_band(values: Array, *, higher_is_better: bool = True, level: float = 0.95, n_boot: int = 1000,
+                      random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap band of ``expected_max_curve`` (the N trials resampled with replacement)."""
+    v = np.asarray(values, float)
+    rng = np.random.default_rng(random_state)
+    curves = np.array([expected_max_curve(rng.choice(v, len(v)), higher_is_better=higher_is_better)
+                       for _ in range(n_boot)])
+    tail = (1 - level) / 2
+    return np.quantile(curves, tail, axis=0), np.quantile(curves, 1 - tail, axis=0)
+
+
+def crossing_budget(treatment: np.ndarray, baseline_band: np.ndarray, *, higher_is_better: bool = True) -> int | None:
+    """The smallest n from which the treatment's curve stays beyond the baseline's band (its upper edge when
+    higher is better) at every larger n; None when it never does. Curves of unequal length are compared
+    over their common n."""
+    n = min(len(treatment), len(baseline_band))
+    beyond = (treatment[:n] > baseline_band[:n]) if higher_is_better else (treatment[:n] < baseline_band[:n])
+    if n == 0 or not beyond[-1]:
+        return None
+    first = n
+    while first > 0 and beyond[first - 1]:
+        first -= 1
+    return first + 1
 
 
 def min_detectable_effect(n: int, sd_diff: float, *, alpha: float = 0.05, power: float = 0.8, m: int = 1) -> float:

@@ -8,6 +8,7 @@ import optuna
 import pytest
 import yaml
 
+from sal import stats
 from sal.cli import main
 from sal.engine import StorageRef
 from sal.names import ATTR_PER_SEED, TAG_COMPARE, TAG_KIND, TAG_STAGE
@@ -64,6 +65,12 @@ def test_compare_tunes_every_method_with_one_budget_and_evaluates_on_fresh_seeds
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Protocol: tuning, selection, evaluation" in md and "Tuning budget per method" in md
     assert "they share 0 seeds" in md and "Sequential looks" in md
+    # the answer at every tuning budget: each method's 3 trials give E[best of n] for n = 1, 2, 3 (Dodge et al.)
+    values = [t.value for t in optuna.load_study(study_name="fair.sal", storage=storage).trials]
+    expected = stats.expected_max_curve(values)
+    assert "The answer at every tuning budget" in md and "Expected best objective at each tuning budget" in md
+    for n in (1, 2, 3):
+        assert f"| sal | {n} | {round(float(expected[n - 1]), 4):g} |" in md
     # resumable and idempotent: a second run trains nothing new
     assert main(args) == 0
     assert len(runs_frame(mlflow_uri, ["sal-ablation-fair"], ABLATION_RUNS)) == len(eval_runs)

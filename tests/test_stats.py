@@ -221,3 +221,28 @@ def test_independent_seeds_take_correlation_zero_and_a_loss_reads_lower_as_bette
     assert stats.bayes_correlated_ttest([0.001] * 10, rope=0.002) == (0.0, 1.0, 0.0)  # no spread: known exactly
     assert all(math.isnan(v) for v in stats.bayes_correlated_ttest([0.1], rope=0.002))
     assert all(math.isnan(v) for v in stats.bayes_correlated_ttest([np.inf, 0.1], rope=0.002))
+
+
+def test_expected_max_of_n_trials_matches_brute_force_enumeration():
+    import itertools
+
+    val, test = np.array([0.70, 0.90, 0.80, 0.85]), np.array([0.60, 0.88, 0.81, 0.79])
+    curve = stats.expected_max_curve(val)
+    chosen = stats.expected_max_curve(val, other=test)
+    for n in range(1, 5):  # every ordered draw of n trials with replacement, equally likely
+        draws = list(itertools.product(range(4), repeat=n))
+        assert curve[n - 1] == pytest.approx(np.mean([val[list(d)].max() for d in draws]))
+        assert chosen[n - 1] == pytest.approx(np.mean([test[max(d, key=lambda i: val[i])] for d in draws]))
+    assert curve[0] == pytest.approx(val.mean()) and curve[-1] < val.max()  # one trial: the mean
+    loss = stats.expected_max_curve(-val, higher_is_better=False)  # best = lowest
+    assert loss == pytest.approx(-curve)
+
+
+def test_the_crossing_budget_is_where_the_treatment_stays_above_the_baselines_band():
+    band = np.array([0.80, 0.82, 0.84, 0.85])
+    assert stats.crossing_budget(np.array([0.79, 0.83, 0.85, 0.86]), band) == 2
+    assert stats.crossing_budget(np.array([0.81, 0.81, 0.85, 0.86]), band) == 3  # it must stay above
+    assert stats.crossing_budget(np.array([0.81, 0.83, 0.85, 0.84]), band) is None  # falls back in: never
+    low, high = stats.expected_max_band([0.7, 0.9, 0.8, 0.85], n_boot=200)
+    curve = stats.expected_max_curve([0.7, 0.9, 0.8, 0.85])
+    assert np.all(low <= curve + 1e-12) and np.all(curve <= high + 1e-12)
