@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from .classmetrics import PER_CLASS_METRICS
 from .events import MEDIAN_ABS_WEIGHT
 from .instability import STABILITY_METRICS
 from .names import EVENT_METRICS, METRIC_NOISE_STD, METRIC_STRESS
@@ -16,8 +17,8 @@ from .names import EVENT_METRICS, METRIC_NOISE_STD, METRIC_STRESS
 __all__ = ["EPOCH_METRICS", "FINAL_METRICS", "METHOD_METRICS", "ANALYSIS_METRICS", "unknown_metric"]
 
 EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "optim/lr", "time/epoch_s")
-FINAL_METRICS = ("test/acc", "test/top5", "test/loss", "test/n_samples", "time/train_s", "mem/peak_mb",
-                 "time/infer_ms", "sharpness/grad_norm", MEDIAN_ABS_WEIGHT, *STABILITY_METRICS)
+FINAL_METRICS = ("test/acc", "test/top5", "test/loss", *PER_CLASS_METRICS, "test/n_samples", "time/train_s",
+                 "mem/peak_mb", "time/infer_ms", "sharpness/grad_norm", MEDIAN_ABS_WEIGHT, *STABILITY_METRICS)
 METHOD_METRICS = (METRIC_STRESS, *EVENT_METRICS, METRIC_NOISE_STD, "sam/perturb_norm")
 ANALYSIS_METRICS = ("sharpness/trace", "sharpness/trace_se", "sharpness/eig", "sharpness/adaptive",
                     "sharpness/adaptive_se", "time/sharpness_s", "time/trajectory_s")

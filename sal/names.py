@@ -99,5 +99,6 @@ METRIC_NOISE_STD_MAX = "sal/noise_std_max"  # final metric: the largest noise st
 # ---------------------------------------------------------------- artifacts of a training run
 ARTIFACT_SPEC = "spec.yaml"  # the resolved run spec
 ARTIFACT_HISTORY = "history.csv"  # the per-epoch metrics
+ARTIFACT_PER_CLASS = "per_class.csv"  # test precision, recall, f1 and support per class
 ARTIFACT_WEIGHTS = "weights.pt"  # the final state_dict; torch.load(..., weights_only=True)
 ARTIFACT_TRAJECTORY = "trajectory.pt"  # {"epochs": (T,), "weights": (T, d)} snapshots

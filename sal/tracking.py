@@ -25,6 +25,7 @@ import pandas as pd
 from .config import RunSpec, SpecError, config_hash, flatten, to_yaml
 from .names import (
     ARTIFACT_HISTORY,
+    ARTIFACT_PER_CLASS,
     ARTIFACT_SPEC,
     ARTIFACT_TRAJECTORY,
     ARTIFACT_WEIGHTS,
@@ -304,6 +305,8 @@ class LiveRun:
             _retry(client.log_batch, self.run_id, metrics=chunk, tags=tags if i == 0 else [])
         client.log_text(self.run_id, to_yaml(result.spec), ARTIFACT_SPEC)
         client.log_text(self.run_id, pd.DataFrame(result.history).to_csv(index=False), ARTIFACT_HISTORY)
+        if result.per_class:
+            client.log_text(self.run_id, pd.DataFrame(result.per_class).to_csv(index=False), ARTIFACT_PER_CLASS)
         _log_analysis(client, self.run_id, result.analysis)  # weights.pt / trajectory.pt when enabled
         _retry(client.set_terminated, self.run_id, RUN_STATUS.get(result.status, "FAILED"))
         return self.run_id

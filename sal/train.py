@@ -27,6 +27,7 @@ from torch import nn
 
 from . import interrupts
 from .checkpoints import RunCheckpoint
+from .classmetrics import class_report, confusion_counts
 from .config import RunSpec
 from .data import AnySplit, DataBundle, augment_batch, load_data
 from .events import DTYPE_TAG, EVENTS, EVENTS_TAG, MEDIAN_ABS_WEIGHT, NOISE_STD_MAX, signature
@@ -61,6 +62,7 @@ class Result:
     analysis: dict = field(default_factory=dict)  # sal.run_analysis output: final "weights", "trajectory"
     resumed_from: int = 0  # epochs taken from a checkpoint: the history's first rows, trained by a killed attempt
     tags: dict[str, str] = field(default_factory=dict)  # MLflow tags of what the run did (sal.events, ...)
+    per_class: list[dict] = field(default_factory=list)  # test precision, recall, f1, support per class
 
     @property
     def ok(self) -> bool:
@@ -83,19 +85,25 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, split: AnySplit, batch_size: int, autocast) -> list[torch.Tensor]:
-    """[loss sum, correct, top-5 correct] as device tensors (no sync)."""
+def _evaluate(model: nn.Module, split: AnySplit, batch_size: int, autocast, *,
+              classes: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """[loss sum, correct, top-5 correct] as device tensors, and with ``classes`` the confusion matrix
+    (true x predicted) too (no sync)."""
     model.eval()
     totals = [torch.zeros((), device=split.device) for _ in range(3)]
+    confusion = torch.zeros(classes, classes, dtype=torch.long, device=split.device) if classes else None
     k = None
     for x, y in split.batches(batch_size):
         with autocast():
             logits = model(x).float()
         k = k or min(5, logits.shape[1])
+        pred = logits.argmax(1)
         totals[0] += F.cross_entropy(logits, y, reduction="sum")
-        totals[1] += (logits.argmax(1) == y).sum()
+        totals[1] += (pred == y).sum()
         totals[2] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
-    return totals
+        if confusion is not None:
+            confusion += confusion_counts(y, pred, classes)
+    return totals, confusion
 
 
 def _grad_norm(model: nn.Module, split: AnySplit, batch_size: int, limit: int, autocast) -> float:
@@ -299,7 +307,7 @@ class TrainingRun:
             correct += (logits.argmax(1) == y).sum()
         method.on_epoch_trained(epoch)
         has_val = len(self.data.val) > 0
-        val = _evaluate(method.eval_model(), self.data.val, self.eval_bs, self.autocast) if has_val else []
+        val = _evaluate(method.eval_model(), self.data.val, self.eval_bs, self.autocast)[0] if has_val else []
         extra_names = list(method.device_metrics)
         values = torch.stack([loss_sum, correct, *val, *method.device_metrics.values()]).tolist()  # the sync
         n = self.n_batches
@@ -320,7 +328,7 @@ class TrainingRun:
         if last and acted and has_val:
             # The last row must describe the weights the test metrics will measure (intervene_last_epoch).
             loss, correct = torch.stack(_evaluate(method.eval_model(), self.data.val, self.eval_bs,
-                                                  self.autocast)[:2]).tolist()
+                                                  self.autocast)[0][:2]).tolist()
             row["val/loss"], row["val/acc"] = loss / len(self.data.val), correct / len(self.data.val)
         return row
 
@@ -350,10 +358,13 @@ class TrainingRun:
         if result.status != STATUS_DIVERGED:
             with self._dropout_rng.active():
                 final_model = self.method.eval_model()
-                loss, top1, top5 = torch.stack(_evaluate(final_model, self.data.test, self.eval_bs,
-                                                         self.autocast)).tolist()
+                totals, confusion = _evaluate(final_model, self.data.test, self.eval_bs, self.autocast,
+                                              classes=self.data.num_classes)
+                loss, top1, top5 = torch.stack(totals).tolist()
                 n = len(self.data.test)
                 result.final.update({"test/loss": loss / n, "test/acc": top1 / n, "test/top5": top5 / n})
+                result.per_class, per_class_final = class_report(confusion.cpu().numpy())  # Table 5
+                result.final.update(per_class_final)
                 result.final["time/infer_ms"] = _infer_ms(final_model, self.data.test, self.bs,
                                                           self.spec.train.infer_batches, self.autocast)
                 if self.spec.train.sharpness_samples:

@@ -39,7 +39,8 @@ def test_sal_train_logs_one_run_with_every_contract_name(mlflow_uri, capsys):
         assert run[f"metrics.{key}"] == run[f"metrics.{key}"], key  # present and not NaN
     assert 0 <= run["metrics.test/acc"] <= 1
     artifacts = {a.path for a in client.list_artifacts(run["run_id"])}
-    assert {"spec.yaml", "history.csv"} <= artifacts
+    assert {"spec.yaml", "history.csv", "per_class.csv"} <= artifacts  # per_class.csv: the paper's Table 5
+    assert 0 <= run["metrics.test/f1_macro"] <= 1
     history = run_history(mlflow_uri, run["run_id"])
     assert list(history["epoch"]) == [1, 2, 3]
     stress = [m.value for m in sorted(client.get_metric_history(run["run_id"], METRIC_STRESS), key=lambda m: m.step)]

@@ -34,7 +34,8 @@ STORED = {
     "METRIC_STRESS": "sal/stress", "EVENT_NOISE": "sal/noise", "EVENT_DEFORM": "sal/deform",
     "EVENT_REVERT": "sal/revert", "EVENT_METRICS": ("sal/noise", "sal/deform", "sal/revert"),
     "METRIC_NOISE_STD": "sal/noise_std", "METRIC_NOISE_STD_MAX": "sal/noise_std_max",
-    "ARTIFACT_SPEC": "spec.yaml", "ARTIFACT_HISTORY": "history.csv", "ARTIFACT_WEIGHTS": "weights.pt",
+    "ARTIFACT_SPEC": "spec.yaml", "ARTIFACT_HISTORY": "history.csv", "ARTIFACT_PER_CLASS": "per_class.csv",
+    "ARTIFACT_WEIGHTS": "weights.pt",
     "ARTIFACT_TRAJECTORY": "trajectory.pt",
 }
 

@@ -75,7 +75,7 @@ def test_saved_weights_round_trip_through_mlflow_and_reproduce_the_test_accuracy
     data = load_data(spec.data)
     model = build_model(spec.model, data.in_shape, data.num_classes)
     model.load_state_dict(state)
-    _, correct, _ = _evaluate(model, data.test, 512, contextlib.nullcontext)
+    (_, correct, _), _ = _evaluate(model, data.test, 512, contextlib.nullcontext)
     assert correct.item() / len(data.test) == result.final["test/acc"]
     traj = run_tensors(mlflow_uri, run_id, TRAJECTORY_ARTIFACT)
     n = sum(p.numel() for p in model.parameters())

@@ -142,7 +142,7 @@ def test_no_intervention_after_the_last_epoch_so_test_and_last_validation_see_th
             run.step()
         last = run.result.history[-1]
         assert last[EVENT_DEFORM] == float(intervene_last) and run.result.history[-2][EVENT_DEFORM] == 1.0
-        loss, correct = (float(t) for t in _evaluate(run.method.eval_model(), run.data.val, 512, run.autocast)[:2])
+        loss, correct = (float(t) for t in _evaluate(run.method.eval_model(), run.data.val, 512, run.autocast)[0][:2])
         # old main deformed after the last epoch and kept the pre-deformation validation row
         assert last["val/acc"] == correct / len(run.data.val) and last["val/loss"] == pytest.approx(
             loss / len(run.data.val), rel=1e-6)
