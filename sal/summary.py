@@ -109,7 +109,7 @@ def summarize(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
                                           "cliffs_delta", "win_rate", "win_ci_low", "win_ci_high", "p_outperform",
                                           "corr")})
             row["cliffs_magnitude"] = stats.cliffs_magnitude(p["cliffs_delta"])
-            # the Bayesian second opinion on the same differences and ROPE (docs/statistics.md, "Bayesian")
+            # the Bayesian second opinion on the same differences and ROPE (docs/statistics.md, "Second opinions")
             rope = opts.rope if is_bounded_fraction(metric) else 0.0
             row["bayes_p_worse"], row["bayes_p_rope"], row["bayes_p_better"] = stats.bayes_correlated_ttest(
                 (pair[c.method] - pair[c.baseline]).to_numpy(), rope=rope, higher_is_better=higher_is_better(metric))
