@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import optuna
@@ -262,10 +263,21 @@ class Queue:
                 on_reaped(run_ids)
         return reaped
 
-    @staticmethod
-    def _dead_here(t: FrozenTrial) -> bool:
-        """Its worker ran on this host and its pid is gone (other hosts: only heartbeats can tell)."""
-        host, _, pid = str(t.user_attrs.get(WORKER, "")).rpartition(":")
+    # claim() is two writes (the state, then the worker's name) with nothing between them: a live claimer
+    # writes its name within milliseconds, so a queued trial RUNNING without one after this long was claimed
+    # by a worker killed between the two, and nothing else would ever close it. (A study trial Optuna's own
+    # loop asks for has no queue key; its sampler may run between the two, so it is left to heartbeats.)
+    orphan_grace_s = 30.0
+
+    def _dead_here(self, t: FrozenTrial) -> bool:
+        """Its worker ran on this host and its pid is gone (other hosts: only heartbeats can tell), or it
+        was claimed by a worker that died before it wrote its name."""
+        worker = str(t.user_attrs.get(WORKER, ""))
+        if not worker:
+            started = t.datetime_start
+            return KEY in t.user_attrs and started is not None and \
+                (datetime.now() - started).total_seconds() >= self.orphan_grace_s
+        host, _, pid = worker.rpartition(":")
         return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
 
     def _fail_and_retry(self, t: FrozenTrial) -> bool:

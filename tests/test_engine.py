@@ -130,3 +130,19 @@ def test_a_zombie_worker_counts_as_dead():
     import os
 
     assert alive(os.getpid())
+
+
+def test_a_trial_claimed_by_a_worker_killed_before_it_signed_is_queued_again(tmp_path):
+    # A claim is two writes: WAITING -> RUNNING, then the worker's name. A worker killed between them left
+    # a RUNNING trial no reaper could attribute, and the next launcher waited for it forever (seen in CI).
+    from optuna.trial import TrialState
+
+    queue = Queue(StorageRef(str(tmp_path / "q.journal")), "orphan")
+    queue.study.enqueue_trial({}, user_attrs={KEY: "adam|digits||h|seed=1"})
+    queue.storage.set_trial_state_values(queue.trial_id(0), TrialState.RUNNING)  # killed here
+    assert queue.reap() == []  # within the grace a live claimer may still be writing its name
+    queue.orphan_grace_s = 0.0
+    assert queue.reap() == [0]
+    trials = queue.trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs[STATUS] == "worker died" and trials[1].user_attrs[KEY] == "adam|digits||h|seed=1"
