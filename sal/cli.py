@@ -46,12 +46,6 @@ def say(*parts: object, file=None) -> None:
     print(mask_text(" ".join(str(p) for p in parts)), file=file or sys.stdout, flush=True)
 
 
-def _check_devices(specs, *, gpus: list[str] | None = None) -> None:
-    from .preflight import check_devices
-
-    check_devices(specs, gpus=gpus)
-
-
 def _check_artifacts(uri: str, *, storage: str | None = None, joining: bool = False) -> None:
     from .preflight import check_artifact_root
 
@@ -85,14 +79,11 @@ def _sweep_outcome(study) -> int:
 @command("train")
 def _train(args: argparse.Namespace) -> int:
     from .config import load_run_spec, parse_overrides
-    from .plugins import check_plugins
     from .tracking import LiveRun, experiment_name
     from .train import Result, train
 
     spec = load_run_spec(args.config, parse_overrides(args.set))
-    check_plugins([spec])  # a user's model/data functions, before any compute
-    _check_devices([spec])
-    _check_data([spec])
+    check_specs([spec])  # a user's model/data functions, devices, data, before any compute
     uri = _uri(args)
     _preflight(uri=uri)
     say(f"training {spec.method.name} on {spec.data.name} ({spec.model.name}, {spec.optim.name}), seed {spec.seed}, "
@@ -124,11 +115,6 @@ def _check_finite(args: argparse.Namespace, *names: str) -> None:
             flag = "--" + name.replace("_", "-")
             raise SpecError([f"{flag}={value} must be a finite number; fix: give a number, e.g. {flag} 0.05, or "
                              "leave the flag out for the default"])
-
-
-def _check_workers(n: int) -> int:
-    check_specs([], workers=n)
-    return n
 
 
 # --- progress: the library reports snapshots of the queue, this renders them ---
@@ -223,8 +209,8 @@ def _worker(args: argparse.Namespace) -> int:
     from .engine import StorageRef
     from .workqueue import TRACKING_URI, Queue
 
-    workers, gpus = _check_workers(args.workers), _worker_gpus(args.gpus)
-    _check_devices([], gpus=gpus)  # the specs' own devices are checked where they were launched
+    workers, gpus = args.workers, _worker_gpus(args.gpus)
+    check_specs([], workers=workers, gpus=gpus)  # the specs' own devices are checked where they were launched
     ref = StorageRef.resolve(args.storage, args.name, "worker")
     _preflight(storage=ref.url, must_exist=True)
     queue = _existing_queue(ref, args.name)
@@ -525,12 +511,6 @@ def _print_estimate(name: str, runs, *, note: str = "") -> int:
     for line in format_estimate(name, estimate(list(runs)), note=note):
         say(line)
     return 0
-
-
-def _check_data(specs) -> None:
-    from .datacheck import check_specs_data
-
-    check_specs_data(specs)
 
 
 @command("ui")
