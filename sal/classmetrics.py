@@ -8,12 +8,19 @@ precision 0 (and a class never present, recall 0), as with ``zero_division=0``.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
-__all__ = ["confusion_counts", "class_report", "PER_CLASS_METRICS"]
+__all__ = ["confusion_counts", "class_report", "class_f1_metrics", "class_of_metric", "PER_CLASS_METRICS",
+           "MAX_CLASS_METRICS"]
 
 PER_CLASS_METRICS = ("test/f1_macro", "test/f1_weighted", "test/precision_macro", "test/recall_macro")
+# Each class's F1 is also a metric (so a report reads it with the run, without an artifact per run); above
+# this many classes only the per_class.csv artifact keeps them (a metric per class would flood the UI).
+MAX_CLASS_METRICS = 100
+_CLASS_F1 = re.compile(r"^test/class(\d+)/f1$")
 
 
 def confusion_counts(y: torch.Tensor, pred: torch.Tensor, classes: int) -> torch.Tensor:
@@ -40,3 +47,16 @@ def class_report(confusion: np.ndarray) -> tuple[list[dict], dict[str, float]]:
     final = {"test/f1_macro": float(f1[seen].mean()), "test/f1_weighted": float((f1[seen] * weights).sum()),
              "test/precision_macro": float(precision[seen].mean()), "test/recall_macro": float(recall[seen].mean())}
     return rows, final
+
+
+def class_f1_metrics(rows: list[dict]) -> dict[str, float]:
+    """``test/class<k>/f1`` for each class of ``class_report``'s rows (none above MAX_CLASS_METRICS classes)."""
+    if len(rows) > MAX_CLASS_METRICS:
+        return {}
+    return {f"test/class{row['class']}/f1": row["f1"] for row in rows}
+
+
+def class_of_metric(name: str) -> int | None:
+    """The class of a ``test/class<k>/f1`` metric name, else None."""
+    match = _CLASS_F1.match(name)
+    return int(match.group(1)) if match else None

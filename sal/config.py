@@ -204,9 +204,10 @@ class TrainSpec(_Strict):
 class RunAnalysisSpec(_Strict):
     """Landscape measurements during a run (sal.run_analysis), on a fixed seeded subset of the training data."""
 
-    sharpness: list[Literal["trace", "eig", "adaptive"]] = Field(
+    sharpness: list[Literal["trace", "eig", "adaptive", "grad_norm"]] = Field(
         default_factory=list, description="measures every `every` epochs: Hessian trace, top eigenvalue, "
-        "adaptive sharpness")
+        "adaptive sharpness, the training-loss gradient norm (train/grad_norm, on one subset shared by every "
+        "cell and seed)")
     every: int = Field(1, ge=1, description="epochs between measurements (the last epoch is always measured)")
     samples: int = Field(512, ge=1, description="training samples the measures use (a fixed seeded subset)")
     probes: int = Field(16, ge=2, description="Rademacher probes of the Hutchinson trace")
@@ -223,7 +224,7 @@ class RunAnalysisSpec(_Strict):
         repeated = sorted({m for m in self.sharpness if self.sharpness.count(m) > 1})
         if repeated:
             raise ValueError(f"analysis.sharpness={self.sharpness!r} names {repeated} twice; fix: list each "
-                             "measure once (trace, eig, adaptive)")
+                             "measure once (trace, eig, adaptive, grad_norm)")
         return self
 
     @property
@@ -246,6 +247,37 @@ MethodSpec = Annotated[Union[tuple(dict.fromkeys(METHOD_SPECS.values()))], Field
 
 
 
+class RobustnessSpec(_Strict):
+    """Scores of the final model on perturbed val and test inputs (sal.robustness); off by default."""
+
+    noise: list[float] = Field(default_factory=list, description="Gaussian noise stds in units of the input's "
+                               "std, e.g. [0.1, 0.25, 0.5, 1.0]")
+    corruptions: list[Literal["blur", "contrast", "translate"]] = Field(
+        default_factory=list, description="image corruptions (N x C x H x W inputs only)")
+    levels: list[int] = Field(default_factory=lambda: [1, 3, 5], description="severities 1-5 of each corruption")
+
+    @field_validator("noise")
+    @classmethod
+    def _positive_noise(cls, v: list[float]) -> list[float]:
+        bad = [s for s in v if not s > 0]
+        if bad:
+            raise ValueError(f"robustness.noise={v!r} has non-positive stds {bad}; fix: list stds > 0, e.g. "
+                             "[0.1, 0.5]")
+        return v
+
+    @field_validator("levels")
+    @classmethod
+    def _known_levels(cls, v: list[int]) -> list[int]:
+        bad = [level for level in v if level not in range(1, 6)]
+        if bad or not v:
+            raise ValueError(f"robustness.levels={v!r}: severities are 1 to 5; fix: e.g. [1, 3, 5]")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.noise or self.corruptions)
+
+
 class RunSpec(_Strict):
     """One training run: method x data set x model x optimizer x seed."""
 
@@ -256,6 +288,7 @@ class RunSpec(_Strict):
     method: MethodSpec = Field(default_factory=lambda: METHOD_SPECS["sal"]())
     train: TrainSpec = TrainSpec()
     analysis: RunAnalysisSpec = RunAnalysisSpec()
+    robustness: RobustnessSpec = RobustnessSpec()
 
     @model_validator(mode="after")
     def _schedule_fits_epochs(self):  # the warm-up must leave epochs for the cosine

@@ -100,6 +100,21 @@ def loss_at(model: nn.Module, loss_fn: LossFn, batches: Batches, params: dict[st
     return total
 
 
+def gradient_norm(model: nn.Module, loss_fn: LossFn, batches: Batches) -> float:
+    """The L2 norm of the gradient of the mean loss over ``batches`` in eval mode: the paper's measure of
+    sharpness per epoch (Fig. 7). Nothing is accumulated into ``.grad``, so training is untouched."""
+    n = _total(batches)
+    params = list(trainable(model).values())
+    total = [torch.zeros_like(p) for p in params]
+    with eval_mode(model):
+        for x, y in batches:
+            loss = loss_fn(model(x).float(), y) * (len(y) / n)
+            for acc, g in zip(total, torch.autograd.grad(loss, params, allow_unused=True)):
+                if g is not None:
+                    acc += g
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(total))).item()
+
+
 def _grads_with_graph(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, weight: float):
     params = list(trainable(model).values())
     loss = loss_fn(model(x).float(), y) * weight

@@ -68,9 +68,11 @@ def trajectory_figure(coords: np.ndarray, *, epochs: Sequence[int] | None = None
     return fig
 
 
-def sharpness_figure(history: pd.DataFrame, metric: str = "sharpness/trace") -> plt.Figure:
-    """Fig. 7: a sharpness measure per epoch, per method (mean and 95% CI over seeds), with each seed's
-    plastic events (noise, deformation, revert) marked at that seed's sharpness.
+def sharpness_figure(history: pd.DataFrame, metric: str = "sharpness/trace", *, median_iqr: bool = False
+                     ) -> plt.Figure:
+    """Fig. 7: a sharpness measure per epoch, per method (mean and 95% CI over seeds, or with ``median_iqr``
+    the median and interquartile band), with each seed's plastic events (noise, deformation, revert) marked
+    at that seed's sharpness.
 
     ``history``: one row per (method, seed, epoch) with ``metric`` and optionally the event columns.
     """
@@ -78,15 +80,16 @@ def sharpness_figure(history: pd.DataFrame, metric: str = "sharpness/trace") -> 
     if h.empty:
         raise ValueError(f"no {metric} values in the history; fix: enable analysis.sharpness in the runs")
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    sns.lineplot(data=h, x="epoch", y=metric, hue="method", errorbar=("ci", 95), seed=SEED, ax=ax, marker="o",
-                 markersize=3)
+    band = dict(estimator="median", errorbar=("pi", 50)) if median_iqr else dict(errorbar=("ci", 95))
+    sns.lineplot(data=h, x="epoch", y=metric, hue="method", seed=SEED, ax=ax, marker="o", markersize=3, **band)
     for col, (marker, color) in EVENTS.items():
         if col in h:
             ev = h[h[col] > 0]
             if len(ev):
                 ax.scatter(ev["epoch"], ev[metric], marker=marker, color=color, s=45, zorder=3,
                            label=col.split("/")[1])
-    ax.set(ylabel=metric, title=f"{metric} per epoch (mean and 95% CI over seeds; events per seed)")
+    shown = "median and IQR" if median_iqr else "mean and 95% CI"
+    ax.set(ylabel=metric, title=f"{metric} per epoch ({shown} over seeds; events per seed)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -18,11 +18,13 @@ __all__ = ["EPOCH_METRICS", "FINAL_METRICS", "METHOD_METRICS", "ANALYSIS_METRICS
 
 EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "optim/lr", "time/epoch_s")
 FINAL_METRICS = ("test/acc", "test/top5", "test/loss", *PER_CLASS_METRICS, "test/n_samples", "time/train_s",
-                 "mem/peak_mb", "time/infer_ms", "sharpness/grad_norm", MEDIAN_ABS_WEIGHT, *STABILITY_METRICS)
+                 "mem/peak_mb", "time/infer_ms", "sharpness/grad_norm", "time/robustness_s", MEDIAN_ABS_WEIGHT,
+                 *STABILITY_METRICS)
 METHOD_METRICS = (METRIC_STRESS, *EVENT_METRICS, METRIC_NOISE_STD, "sam/perturb_norm")
 ANALYSIS_METRICS = ("sharpness/trace", "sharpness/trace_se", "sharpness/eig", "sharpness/adaptive",
-                    "sharpness/adaptive_se", "time/sharpness_s", "time/trajectory_s")
-_PATTERNS = (re.compile(r"^sal/(n_)?[a-z_]+$"), re.compile(r"^time/sharpness_[a-z_]+_s$"))
+                    "sharpness/adaptive_se", "train/grad_norm", "time/sharpness_s", "time/trajectory_s")
+_PATTERNS = (re.compile(r"^sal/(n_)?[a-z_]+$"), re.compile(r"^time/sharpness_[a-z_]+_s$"),
+             re.compile(r"^test/class\d+/f1$"), re.compile(r"^(val|test)/robust/[a-z]+(_[0-9.e-]+)?/acc$"))
 
 
 def unknown_metric(name: str) -> str | None:
@@ -32,4 +34,4 @@ def unknown_metric(name: str) -> str | None:
         return None
     return (f"no run logs a metric {name!r}; a run logs per epoch {', '.join(EPOCH_METRICS)}; at the end "
             f"{', '.join(FINAL_METRICS)}; with SAL or SAM {', '.join(METHOD_METRICS)}; with analysis.sharpness "
-            f"{', '.join(ANALYSIS_METRICS[:5])}")
+            f"{', '.join(ANALYSIS_METRICS[:6])}")

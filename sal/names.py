@@ -34,6 +34,7 @@ TAG_SUMMARY = "sal.summary"  # "true" on a study's summary run
 TAG_GROUP = "sal.group"  # a parent run: the group it stands for (ablation cell or study trial)
 TAG_EVENTS = "sal.events"  # the run's SAL event signature (sal.events.signature)
 TAG_COMPUTE_DTYPE = "sal.compute_dtype"  # the dtype of the forward pass (bfloat16 under autocast)
+TAG_SEEDS_PER_MODEL = "sal.seeds_per_model"  # seeds trained as one packed model (1: alone); its time is the pack's
 
 # ---------------------------------------------------------------- MLflow experiment records
 # JSON values stored on an experiment by tracking.set_experiment_record (tags ``<name>.0``, ...)

@@ -33,7 +33,7 @@ from .data import DataBundle, augment_batch
 from .methods import METHODS, REGISTRY, EpochStats, Method, MethodContext, build_optimizer
 from .methods.sam import SAM, _freeze_bn_stats
 from .methods.swa import SWA
-from .names import EVENT_METRICS, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
+from .names import EVENT_METRICS, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED, TAG_SEEDS_PER_MODEL
 from .packed_ops import GroupedForward, MaskedDropout
 from .packed_swa import PackedSWA
 from .pdo import Interventions
@@ -364,6 +364,7 @@ class PackedRun:
             run.train_s = self.train_s[s]
             spec, run.spec = run.spec, run.spec.model_copy(
                 update={"train": run.spec.train.model_copy(update={"sharpness_samples": 0})})
+            run.result.tags[TAG_SEEDS_PER_MODEL] = str(len(self.runs))
             run.finish()
             run.spec = spec
             if sharpness is not None and run.result.status != STATUS_DIVERGED:

@@ -205,7 +205,8 @@ def protocol_section(result: CompareResult, analysis: Analysis, uri: str) -> Sec
         tables.append(("Expected best objective at each tuning budget, and the test score of the trial chosen "
                        "there", budget))
         figures["The answer at every budget (expected best objective, 95% band)"] = budget_figure
-    return Section("Protocol: tuning, selection, evaluation", paragraphs, tables, figures)
+    data = {"budget.csv": budget.assign(crossing="; ".join(crossing))} if not budget.empty else {}
+    return Section("Protocol: tuning, selection, evaluation", paragraphs, tables, figures, data=data)
 
 
 def write_compare_report(result: CompareResult, uri: str, out_dir, *, draw_figures: bool = True):

@@ -27,6 +27,7 @@ class Section:
     paragraphs: list[str] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
     figures: dict[str, plt.Figure] = field(default_factory=dict)  # title -> figure
+    data: dict[str, pd.DataFrame] = field(default_factory=dict)  # file name -> the unformatted rows, as CSV
 
 def _num(v: float, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):

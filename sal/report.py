@@ -17,6 +17,7 @@ from . import figures
 from .analysis import Plan, legacy_plan, override_plan, plan_changes
 from .attribution import dose_figure, dose_response, mark_by_construction
 from .config import SpecError
+from .event_sharpness import GRAD_NORM, event_sharpness_section
 from .factorial import factorial
 from .fidelity import paper_departures
 from .findings import interventions, notes
@@ -39,6 +40,7 @@ from .outputs import report_folder
 from .redact import mask_url
 from .render import Section, render_html, render_latex, render_markdown
 from .scoring import is_bounded_fraction
+from .secondary import class_section, cost_section, robustness_section
 from .selection import Selection, cell_of, run_cell, select_runs, tidy_scores
 from .summary import FAMILY_MODES, ReportOptions, across_datasets, family_sizes, summarize
 from .tracking import client_for, experiment_name, get_experiment_record, log_summary, run_history, runs_frame
@@ -314,10 +316,16 @@ def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), dr
     """Write the analysis as summary.csv, report.md, report.html, table.tex and figures; log it to MLflow."""
     from .flatness_report import flatness_sections  # ---- the flatness section when runs carry sharpness
 
-    sections = [*sections, *flatness_sections(a.selection.runs, reference=a.opts.reference,
-                                              contrasts=a.opts.plan.contrasts, correction=a.opts.correction,
-                                              level=a.opts.level),
-                *dose_sections(a.summary, a.selection.runs, rope=a.opts.rope, draw_figures=draw_figures)]
+    runs, plan, level = a.selection.runs, a.opts.plan, a.opts.level
+    # the per-epoch histories: for the figures, and for the grad norm around plastic events when runs logged it
+    wants_history = draw_figures or f"metrics.{GRAD_NORM}" in runs
+    history = _histories(a.uri, runs) if wants_history else pd.DataFrame()
+    sections = [*sections, *flatness_sections(runs, reference=a.opts.reference, contrasts=plan.contrasts,
+                                              correction=a.opts.correction, level=level),
+                *dose_sections(a.summary, runs, rope=a.opts.rope, draw_figures=draw_figures),
+                *event_sharpness_section(history, plan, level=level, draw_figures=draw_figures),
+                *robustness_section(runs, plan, level=level, draw_figures=draw_figures),
+                *class_section(runs, plan, level=level), *cost_section(runs, plan, level=level)]
     if "paper" in a.summary:  # beside the paper's numbers: how these runs' setup differs from the paper's
         sections.append(Section("Departures from the paper's setup", paper_departures(a.selection.runs)))
     context = dict(name=a.name, summary=a.summary, opts=a.opts, cross=a.cross, n_runs=len(a.selection.runs),
@@ -327,11 +335,13 @@ def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), dr
     # Writing: only sal's own files, staged and moved into place (sal.outputs); never a user's files.
     with report_folder(out_dir) as staging:
         (staging / "figures").mkdir()
-        history = _histories(a.uri, a.selection.runs) if draw_figures else pd.DataFrame()
         figs = _draw(a.tidy, a.summary, history, a.opts, a.cross, staging / "figures") if draw_figures else {}
         extra = [(sec, {title: _save(fig, staging / "figures", f"{_slug(sec.title)}-{i}.png")
                         for i, (title, fig) in enumerate(sec.figures.items())}) for sec in sections]
         a.summary.to_csv(staging / "summary.csv", index=False)
+        for sec in sections:
+            for file, frame in sec.data.items():
+                frame.to_csv(staging / file, index=False)
         if not a.factorial.empty:
             a.factorial.to_csv(staging / "factorial.csv", index=False)
         (staging / "report.md").write_text(render_markdown(figures=figs, sections=extra, **context))

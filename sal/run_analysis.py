@@ -18,7 +18,8 @@ from torch.optim.swa_utils import AveragedModel
 
 from .config import RunSpec
 from .data import AnySplit
-from .landscape import Batches, Projector, adaptive_sharpness, flat_weights, hessian_trace, top_eigenvalue
+from .landscape import (Batches, Projector, adaptive_sharpness, flat_weights, gradient_norm, hessian_trace,
+                        top_eigenvalue)
 from .rng import derive_seed
 
 __all__ = ["RunAnalysis", "fixed_batches", "plain_model", "SHARPNESS_METRICS"]
@@ -28,7 +29,11 @@ SHARPNESS_METRICS = {
     "trace": ("sharpness/trace", "sharpness/trace_se"),
     "eig": ("sharpness/eig",),
     "adaptive": ("sharpness/adaptive", "sharpness/adaptive_se"),
+    "grad_norm": ("train/grad_norm",),
 }
+# The gradient norm's subset does not depend on the seed: every cell and seed is measured on the same
+# samples, so its per-epoch curves compare across runs (the other measures keep one subset per seed).
+SHARED_SUBSET_SEED = derive_seed(0, "grad-norm-data")
 ANALYSIS_BATCH = 256  # samples per forward pass of a measure
 
 
@@ -56,6 +61,8 @@ class RunAnalysis:
         self.spec, self.a = spec, spec.analysis
         self.seed = derive_seed(spec.seed, "analysis")
         self.batches = fixed_batches(train, samples=self.a.samples, seed=derive_seed(spec.seed, "analysis-data"))
+        self.shared_batches = fixed_batches(train, samples=self.a.samples, seed=SHARED_SUBSET_SEED) \
+            if "grad_norm" in self.a.sharpness else None
         self.device = train.device
         self.loss_fn = lambda logits, y: F.cross_entropy(logits.float(), y,
                                                          label_smoothing=spec.train.label_smoothing)
@@ -92,6 +99,8 @@ class RunAnalysis:
             if name == "trace":
                 est = hessian_trace(model, self.loss_fn, self.batches, probes=a.probes, generator=g)
                 values = (est.value, est.se)
+            elif name == "grad_norm":
+                values = (gradient_norm(model, self.loss_fn, self.shared_batches),)
             elif name == "eig":
                 values = (top_eigenvalue(model, self.loss_fn, self.batches, iters=a.eig_iters, tol=a.eig_tol,
                                          generator=g).value,)

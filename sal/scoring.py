@@ -20,7 +20,7 @@ __all__ = ["direction", "higher_is_better", "bounds", "is_bounded_fraction", "is
 
 DIVERGED = STATUS_DIVERGED  # train()'s status for a NaN/inf loss (also the MLflow tag sal.status)
 
-_LOWER_IS_BETTER = ("loss", "time/", "mem/", "sharpness", "infer", *LOWER_IS_BETTER_STABILITY)
+_LOWER_IS_BETTER = ("loss", "time/", "mem/", "sharpness", "grad_norm", "infer", *LOWER_IS_BETTER_STABILITY)
 # Scores that are fractions in [0, 1] by construction (the last part of the metric's name).
 _FRACTIONS = ("acc", "top1", "top5", "f1", "precision", "recall", "auc", "auroc", "ap", "iou", "miou", "dice")
 

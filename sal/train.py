@@ -27,15 +27,17 @@ from torch import nn
 
 from . import interrupts
 from .checkpoints import RunCheckpoint
-from .classmetrics import class_report, confusion_counts
+from .classmetrics import class_f1_metrics, class_report, confusion_counts
 from .config import RunSpec
 from .data import AnySplit, DataBundle, augment_batch, load_data
 from .events import DTYPE_TAG, EVENTS, EVENTS_TAG, MEDIAN_ABS_WEIGHT, NOISE_STD_MAX, signature
 from .instability import instability
 from .methods import REGISTRY, EpochStats, MethodContext, build_method
 from .models import build_model
-from .names import EVENT_METRICS, METRIC_NOISE_STD, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED
+from .names import (EVENT_METRICS, METRIC_NOISE_STD, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED,
+                    TAG_SEEDS_PER_MODEL)
 from .rng import RngStream, derive_seed
+from .robustness import CHUNK, STD_SAMPLES, perturbations, robust_scores
 
 __all__ = ["Result", "PruneRun", "TrainingRun", "train", "derive_seed", "resolve_device"]
 
@@ -337,11 +339,21 @@ class TrainingRun:
         the event signature, the largest noise std, the weights' median magnitude and the compute dtype."""
         result.tags[EVENTS_TAG] = signature(result.history)
         result.tags[DTYPE_TAG] = "bfloat16" if self.autocast is not contextlib.nullcontext else "float32"
+        result.tags.setdefault(TAG_SEEDS_PER_MODEL, "1")  # a packed run (sal.packed) says how many
         result.final[NOISE_STD_MAX] = max((row.get(METRIC_NOISE_STD, 0.0) for row in result.history), default=0.0)
         with torch.no_grad():
             weights = [p.detach().abs().flatten() for p in self.model.parameters() if p.requires_grad]
             if weights:
                 result.final[MEDIAN_ABS_WEIGHT] = torch.cat(weights).float().median().item()
+
+    def _robust_scores(self, model: nn.Module) -> dict[str, float]:
+        """Accuracy on perturbed val and test inputs (sal.robustness), noise in units of the training std."""
+        r = self.spec.robustness
+        pairs = perturbations(r.noise, r.corruptions, r.levels, image=len(self.data.in_shape) == 3)
+        unit = self.data.train.head(STD_SAMPLES)[0].float().std().item()
+        splits = {name: (lambda s=split: s.batches(CHUNK)) for name, split in
+                  (("val", self.data.val), ("test", self.data.test)) if len(split)}
+        return robust_scores(model, splits, pairs, unit=unit, autocast=self.autocast)
 
     def stop(self, status: str, message: str) -> None:
         self.result.status, self.result.message = status, message
@@ -365,8 +377,13 @@ class TrainingRun:
                 result.final.update({"test/loss": loss / n, "test/acc": top1 / n, "test/top5": top5 / n})
                 result.per_class, per_class_final = class_report(confusion.cpu().numpy())  # Table 5
                 result.final.update(per_class_final)
+                result.final.update(class_f1_metrics(result.per_class))
                 result.final["time/infer_ms"] = _infer_ms(final_model, self.data.test, self.bs,
                                                           self.spec.train.infer_batches, self.autocast)
+                if self.spec.robustness.enabled:
+                    t0 = time.perf_counter()
+                    result.final.update(self._robust_scores(final_model))
+                    result.final["time/robustness_s"] = time.perf_counter() - t0
                 if self.spec.train.sharpness_samples:
                     result.final["sharpness/grad_norm"] = _grad_norm(
                         final_model, self.data.train, self.eval_bs, self.spec.train.sharpness_samples, self.autocast)

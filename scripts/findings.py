@@ -161,6 +161,66 @@ def _dose_lines(folder: Path) -> list[str]:
     return [head, ""] + _table(c, "noise std at yield")
 
 
+def _bayes_lines(folder: Path) -> list[str]:
+    """The Bayesian correlated t-test beside each contrast of the stage's plan."""
+    s = _read(folder, "summary.csv")
+    if s is None or "bayes_p_better" not in s:
+        return []
+    c = _contrasts(s)
+    rows = [f"| {r.method} vs {r.baseline} | {r.bayes_p_worse:.2f} | {r.bayes_p_rope:.2f} | {r.bayes_p_better:.2f} | "
+            f"{r.verdict} |" for r in c.itertuples()]
+    return ["Bayesian second opinion (correlated t-test, correlation 0, the plan's ROPE):", "",
+            "| contrast | P(worse) | P(within ROPE) | P(better) | frequentist verdict |", "| --- | --- | --- | --- | --- |",
+            *rows, ""]
+
+
+def _secondary_lines(folder: Path) -> list[str]:
+    """The report's secondary families (sal.secondary, sal.event_sharpness) and the budget curves, short."""
+    lines = []
+    budget = _read(folder, "budget.csv")
+    if budget is not None and not budget.empty:
+        last = budget.sort_values("trials n").groupby("method").tail(1)
+        lines += ["Expected best validation score at the full tuning budget (Dodge et al. 2019): " + ", ".join(
+            f"{r['method']} {r['E[best objective]']:.4f} at n = {int(r['trials n'])}" for _, r in last.iterrows())
+            + ". " + str(budget["crossing"].iloc[0]) + ".", ""]
+    rob = _read(folder, "robustness.csv")
+    if rob is not None and not rob.empty:
+        worst = rob[rob["metric"].isin(["test/robust/worst/acc", "test/robust/mean/acc"])]
+        lines += ["Accuracy on perturbed test inputs (mean and worst over perturbations):", "",
+                  "| contrast | metric | delta (points) | 95% CI | p (Holm) | verdict |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r.method} vs {r.baseline} | {r.metric.split('/')[2]} | {_pts(r.delta)} | "
+                  f"{_ci(r.delta_ci_low, r.delta_ci_high)} | {r.p_adj:.3g} | {r.verdict} |" for r in worst.itertuples()]
+        lines += [""]
+    events = _read(folder, "event_sharpness.csv")
+    if events is not None and not events.empty:
+        lines += ["Grad norm around plastic events (log ratio from the epoch before to the epoch of the event, "
+                  "per seed; effect = minus the baseline's change over the same epochs):", "",
+                  "| cell | event | seeds | events | change | effect vs baseline | 95% CI | p |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in events.itertuples():
+            pct = lambda v: "" if v != v else f"{math.expm1(v) * 100:+.1f}%"  # noqa: E731
+            lines.append(f"| {r.method} | {r.event} | {r.seeds} | {r.events} | {pct(r.change)} | "
+                         f"{pct(getattr(r, 'effect', math.nan))} | "
+                         f"[{pct(getattr(r, 'effect_ci_low', math.nan))}, {pct(getattr(r, 'effect_ci_high', math.nan))}]"
+                         f" | {getattr(r, 'p_ttest', math.nan):.3g} |")
+        lines += [""]
+    classes = _read(folder, "per_class_f1.csv")
+    if classes is not None and not classes.empty:
+        decided = classes[classes["verdict"].isin(["better", "worse"])]
+        spread = f"{_pts(classes['delta'].min())} to {_pts(classes['delta'].max())} points"
+        lines += [f"F1 per class ({classes['method'].iloc[0]} vs {classes['baseline'].iloc[0]}, Holm across "
+                  f"{len(classes)} classes): deltas from {spread}; "
+                  + (", ".join(f"{r.context} {r.verdict}" for r in decided.itertuples()) if len(decided)
+                     else "no class differs significantly") + ".", ""]
+    cost = _read(folder, "cost.csv")
+    if cost is not None and not cost.empty:
+        lines += ["Cost (paired, lower is better; CPU times beside other runs, see the report): " + "; ".join(
+            f"{r.method} vs {r.baseline} {r.metric} {r.delta:+.3g} [{r.delta_ci_low:+.3g}, {r.delta_ci_high:+.3g}]"
+            for r in cost.itertuples()) + ".", ""]
+    return lines
+
+
 def _headline(out: Path, datasets: list[str]) -> list[str]:
     """The answer first: per data set, every verdict of the fair comparison on one line."""
     lines = []
@@ -203,6 +263,7 @@ def write_findings(out: Path, *, scale: str, what: str) -> Path:
             if not folder.is_dir():
                 continue
             body = {"compare": _compare_lines, "attribution": _attribution_lines, "dose": _dose_lines}[stage](folder)
+            body += ["", *_bayes_lines(folder), *_secondary_lines(folder)]
             lines += [f"### {title}", "", f"Report: [{ds}/{stage}/report.md]({ds}/{stage}/report.md)", "",
                       *body, ""]
     lines += ["## Stage times", "", *_times(out), ""]

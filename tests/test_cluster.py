@@ -60,6 +60,20 @@ def _holds_a_trial(storage: str, name: str, proc: subprocess.Popen) -> bool:
                and t.user_attrs.get(MLFLOW_RUNS) for t in _trials(storage, name))
 
 
+def _kill_mid_trial(storage: str, name: str, proc: subprocess.Popen, timeout_s: float = 120) -> bool:
+    """SIGKILL ``proc`` while it holds a trial. It is frozen (SIGSTOP) before the check, so it cannot finish
+    that trial between the check and the kill (a trial lasts a second or two); if it holds none, it thaws."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        os.kill(proc.pid, signal.SIGSTOP)
+        if _holds_a_trial(storage, name, proc):
+            os.kill(proc.pid, signal.SIGKILL)
+            return True
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.2)
+    return False
+
+
 @pytest.fixture()
 def mlflow_server(tmp_path, pg_database):
     """mlflow/server.sh on a free port with a fresh PostgreSQL backend store; yields its URL."""
@@ -120,11 +134,7 @@ def test_chaos_four_workers_two_kills_two_launchers_one_server(tmp_path, pg_data
     for kill in range(2):
         time.sleep(rng.uniform(2, 8))
         victim = workers[kill]
-        deadline = time.time() + 120
-        while not _holds_a_trial(storage, name, victim) and time.time() < deadline:
-            time.sleep(0.2)
-        assert victim.poll() is None, f"worker {kill} ended before it could be killed"
-        os.kill(victim.pid, signal.SIGKILL)
+        assert _kill_mid_trial(storage, name, victim), f"worker {kill} never held a trial to be killed in"
         killed.append(victim)
         workers.append(_start(join, tmp_path / f"worker{len(workers)}.log"))
     for proc in launchers + workers:

@@ -18,6 +18,7 @@ STORED = {
     "TAG_DEVICE": "sal.device", "TAG_N_PARAMS": "sal.n_params", "TAG_KEY": "sal.key", "TAG_BASELINE": "sal.baseline",
     "TAG_PAPER_TABLE": "sal.paper_table", "TAG_PLAN_HASH": "sal.plan_hash", "TAG_SUMMARY": "sal.summary",
     "TAG_GROUP": "sal.group", "TAG_EVENTS": "sal.events", "TAG_COMPUTE_DTYPE": "sal.compute_dtype",
+    "TAG_SEEDS_PER_MODEL": "sal.seeds_per_model",
     "RECORD_DEFINITION": "sal.definition", "RECORD_PLAN": "sal.plan", "RECORD_PLANS": "sal.plans",
     "RECORD_COMPARE_DESIGN": "sal.compare_design",
     "ATTR_QUEUE_KIND": "sal.kind", "ATTR_TRACKING_URI": "sal.tracking_uri", "ATTR_BASELINE": "sal.baseline",

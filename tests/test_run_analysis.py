@@ -96,3 +96,37 @@ def test_bad_analysis_settings_name_the_key_and_the_fix(analysis, says):
     with pytest.raises(SpecError) as err:
         validate_run({"analysis": analysis})
     assert says in str(err.value) and "fix:" in str(err.value)
+
+
+def test_grad_norm_per_epoch_is_the_gradient_norm_on_one_subset_shared_by_every_seed():
+    """train/grad_norm each epoch: training untouched, the last value recomputed by hand from the saved
+    weights, and the same samples for two seeds (so curves compare)."""
+    from sal.run_analysis import SHARED_SUBSET_SEED, RunAnalysis, fixed_batches
+
+    analysis = {"sharpness": ["grad_norm"], "samples": 96, "save_weights": True}
+    spec = tiny_spec(model={"name": "mlp", "width": 8}, train={"epochs": 3, "batch_size": 32, "sharpness_samples": 0},
+                     method={"name": "sal", "warmup": 0}, analysis=analysis)
+    plain = train(spec.model_copy(update={"analysis": type(spec.analysis)()}))
+    measured = train(spec)
+    untouched = [{k: v for k, v in row.items() if k != "train/grad_norm"} for row in _training(measured.history)]
+    assert untouched == _training(plain.history)
+    values = [row["train/grad_norm"] for row in measured.history]
+    assert len(values) == 3 and all(v > 0 and math.isfinite(v) for v in values)
+
+    data = load_data(spec.data, torch.device("cpu"))
+    model = build_model(spec.model, data.in_shape, data.num_classes)
+    model.load_state_dict(measured.analysis["weights"])
+    model.eval()
+    batches = fixed_batches(data.train, samples=96, seed=SHARED_SUBSET_SEED)
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    loss = torch.nn.functional.cross_entropy(model(x), y)  # the mean over the 96 samples, in one batch
+    grads = torch.autograd.grad(loss, [p for p in model.parameters()])
+    by_hand = torch.sqrt(sum((g ** 2).sum() for g in grads)).item()
+    assert values[-1] == pytest.approx(by_hand, rel=1e-5)
+
+    other_seed = RunAnalysis(spec.model_copy(update={"seed": 7}), data.train, model=model).shared_batches
+    mine = RunAnalysis(spec, data.train, model=model).shared_batches
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(mine, other_seed))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(
+        RunAnalysis(spec, data.train, model=model).batches,
+        RunAnalysis(spec.model_copy(update={"seed": 7}), data.train, model=model).batches))
