@@ -160,6 +160,9 @@ def _cross_lines(cross: dict) -> list[str]:
             lines.append(f"- {method}: mean normalised delta {d['norm_delta']:+.4f} "
                          f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] (stratified bootstrap){p}{caveat}; scores "
                          "normalised per data set, 1 = its best run, 0 = its worst, a diverged seed 0")
+        for method, (w, r, b) in c.get("hierarchical", {}).items():
+            lines.append(f"- {method}, Bayesian hierarchical model (docs/statistics.md, \"Second opinions\"): on a new "
+                         f"data set of this kind P(worse) {w:.2f}, P(within the ROPE) {r:.2f}, P(better) {b:.2f}")
         for method, q in c["iqm"].items():
             lines.append(f"- IQM {method}: {q['iqm']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]")
         if "friedman" in c:

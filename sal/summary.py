@@ -23,7 +23,7 @@ SUMMARY_COLUMNS = ["dataset", "context", "metric", "family", "treatment", "metho
                    "boot_ci_low", "boot_ci_high", "p_ttest", "p_signflip", "p_wilcoxon", "correction", "p_adj",
                    "p_signflip_adj", "p_wilcoxon_adj", "p_holm", "p_signflip_holm", "p_wilcoxon_holm", "effect_dz",
                    "cliffs_delta", "cliffs_magnitude", "win_rate", "win_ci_low", "win_ci_high", "p_outperform", "corr",
-                   "bayes_p_worse", "bayes_p_rope", "bayes_p_better", "mde", "exploratory", "unpaired_seeds",
+                   "bayes_p_worse", "bayes_p_rope", "bayes_p_better", "rope", "mde", "exploratory", "unpaired_seeds",
                    "verdict"]
 BLOCK = ["dataset", "context", "metric"]
 FAMILY_MODES = ("plan", "metric", "dataset")
@@ -111,6 +111,7 @@ def summarize(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
             row["cliffs_magnitude"] = stats.cliffs_magnitude(p["cliffs_delta"])
             # the Bayesian second opinion on the same differences and ROPE (docs/statistics.md, "Second opinions")
             rope = opts.rope if is_bounded_fraction(metric) else 0.0
+            row["rope"] = rope  # the ROPE the verdict and the posterior used (none for unbounded metrics)
             row["bayes_p_worse"], row["bayes_p_rope"], row["bayes_p_better"] = stats.bayes_correlated_ttest(
                 (pair[c.method] - pair[c.baseline]).to_numpy(), rope=rope, higher_is_better=higher_is_better(metric))
             row["exploratory"] = stats.exploratory(p["n"])
@@ -197,6 +198,29 @@ def _normalised(part: pd.DataFrame, metric: str) -> pd.DataFrame:
     return part.assign(value=part.groupby(["dataset", "context"])["value"].transform(scale))
 
 
+def _hierarchical(part: pd.DataFrame, opts: ReportOptions, metric: str) -> dict[str, tuple[float, float, float]]:
+    """Per contrast, the hierarchical model's (P(worse), P(rope), P(better)) on a new data set, from the raw
+    per-seed differences of each (dataset, context) with two or more paired seeds (sal.hierarchical). A normal
+    model has no place for a diverged loss (an infinite difference): such a contrast gets no posterior rather
+    than one that quietly leaves its data set out."""
+    from .hierarchical import hierarchical_test
+
+    rope = opts.rope if is_bounded_fraction(metric) else 0.0
+    out = {}
+    for c in opts.plan.contrasts:
+        diffs = []
+        for _, g in part.groupby(["dataset", "context"]):
+            w = g.pivot_table(index="seed", columns="method", values="value")
+            if c.method in w and c.baseline in w:
+                d = (w[c.method] - w[c.baseline]).dropna().to_numpy()
+                if len(d) >= 2:
+                    diffs.append(d)
+        if len(diffs) >= 2 and all(np.isfinite(d).all() for d in diffs):
+            out[f"{c.method} vs {c.baseline}"] = hierarchical_test(
+                diffs, rope=rope, higher_is_better=higher_is_better(metric), random_state=opts.random_state)
+    return out
+
+
 def across_datasets(tidy: pd.DataFrame, opts: ReportOptions, metric: str, *, min_sets_friedman: int = 5) -> dict:
     """Cross-data-set view of one metric, on normalised scores (``_normalised``: 1 = best run of the data set,
     a diverged seed 0): mean normalised delta per contrast (higher favours the method; stratified bootstrap),
@@ -223,6 +247,7 @@ def across_datasets(tidy: pd.DataFrame, opts: ReportOptions, metric: str, *, min
         if len(pairs) >= 2:
             out["deltas"][f"{c.method} vs {c.baseline}"] = stats.normalized_delta_across(
                 pairs, n_boot=opts.n_boot, random_state=opts.random_state, relative=False)
+    out["hierarchical"] = _hierarchical(part, opts, metric)
     if len(norm) >= min_sets_friedman and len(methods) >= 3:
         means = pd.DataFrame({k: w.mean() for k, w in norm.items()}).T[methods].dropna()
         if len(means) >= min_sets_friedman:

@@ -180,8 +180,8 @@ def _secondary_lines(folder: Path) -> list[str]:
     budget = _read(folder, "budget.csv")
     if budget is not None and not budget.empty:
         last = budget.sort_values("trials n").groupby("method").tail(1)
-        lines += ["Expected best validation score at the full tuning budget (Dodge et al. 2019): " + ", ".join(
-            f"{r['method']} {r['E[best objective]']:.4f} at n = {int(r['trials n'])}" for _, r in last.iterrows())
+        lines += ["Expected best tuning objective over each method's complete trials (Dodge et al. 2019): " + ", ".join(
+            f"{r['method']} {r['E[best objective]']:.4f} (n = {int(r['trials n'])})" for _, r in last.iterrows())
             + ". " + str(budget["crossing"].iloc[0]) + ".", ""]
     rob = _read(folder, "robustness.csv")
     if rob is not None and not rob.empty:
@@ -196,11 +196,11 @@ def _secondary_lines(folder: Path) -> list[str]:
     if events is not None and not events.empty:
         lines += ["Grad norm around plastic events (log ratio from the epoch before to the epoch of the event, "
                   "per seed; effect = minus the baseline's change over the same epochs):", "",
-                  "| cell | event | seeds | events | change | effect vs baseline | 95% CI | p |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| cell | vs | event | seeds | events | change | effect vs baseline | 95% CI | p |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in events.itertuples():
             pct = lambda v: "" if v != v else f"{math.expm1(v) * 100:+.1f}%"  # noqa: E731
-            lines.append(f"| {r.method} | {r.event} | {r.seeds} | {r.events} | {pct(r.change)} | "
+            lines.append(f"| {r.method} | {r.vs} | {r.event} | {r.seeds} | {r.events} | {pct(r.change)} | "
                          f"{pct(getattr(r, 'effect', math.nan))} | "
                          f"[{pct(getattr(r, 'effect_ci_low', math.nan))}, {pct(getattr(r, 'effect_ci_high', math.nan))}]"
                          f" | {getattr(r, 'p_ttest', math.nan):.3g} |")
@@ -221,6 +221,37 @@ def _secondary_lines(folder: Path) -> list[str]:
     return lines
 
 
+def _hierarchical_lines(out: Path, datasets: list[str]) -> list[str]:
+    """The fair comparison's contrasts across the data sets: the Bayesian hierarchical model's posterior for a
+    new data set of this kind, from each data set's per-seed test accuracies (sal.hierarchical)."""
+    from sal.hierarchical import hierarchical_test
+
+    seeds = {ds: _read(out / ds, "compare_seeds.csv") for ds in datasets}
+    plans = {ds: _read(out / ds / "compare", "summary.csv") for ds in datasets}
+    seeds = {ds: s for ds, s in seeds.items() if s is not None and plans[ds] is not None}
+    if len(seeds) < 2:
+        return []
+    first = next(iter(seeds))
+    if "rope" not in plans[first]:
+        return []  # a summary.csv written before it named its ROPE
+    rope = float(_contrasts(plans[first])["rope"].iloc[0])
+    lines = []
+    for r in _contrasts(plans[first]).itertuples():
+        diffs = []
+        for s in seeds.values():
+            w = s.pivot_table(index="seed", columns="cell", values="test_acc")
+            if r.method in w and r.baseline in w:
+                diffs.append((w[r.method] - w[r.baseline]).dropna().to_numpy())
+        if len(diffs) == len(seeds):
+            worse, within, better = hierarchical_test(diffs, rope=rope)
+            lines.append(f"- {r.method} vs {r.baseline}: P(worse) {worse:.2f}, P(within the ROPE) {within:.2f}, "
+                         f"P(better) {better:.2f}")
+    head = (f"Across the {len(seeds)} data sets (Bayesian hierarchical model, Benavoli et al. 2017; "
+            "docs/statistics.md): the posterior for a new data set of this kind, test accuracy, ROPE "
+            f"{rope * 100:g} points. With two data sets it can only say whether they point the same way.")
+    return [head, "", *lines, ""] if lines else []
+
+
 def _headline(out: Path, datasets: list[str]) -> list[str]:
     """The answer first: per data set, every verdict of the fair comparison on one line."""
     lines = []
@@ -231,7 +262,7 @@ def _headline(out: Path, datasets: list[str]) -> list[str]:
         parts = [f"{r.method} vs {r.baseline} {r.verdict} ({_pts(r.delta)} {_ci(r.delta_ci_low, r.delta_ci_high)}, "
                  f"n={int(r.n)})" for r in _contrasts(s).itertuples()]
         lines.append(f"- **{ds}**: " + "; ".join(parts) + ".")
-    return ["## In short", "", *lines, ""] if lines else []
+    return ["## In short", "", *lines, "", *_hierarchical_lines(out, datasets)] if lines else []
 
 
 def _times(out: Path) -> list[str]:
