@@ -15,7 +15,7 @@ import seaborn as sns
 
 from .methods import SAL_FAMILY as METHOD_SAL_FAMILY
 from .names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS
-from .scoring import is_bounded_fraction
+from .scoring import is_bounded_fraction, rope_for
 
 __all__ = ["strip", "slopes", "forest", "learning_curves", "stress_trace", "loss_vs_stress", "stress_histogram",
            "accuracy_gap", "cd_diagram"]
@@ -83,7 +83,7 @@ def forest(summary: pd.DataFrame, metric: str, rope: float, level: float = 0.95)
     ax.axvline(0, color="grey", lw=1)
     colors = s["verdict"].map({"better": "tab:blue", "worse": "tab:red", "equivalent": "tab:green"}).fillna("black")
     finite = [v for v in pd.concat([s["delta"], s["delta_ci_low"], s["delta_ci_high"]]) if np.isfinite(v)]
-    edge = max([abs(v) for v in finite] + [rope if is_bounded_fraction(metric) else 0.0, 1e-9]) * 1.3
+    edge = max([abs(v) for v in finite] + [rope_for(metric, rope), 1e-9]) * 1.3
     for y, (delta, low, high, color) in enumerate(zip(s["delta"], s["delta_ci_low"], s["delta_ci_high"], colors)):
         if np.isfinite(low) and np.isfinite(high):
             ax.errorbar(delta, y, xerr=[[delta - low], [high - delta]], fmt="o", color=color, capsize=3)

@@ -11,8 +11,8 @@ P(delta_new < -rope), P(|delta_new| <= rope), P(delta_new > rope), averaged over
 
 Sampled by Gibbs with the t prior written as a scale mixture (delta_i | lambda_i ~ N(delta_0, sigma_0^2 /
 lambda_i), lambda_i ~ Gamma(nu/2, nu/2)); nu, a and b by griddy Gibbs on fixed grids. Seeded: the same data
-give the same probabilities. With two data sets the posterior of sigma_0 is wide, so the predictive is close
-to the prior's spread and rarely leaves the ROPE: that is what two data sets can say.
+give the same probabilities. With two data sets the posterior of sigma_0 is barely constrained, so the
+predictive stays near even odds even when both data sets point the same way: that is what two can say.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from scipy import stats as sps
 __all__ = ["hierarchical_test"]
 
 S_MAX = S0_MAX = D_MAX = 1000.0  # on the scale of the data's mean standard deviation
+SIGMA2_FLOOR = 1e-8  # a data set's variance, on that scale, below which its seeds count as tied
 NU_GRID = np.exp(np.linspace(math.log(0.5), math.log(200.0), 120))
 A_GRID = np.linspace(0.5, 5.0, 40)
 B_GRID = np.linspace(0.05, 0.15, 40)
@@ -34,7 +35,7 @@ B_GRID = np.linspace(0.05, 0.15, 40)
 def _inv_gamma_truncated(rng: np.random.Generator, shape: float, scale: float, upper: float) -> float:
     """sigma^2 ~ InvGamma(shape, scale) restricted to sigma^2 <= upper: scale / Gamma(shape), redrawn above
     ``upper`` (the bounds are far out, so a redraw is rare), by the inverse CDF after a few misses."""
-    scale = max(scale, 1e-300)
+    scale = max(scale, SIGMA2_FLOOR * 1e-3)  # a spread of exactly 0 (tied seeds) has no inverse gamma
     for _ in range(20):
         value = scale / rng.gamma(shape)
         if value <= upper:
@@ -56,7 +57,9 @@ def hierarchical_test(samples: list[np.ndarray], *, rope: float, higher_is_bette
     data = [np.asarray(x, float) for x in samples]
     if len(data) < 2 or any(len(x) < 2 for x in data):
         raise ValueError("the hierarchical model needs >= 2 data sets with >= 2 paired seeds each")
-    scale = float(np.mean([x.std(ddof=1) for x in data])) or 1.0
+    # The unit of the bounds: the seeds' mean sd, but never a vanishing one (seeds that tie leave only
+    # rounding noise, 1e-17, which would blow the data up past every bound)
+    scale = max(float(np.mean([x.std(ddof=1) for x in data])), 0.1 * max(np.abs(x).max() for x in data)) or 1.0
     data = [x / scale for x in data]
     r = rope / scale
     q = len(data)
@@ -64,7 +67,7 @@ def hierarchical_test(samples: list[np.ndarray], *, rope: float, higher_is_bette
     means = np.array([x.mean() for x in data])
     rng = np.random.default_rng(random_state)
     delta = means.copy()
-    sigma2 = np.array([max(x.var(ddof=1), 1e-6) for x in data])
+    sigma2 = np.array([max(x.var(ddof=1), SIGMA2_FLOOR) for x in data])
     lam = np.ones(q)
     delta0, sigma02, nu, a, b = float(means.mean()), float(max(means.var(), 1e-2)), 5.0, 2.0, 0.1
     kept = np.empty((draws, 3))  # nu, delta_0, sigma_0 after the burn-in
@@ -74,7 +77,8 @@ def hierarchical_test(samples: list[np.ndarray], *, rope: float, higher_is_bette
         mean = (n * means / sigma2 + lam * delta0 / sigma02) / prec
         delta = rng.normal(mean, 1 / np.sqrt(prec))
         spread = np.array([((x - d) ** 2).sum() / 2 for x, d in zip(data, delta)])
-        sigma2 = spread / rng.gamma((n - 1) / 2)
+        # floored: a data set whose seeds all differ by the same amount has no spread (tied accuracies)
+        sigma2 = np.maximum(spread / rng.gamma((n - 1) / 2), SIGMA2_FLOOR)
         for i in np.flatnonzero(sigma2 > S_MAX ** 2):  # outside sigma_i's uniform prior: redraw there
             sigma2[i] = _inv_gamma_truncated(rng, (n[i] - 1) / 2, spread[i], S_MAX ** 2)
         dev2 = (delta - delta0) ** 2
@@ -82,7 +86,8 @@ def hierarchical_test(samples: list[np.ndarray], *, rope: float, higher_is_bette
         # delta_0: normal given the mixture, kept inside its uniform prior
         prec0 = lam.sum() / sigma02
         delta0 = float(np.clip(rng.normal((lam * delta).sum() / lam.sum(), 1 / math.sqrt(prec0)), -D_MAX, D_MAX))
-        sigma02 = _inv_gamma_truncated(rng, (q - 1) / 2, (lam * (delta - delta0) ** 2).sum() / 2, S0_MAX ** 2)
+        sigma02 = max(_inv_gamma_truncated(rng, (q - 1) / 2, (lam * (delta - delta0) ** 2).sum() / 2, S0_MAX ** 2),
+                      SIGMA2_FLOOR)  # data sets that agree exactly would collapse it to 0
         # nu | lambda, a, b (its Gamma(a, b) prior, b a rate); then a and b | nu
         log_lam = np.log(lam).sum()
         log_p = ((a - 1) * np.log(NU_GRID) - b * NU_GRID

@@ -39,7 +39,7 @@ from .names import (
 from .outputs import report_folder
 from .redact import mask_url
 from .render import Section, render_html, render_latex, render_markdown
-from .scoring import is_bounded_fraction
+from .scoring import rope_for
 from .secondary import class_section, cost_section, robustness_section
 from .selection import Selection, cell_of, run_cell, select_runs, tidy_scores
 from .summary import FAMILY_MODES, ReportOptions, across_datasets, family_sizes, summarize
@@ -364,7 +364,7 @@ def dose_sections(summary: pd.DataFrame, runs: pd.DataFrame, *, rope: float, dra
     table = dose_response(summary, runs)
     if table.empty:
         return []
-    figures = {f"Dose-response, {m}": dose_figure(table, m, rope=rope if is_bounded_fraction(m) else 0.0)
+    figures = {f"Dose-response, {m}": dose_figure(table, m, rope=rope_for(m, rope))
                for m in table["metric"].unique()} if draw_figures else {}
     text = ("Cells of one method that differ only in the noise scale (method.delta, method.lambda), each against "
             "its baseline: the paired difference against the dose, the noise std at the yield point (Delta + "

@@ -15,8 +15,8 @@ import math
 from .instability import LOWER_IS_BETTER as LOWER_IS_BETTER_STABILITY
 from .names import RESULT_STATUSES, STATUS_DIVERGED
 
-__all__ = ["direction", "higher_is_better", "bounds", "is_bounded_fraction", "is_cost", "worst_value", "score",
-           "DIVERGED", "RESULT_STATUSES"]
+__all__ = ["direction", "higher_is_better", "bounds", "is_bounded_fraction", "is_cost", "rope_for", "worst_value",
+           "score", "DIVERGED", "RESULT_STATUSES"]
 
 DIVERGED = STATUS_DIVERGED  # train()'s status for a NaN/inf loss (also the MLflow tag sal.status)
 
@@ -39,6 +39,12 @@ def bounds(metric: str) -> tuple[float, float] | None:
     """The range the metric lives in: (0, 1) for fractions (accuracies, top-5, F1, ...), else None."""
     leaf = metric.rsplit("/", 1)[-1]
     return (0.0, 1.0) if leaf in _FRACTIONS or leaf.endswith("acc") else None
+
+
+def rope_for(metric: str, rope: float) -> float:
+    """The ROPE a contrast on ``metric`` uses: the plan's on fractions, none (0) on unbounded metrics, whose
+    scale the plan's ROPE does not know (docs/statistics.md, "The verdict")."""
+    return rope if is_bounded_fraction(metric) else 0.0
 
 
 def is_bounded_fraction(metric: str) -> bool:

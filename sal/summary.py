@@ -13,7 +13,7 @@ import pandas as pd
 from . import stats
 from .analysis import Plan
 from .config import SpecError
-from .scoring import bounds, higher_is_better, is_bounded_fraction
+from .scoring import bounds, higher_is_better, rope_for
 
 __all__ = ["ReportOptions", "summarize", "across_datasets", "family_sizes", "SUMMARY_COLUMNS", "BLOCK",
            "bounds_of"]
@@ -110,7 +110,7 @@ def summarize(tidy: pd.DataFrame, opts: ReportOptions) -> pd.DataFrame:
                                           "corr")})
             row["cliffs_magnitude"] = stats.cliffs_magnitude(p["cliffs_delta"])
             # the Bayesian second opinion on the same differences and ROPE (docs/statistics.md, "Second opinions")
-            rope = opts.rope if is_bounded_fraction(metric) else 0.0
+            rope = rope_for(metric, opts.rope)
             row["rope"] = rope  # the ROPE the verdict and the posterior used (none for unbounded metrics)
             row["bayes_p_worse"], row["bayes_p_rope"], row["bayes_p_better"] = stats.bayes_correlated_ttest(
                 (pair[c.method] - pair[c.baseline]).to_numpy(), rope=rope, higher_is_better=higher_is_better(metric))
@@ -159,7 +159,7 @@ def _adjust(summary: pd.DataFrame, opts: ReportOptions) -> None:
                 delta=r["delta"], ci_low=r["delta_ci_low"], ci_high=r["delta_ci_high"],
                 p_ttest_adj=summary.loc[i, "p_adj"] if math.isfinite(r["delta_ci_low"]) else math.nan,
                 p_signflip_adj=summary.loc[i, "p_signflip_adj"], n=int(r["n"]),
-                rope=opts.rope if is_bounded_fraction(r["metric"]) else 0.0, alpha=opts.alpha,
+                rope=rope_for(r["metric"], opts.rope), alpha=opts.alpha,
                 higher_is_better=higher_is_better(r["metric"]), sd=r["_sd_diff"])
     holm = opts.correction == "holm"
     for adjusted, named in (("p_adj", "p_holm"), ("p_signflip_adj", "p_signflip_holm"),
@@ -205,7 +205,7 @@ def _hierarchical(part: pd.DataFrame, opts: ReportOptions, metric: str) -> dict[
     than one that quietly leaves its data set out."""
     from .hierarchical import hierarchical_test
 
-    rope = opts.rope if is_bounded_fraction(metric) else 0.0
+    rope = rope_for(metric, opts.rope)
     out = {}
     for c in opts.plan.contrasts:
         diffs = []

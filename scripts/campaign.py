@@ -6,7 +6,7 @@ Per data set, three stages, each an ordinary sal command on a preset of this rep
   dose         sal ablate + report ablations/campaign_dose_<ds>.yaml          noise dose-response
 Then scripts/findings.py writes <out>/README.md from the reports' summary.csv files and the stage times.
 
-Scales: ``cpu`` runs the presets as declared (11 min on 2 quiet cores, sized for <= 60 min under load);
+Scales: ``cpu`` runs the presets as declared (18 min on 2 cores, sized for <= 60 min under load);
 ``gpu`` and ``smoke`` are declared deltas of them (SCALES below), applied to copies written under the work
 folder, so the presets stay the one place for everything else. The analysis plan of every stage is the
 preset's own (sal hashes it into the queue and MLflow before the first run).

@@ -170,7 +170,8 @@ def _bayes_lines(folder: Path) -> list[str]:
     rows = [f"| {r.method} vs {r.baseline} | {r.bayes_p_worse:.2f} | {r.bayes_p_rope:.2f} | {r.bayes_p_better:.2f} | "
             f"{r.verdict} |" for r in c.itertuples()]
     return ["Bayesian second opinion (correlated t-test, correlation 0, the plan's ROPE):", "",
-            "| contrast | P(worse) | P(within ROPE) | P(better) | frequentist verdict |", "| --- | --- | --- | --- | --- |",
+            "| contrast | P(worse) | P(within ROPE) | P(better) | frequentist verdict |",
+            "| --- | --- | --- | --- | --- |",
             *rows, ""]
 
 
@@ -200,10 +201,10 @@ def _secondary_lines(folder: Path) -> list[str]:
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in events.itertuples():
             pct = lambda v: "" if v != v else f"{math.expm1(v) * 100:+.1f}%"  # noqa: E731
+            low, high = getattr(r, "effect_ci_low", math.nan), getattr(r, "effect_ci_high", math.nan)
             lines.append(f"| {r.method} | {r.vs} | {r.event} | {r.seeds} | {r.events} | {pct(r.change)} | "
-                         f"{pct(getattr(r, 'effect', math.nan))} | "
-                         f"[{pct(getattr(r, 'effect_ci_low', math.nan))}, {pct(getattr(r, 'effect_ci_high', math.nan))}]"
-                         f" | {getattr(r, 'p_ttest', math.nan):.3g} |")
+                         f"{pct(getattr(r, 'effect', math.nan))} | [{pct(low)}, {pct(high)}] | "
+                         f"{getattr(r, 'p_ttest', math.nan):.3g} |")
         lines += [""]
     classes = _read(folder, "per_class_f1.csv")
     if classes is not None and not classes.empty:
@@ -215,9 +216,14 @@ def _secondary_lines(folder: Path) -> list[str]:
                      else "no class differs significantly") + ".", ""]
     cost = _read(folder, "cost.csv")
     if cost is not None and not cost.empty:
-        lines += ["Cost (paired, lower is better; CPU times beside other runs, see the report): " + "; ".join(
-            f"{r.method} vs {r.baseline} {r.metric} {r.delta:+.3g} [{r.delta_ci_low:+.3g}, {r.delta_ci_high:+.3g}]"
-            for r in cost.itertuples()) + ".", ""]
+        def interval(r) -> str:
+            low, high = r.delta_ci_low, r.delta_ci_high
+            return "no interval" if low != low else f"[{low:+.3g}, {high:+.3g}]"
+
+        lines += ["Cost (paired, lower is better; seeds packed into one model share its time, so a packed cell's "
+                  "seeds have no spread; on the CPU mem/peak_mb is the process's peak, not the run's, see the "
+                  "report): " + "; ".join(f"{r.method} vs {r.baseline} {r.metric} {r.delta:+.3g} {interval(r)}"
+                                          for r in cost.itertuples()) + ".", ""]
     return lines
 
 
@@ -248,7 +254,8 @@ def _hierarchical_lines(out: Path, datasets: list[str]) -> list[str]:
                          f"P(better) {better:.2f}")
     head = (f"Across the {len(seeds)} data sets (Bayesian hierarchical model, Benavoli et al. 2017; "
             "docs/statistics.md): the posterior for a new data set of this kind, test accuracy, ROPE "
-            f"{rope * 100:g} points. With two data sets it can only say whether they point the same way.")
+            f"{rope * 100:g} points. With two data sets the spread between data sets is barely constrained, so "
+            "the posterior for a new one stays near even odds even when both point the same way.")
     return [head, "", *lines, ""] if lines else []
 
 

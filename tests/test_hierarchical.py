@@ -44,6 +44,15 @@ def test_a_lower_is_better_metric_reads_the_other_way_and_a_seed_gives_the_same_
     assert hierarchical_test([100 * x for x in sets], rope=0.2, **FAST) == pytest.approx(up, abs=0.03)
 
 
+def test_data_sets_whose_seeds_tie_give_finite_probabilities():
+    """Two seeds with equal accuracies (no spread), as in a smoke run: no division by zero."""
+    for sets in ([np.zeros(2), np.zeros(2)], [np.full(3, 0.01), np.array([0.0, 0.01, 0.02])],
+                 [np.full(2, 0.004), np.full(2, 0.004)],
+                 [np.array([0.0, 0.0]), np.array([0.455, 0.471]) - np.array([0.485, 0.501])]):  # sd 4e-17: rounding
+        probs = hierarchical_test(sets, rope=0.002, **FAST)
+        assert all(np.isfinite(probs)) and sum(probs) == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("sets", [[np.ones(5)], [np.ones(5), np.ones(1)]])
 def test_too_little_data_is_refused(sets):
     with pytest.raises(ValueError, match="2 data sets"):
