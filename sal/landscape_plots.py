@@ -88,6 +88,8 @@ def sharpness_figure(history: pd.DataFrame, metric: str = "sharpness/trace", *, 
             if len(ev):
                 ax.scatter(ev["epoch"], ev[metric], marker=marker, color=color, s=45, zorder=3,
                            label=col.split("/")[1])
+    if median_iqr and (h[metric] > 0).all():
+        ax.set_yscale("log")  # a gradient norm changes by factors around events: equal ratios, equal heights
     shown = "median and IQR" if median_iqr else "mean and 95% CI"
     ax.set(ylabel=metric, title=f"{metric} per epoch ({shown} over seeds; events per seed)")
     ax.legend(fontsize=8)

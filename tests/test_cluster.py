@@ -61,16 +61,19 @@ def _holds_a_trial(storage: str, name: str, proc: subprocess.Popen) -> bool:
 
 
 def _kill_mid_trial(storage: str, name: str, proc: subprocess.Popen, timeout_s: float = 120) -> bool:
-    """SIGKILL ``proc`` while it holds a trial. It is frozen (SIGSTOP) before the check, so it cannot finish
-    that trial between the check and the kill (a trial lasts a second or two); if it holds none, it thaws."""
+    """SIGKILL ``proc`` while it holds a trial. Once it is seen holding one it is frozen (SIGSTOP) and checked
+    again, so it cannot finish that trial between the check and the kill (a trial lasts a second or two); if
+    it finished in the meantime it thaws and the wait goes on. Freezing only then keeps it claiming trials."""
     deadline = time.time() + timeout_s
     while time.time() < deadline and proc.poll() is None:
+        if not _holds_a_trial(storage, name, proc):  # it runs freely while the test waits
+            time.sleep(0.2)
+            continue
         os.kill(proc.pid, signal.SIGSTOP)
-        if _holds_a_trial(storage, name, proc):
+        if _holds_a_trial(storage, name, proc):  # still holding it, and now it cannot finish it
             os.kill(proc.pid, signal.SIGKILL)
             return True
         os.kill(proc.pid, signal.SIGCONT)
-        time.sleep(0.2)
     return False
 
 

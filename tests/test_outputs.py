@@ -73,11 +73,11 @@ def test_rerun_into_its_own_folder_replaces_only_its_files(tiny_ablation, mlflow
     assert set(_tree(out)) == first | {".sal-report"}
     # Again, without figures: the earlier report's figures go (sal wrote them), nothing else changes.
     assert _report(mlflow_uri, out) == 0
-    assert set(json.loads((out / ".sal-report").read_text())["files"]) == {"summary.csv", "report.md", "report.html",
-                                                                           "table.tex"}
+    # every run logs per-class F1 and its cost, so their families' rows are written beside summary.csv
+    written = {"summary.csv", "report.md", "report.html", "table.tex", "per_class_f1.csv", "cost.csv"}
+    assert set(json.loads((out / ".sal-report").read_text())["files"]) == written
     assert not (out / "figures").exists()
-    assert sorted(p.name for p in out.iterdir()) == [".sal-report", "report.html", "report.md", "summary.csv",
-                                                      "table.tex"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(written | {".sal-report"})
     # A file the user put beside the report since: the folder is no longer sal's alone, so it is refused.
     (out / "my_notes.txt").write_text("keep me")
     assert _report(mlflow_uri, out) == 2

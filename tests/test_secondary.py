@@ -14,7 +14,7 @@ from scipy import stats as sps
 from sal.ablation import load_ablation, run_ablation
 from sal.analysis import Contrast, Plan
 from sal.engine import StorageRef
-from sal.event_sharpness import event_changes
+from sal.event_sharpness import event_changes, event_sharpness_section
 from sal.report import analyse, write_report
 from sal.secondary import class_section, cost_section, robustness_section
 from sal.stats import adjust
@@ -102,6 +102,10 @@ def test_grad_norm_event_changes_are_recomputed_from_the_histories(measured):
     want_base = np.mean([math.log(base.loc[e, "train/grad_norm"] / base.loc[e - 1, "train/grad_norm"]) for e in epochs])
     assert row["events"] == len(epochs)
     assert row["change"] == pytest.approx(want) and row["baseline_change"] == pytest.approx(want_base)
+
+    [section] = event_sharpness_section(history, a.opts.plan, level=0.95, draw_figures=True)
+    [figure] = section.figures.values()
+    assert figure.axes[0].get_yscale() == "log"  # ratios around events read as equal heights
 
     out = write_report(a, tmp / "report")
     text = (out / "report.md").read_text()
