@@ -15,7 +15,7 @@ import seaborn as sns
 from .analysis import Contrast, Plan
 from .classmetrics import class_of_metric
 from .names import TAG_DEVICE, TAG_SEEDS_PER_MODEL
-from .render import Section
+from .render import Section, _p  # the report's one p-value format
 from .robustness import SUMMARIES
 from .selection import cell_of, tidy_scores
 from .summary import ReportOptions, summarize
@@ -53,7 +53,7 @@ def secondary_frame(summary: pd.DataFrame, *, digits: int = 4) -> pd.DataFrame:
         "delta": summary["delta"].map(lambda v: "" if math.isnan(v) else fmt.format(v)),
         "delta_ci": ["" if math.isnan(a) else f"[{fmt.format(a)}, {fmt.format(b)}]"
                      for a, b in zip(summary["delta_ci_low"], summary["delta_ci_high"])],
-        f"p_{correction}": summary["p_adj"].map(lambda v: "" if v != v else ("<0.0001" if v < 1e-4 else f"{v:.4f}")),
+        f"p_{correction}": summary["p_adj"].map(_p),
         "verdict": summary["verdict"],
     })
     return out.drop(columns="context") if (out["context"] == "").all() else out
