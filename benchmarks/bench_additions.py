@@ -24,10 +24,10 @@ import time
 import numpy as np
 import torch
 
-from sal import stats
-from sal.classmetrics import class_f1_metrics, class_report
-from sal.config import validate_run
-from sal.train import TrainingRun, _evaluate, train
+from sal.metrics.classmetrics import class_f1_metrics, class_report
+from sal.spec.config import validate_run
+from sal.stats import inference as stats
+from sal.training.run import TrainingRun, _evaluate, train
 
 BASE = {"data": {"name": "digits"}, "model": {"name": "cnn", "width": 8}, "optim": {"name": "adam", "lr": 0.003},
         "method": {"name": "sal", "warmup": 4, "recovery_patience": 2}, "train": {"epochs": 15, "batch_size": 64}}

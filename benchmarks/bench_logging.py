@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sal.config import validate_run
-from sal.tracking import LiveRun, client_for, ensure_experiment
-from sal.train import TrainingRun
+from sal.spec.config import validate_run
+from sal.tracking.store import LiveRun, client_for, ensure_experiment
+from sal.training.run import TrainingRun
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ order (each epoch a permutation from the seed's "data" generator), with a valida
 - plain: the loop a careful PyTorch user writes: tensors in memory, batches as index slices, default
   ``torch.optim.Adam``, loss and accuracy summed on the device and read once per epoch;
 - sal, one seed: ``TrainingRun.step()`` (the loop every sal run goes through);
-- sal, S seeds packed: ``PackedRun.step()`` (sal/packed.py), its time divided by S.
+- sal, S seeds packed: ``PackedRun.step()`` (sal/training/packed.py), its time divided by S.
 
 The three alternate after a warm-up epoch each, every side taking every place in the order in turn, so a
 shared machine's drift hits all; printed ratios are medians of per-repeat ratios, plain time / sal time
@@ -36,12 +36,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from sal.config import load_run_spec
-from sal.data import DataBundle, load_data
-from sal.models import build_model
-from sal.packed import PackedRun
-from sal.rng import derive_seed
-from sal.train import TrainingRun
+from sal.core.rng import derive_seed
+from sal.spec.config import load_run_spec
+from sal.training.data import load_data
+from sal.training.models import build_model
+from sal.training.packed import PackedRun
+from sal.training.run import TrainingRun
+from sal.training.splits import DataBundle
 
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "mnist1d_paper.yaml"
 
@@ -134,10 +135,10 @@ def stage_overhead(model: str, *, seeds: int, epochs: int, repeats: int) -> dict
     overhead share = 1 - bare / stage (medians of per-repeat figures)."""
     import optuna
 
-    from sal.ablation import load_ablation, run_ablation
-    from sal.engine import StorageRef
-    from sal.seeds import train_seeds
-    from sal.tracking import ensure_experiment
+    from sal.queue.engine import StorageRef
+    from sal.sweeps.ablation import load_ablation, run_ablation
+    from sal.tracking.store import ensure_experiment
+    from sal.training.seeds import train_seeds
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stage_s, bare_s = [], []

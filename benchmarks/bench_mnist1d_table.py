@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from sal.config import load_run_spec
-from sal.data import load_data
-from sal.seeds import train_seeds
-from sal.stats import describe
+from sal.spec.config import load_run_spec
+from sal.stats.inference import describe
+from sal.training.data import load_data
+from sal.training.seeds import train_seeds
 
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "mnist1d_paper.yaml"
 # model.name -> the paper's test accuracy (%), its Table 1 / Figure 2. Their GRU (91%) is not built in.

@@ -1,4 +1,4 @@
-"""Benchmark: seeds packed into one model (sal/packed.py) against the same seeds trained one at a time,
+"""Benchmark: seeds packed into one model (sal/training/packed.py) against the same seeds trained one at a time,
 as seed-epochs per minute measured side by side in one process; and MLflow + Optuna overhead per trial.
 
 Packed and one-at-a-time epochs alternate (A, B, A, B, ...) after a warm-up epoch each, so drift in a
@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from sal.config import validate_run
-from sal.data import DataBundle, Split
-from sal.packed import PackedRun
-from sal.train import TrainingRun
+from sal.spec.config import validate_run
+from sal.training.packed import PackedRun
+from sal.training.run import TrainingRun
+from sal.training.splits import DataBundle, Split
 
 CASES = {
     # name: (run spec, data: None = the spec's data set, or a random CIFAR-shaped set of n samples)
@@ -82,7 +82,7 @@ def overhead_per_trial(*, seeds: int, device: str, epochs: int = 12) -> dict[str
     SQLite and one MLflow run per seed on a SQLite store (params, per-epoch metrics, artifacts)."""
     import optuna
 
-    from sal.tracking import ensure_experiment, log_result
+    from sal.tracking.store import ensure_experiment, log_result
     sal = {"name": "sal", "warmup": min(4, epochs - 1), "recovery_patience": 2}  # as studies/quick.yaml
     specs, data = case_specs("cnn-w8/digits", seeds=seeds, device=device, method=sal, epochs=epochs)
     t0 = time.perf_counter()

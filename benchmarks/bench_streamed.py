@@ -1,5 +1,5 @@
 """Benchmark: what streaming costs. Per-epoch time of a run whose splits are a Dataset read through a
-DataLoader (sal/streaming.py) over that of the same run on tensors held whole (index slices), measured
+DataLoader (sal/training/streaming.py) over that of the same run on tensors held whole (index slices), measured
 side by side in one process: epochs alternate between the two runs, and the figure is the median of the
 per-pair ratios. The two runs see the same batches, so they give the same history.
 
@@ -16,10 +16,11 @@ import time
 import torch
 from torch.utils.data import TensorDataset
 
-from sal.config import validate_run
-from sal.data import DataBundle, load_data
-from sal.streaming import StreamedSplit
-from sal.train import TrainingRun
+from sal.spec.config import validate_run
+from sal.training.data import load_data
+from sal.training.run import TrainingRun
+from sal.training.splits import DataBundle
+from sal.training.streaming import StreamedSplit
 
 
 def streamed_copy(data: DataBundle, *, workers: int) -> DataBundle:

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from peer_optuna_dataloader import QUICK, run_peer  # run as a script: benchmarks/ is on sys.path
 
-from sal.engine import StorageRef
-from sal.study import run_study
-from sal.study_spec import load_study_spec
+from sal.queue.engine import StorageRef
+from sal.spec.study_spec import load_study_spec
+from sal.sweeps.study import run_study
 
 
 def sal_study(n_trials: int, tmp: str, tag: str, *, pack: str = "auto", epochs: int | None = None) -> float:

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from sal.config import validate_run
-from sal.data import DataBundle, Split, load_data
-from sal.models import build_model
-from sal.train import TrainingRun
+from sal.spec.config import validate_run
+from sal.training.data import load_data
+from sal.training.models import build_model
+from sal.training.run import TrainingRun
+from sal.training.splits import DataBundle, Split
 
 
 def _sync(device: torch.device) -> None:

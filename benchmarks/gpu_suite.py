@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from bench_packed import _sync, alternate, case_specs, overhead_per_trial, packed_vs_alone
 
-from sal.config import validate_run
-from sal.train import TrainingRun
+from sal.spec.config import validate_run
+from sal.training.run import TrainingRun
 
 # SAL that acts every epoch (noise) and deforms every few: the interventions must not cost or recompile.
 ACTIVE_SAL = {"name": "sal", "warmup": 0, "rho": 0.0, "theta": 0.004, "s_noise": 0.001, "s_yield": 0.01,
@@ -140,11 +140,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _smoke_packed(case: str, *, device: str) -> dict:
     """One packed and one unpacked epoch of two seeds on a few samples (code paths only)."""
-    from sal.data import DataBundle, Split
-    from sal.packed import PackedRun
+    from sal.training.packed import PackedRun
+    from sal.training.splits import DataBundle, Split
     specs, data = case_specs(case, seeds=2, device=device, extra_train={"batch_size": 16})
     if data is None:
-        from sal.data import load_data
+        from sal.training.data import load_data
         data = load_data(specs[0].data)
     small = lambda s, n: Split(s.x[:n], s.y[:n])  # noqa: E731
     data = DataBundle(small(data.train, 64), small(data.val, 32), small(data.test, 32), data.num_classes,

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
-from sal.config import validate_run
-from sal.data import load_data
-from sal.models import build_model
+from sal.spec.config import validate_run
+from sal.training.data import load_data
+from sal.training.models import build_model
 
 __all__ = ["run_peer", "QUICK"]
 

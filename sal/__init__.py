@@ -18,9 +18,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-# ``train`` is bound after sal.train (the module) is imported by sal.api, so the name is the function.
 from .api import build_report, compare, run_ablation, run_study, train
-from .config import (
+from .methods.pdo import PDO, Interventions, StressSignal
+from .spec.config import (
     METHOD_NAMES,
     DataSpec,
     ModelSpec,
@@ -31,12 +31,11 @@ from .config import (
     load_run_spec,
     validate_run,
 )
-from .pdo import PDO, Interventions, StressSignal
-from .train import PruneRun, Result
+from .training.run import PruneRun, Result
 
 # Names whose modules import mlflow or optuna: loaded on first use.
 _LAZY = {
-    "AblationSpec": "sal.ablation", "StudySpec": "sal.study_spec", "ReportOptions": "sal.summary",
+    "AblationSpec": "sal.sweeps.ablation", "StudySpec": "sal.spec.study_spec", "ReportOptions": "sal.stats.summary",
     "REGISTRY": "sal.methods", "Method": "sal.methods", "MethodContext": "sal.methods",
 }
 

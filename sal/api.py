@@ -1,7 +1,7 @@
 """What a script calls: ``sal.train``, ``sal.run_ablation``, ``sal.run_study``, ``sal.build_report``.
 
 Each takes the thing it works on first and everything else by keyword, accepts a spec object, a dict or
-a YAML path, and runs the checks of the CLI before any compute (sal/launch.py: plug-ins, workers, devices,
+a YAML path, and runs the checks of the CLI before any compute (sal/sweeps/launch.py: plug-ins, workers, devices,
 data folders, the queue and the MLflow store, the queue's recorded store, the artifact root). Heavy modules
 (mlflow, optuna) are imported inside the functions, so ``import sal`` stays light.
 """
@@ -12,13 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoints import default_directory
-from .config import RunSpec, SpecError, load_yaml, validate_run
-from .data import DataBundle
-from .launch import ablation_specs, check_specs, check_stores, compare_specs, parse_gpus, study_specs
-from .plugins import check_plugins, register
-from .train import EpochCallback, Result
-from .train import train as _train
+from .spec.config import RunSpec, SpecError, load_yaml, validate_run
+from .sweeps.launch import ablation_specs, check_specs, check_stores, compare_specs, parse_gpus, study_specs
+from .training.checkpoints import default_directory
+from .training.plugin_check import check_plugins
+from .training.plugins import register
+from .training.run import EpochCallback, Result
+from .training.run import train as _train
+from .training.splits import DataBundle
 
 if TYPE_CHECKING:
     import optuna
@@ -40,7 +41,7 @@ def _run_spec(spec: RunSpec | dict | str | Path) -> RunSpec:
 def train(spec: RunSpec | dict | str | Path, *, model: Callable | None = None,
           data: Callable | DataBundle | None = None, on_epoch: EpochCallback | None = None,
           checkpoint_dir: str | Path | None = None) -> Result:
-    """Train one run; ``model`` / ``data`` may be a builder / loader function (see sal/plugins.py).
+    """Train one run; ``model`` / ``data`` may be a builder / loader function (see sal/training/plugins.py).
 
     >>> result = sal.train({"data": {"name": "digits"}, "method": {"name": "sal"}}, model=my_build)
     >>> result.final["test/acc"]
@@ -70,9 +71,9 @@ def run_ablation(path: str | Path, *, seeds: int | None = None, overrides: dict[
 
     >>> sal.run_ablation("ablations/quick.yaml", seeds=3, overrides={"train.epochs": 5})
     """
-    from . import ablation
-    from .engine import StorageRef
-    from .tracking import default_tracking_uri
+    from .queue.engine import StorageRef
+    from .sweeps import ablation
+    from .tracking.store import default_tracking_uri
 
     spec, items = ablation.load_ablation(path, overrides or {}, seeds=seeds)
     gpus = parse_gpus(gpus)
@@ -93,10 +94,10 @@ def run_study(path: str | Path, *, n_trials: int | None = None, timeout: float |
     >>> study = sal.run_study("studies/quick.yaml", n_trials=10)
     >>> study.best_trial.params
     """
-    from . import study as studies
-    from .engine import StorageRef
-    from .study_spec import load_study_spec
-    from .tracking import default_tracking_uri
+    from .queue.engine import StorageRef
+    from .spec.study_spec import load_study_spec
+    from .sweeps import study as studies
+    from .tracking.store import default_tracking_uri
 
     spec = load_study_spec(path, overrides or {}, n_trials=n_trials, timeout=timeout, seeds=seeds)
     gpus = parse_gpus(gpus)
@@ -110,12 +111,12 @@ def run_study(path: str | Path, *, n_trials: int | None = None, timeout: float |
 def build_report(name: str, *, out: str | Path | None = None, tracking_uri: str | None = None,
                  **options: Any) -> tuple[Path, pd.DataFrame]:
     """Write the significance report of ablation ``name`` (like ``sal report``); returns its folder and
-    the summary table. ``options``: draw_figures and the analysis options of sal.report.analyse.
+    the summary table. ``options``: draw_figures and the analysis options of sal.report.build.analyse.
 
     >>> folder, summary = sal.build_report("quick", metrics=["test/acc"])
     """
-    from . import report
-    from .tracking import default_tracking_uri
+    from .report import build as report
+    from .tracking.store import default_tracking_uri
 
     folder = Path(out) if out is not None else Path("reports") / name
     return report.build_report(tracking_uri or default_tracking_uri(), name, folder, **options)
@@ -131,11 +132,11 @@ def compare(path: str | Path, *, overrides: dict[str, Any] | None = None, storag
 
     >>> folder, summary = sal.compare("compare/quick.yaml")
     """
-    from .engine import StorageRef
-    from .outputs import check_output_folder
-    from .protocol import load_compare, run_compare
-    from .protocol_report import write_compare_report
-    from .tracking import default_tracking_uri
+    from .queue.engine import StorageRef
+    from .report.outputs import check_output_folder
+    from .sweeps.compare import load_compare, run_compare
+    from .sweeps.compare_report import write_compare_report
+    from .tracking.store import default_tracking_uri
 
     spec = load_compare(path, overrides or {})
     gpus = parse_gpus(gpus)

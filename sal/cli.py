@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import interrupts
-from .config import SpecError
-from .engine import QueueLost
-from .landscape_options import DEFAULT_WHAT, MEASURES, LandscapeOptions
-from .launch import ablation_specs, check_specs, check_stores, compare_specs, parse_gpus, study_specs
-from .names import ATTR_METRIC, ATTR_PER_SEED, ATTR_QUEUE_KIND, ATTR_STUDY_SPEC, STATUS_FAILED
-from .redact import MaskingFormatter, has_mask, mask_text, mask_url, quiet_library_tracebacks
+from .core import interrupts
+from .core.names import ATTR_METRIC, ATTR_PER_SEED, ATTR_QUEUE_KIND, ATTR_STUDY_SPEC, STATUS_FAILED
+from .core.redact import MaskingFormatter, has_mask, mask_text, mask_url, quiet_library_tracebacks
+from .queue.engine import QueueLost
+from .spec.config import SpecError
+from .spec.landscape_options import DEFAULT_WHAT, MEASURES, LandscapeOptions
+from .sweeps.launch import ablation_specs, check_specs, check_stores, compare_specs, parse_gpus, study_specs
 
 __all__ = ["main"]
 
@@ -36,7 +36,7 @@ def command(name: str):
 
 
 def _uri(args: argparse.Namespace) -> str:
-    from .tracking import default_tracking_uri
+    from .tracking.store import default_tracking_uri
 
     return args.tracking_uri or default_tracking_uri()
 
@@ -47,14 +47,14 @@ def say(*parts: object, file=None) -> None:
 
 
 def _check_artifacts(uri: str, *, storage: str | None = None, joining: bool = False) -> None:
-    from .preflight import check_artifact_root
+    from .queue.preflight import check_artifact_root
 
     check_artifact_root(uri, storage=storage, joining=joining)
 
 
 def _preflight(*, storage: str | None = None, uri: str | None = None, must_exist: bool = False) -> None:
     """Storage and tracking store reachable (and writable) before anything is created or computed."""
-    from .preflight import check_storage, check_tracking
+    from .queue.preflight import check_storage, check_tracking
 
     if storage is not None:
         check_storage(storage, must_exist=must_exist)
@@ -78,9 +78,9 @@ def _sweep_outcome(study) -> int:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from .config import load_run_spec, parse_overrides
-    from .tracking import LiveRun, experiment_name
-    from .train import Result, train
+    from .spec.config import load_run_spec, parse_overrides
+    from .tracking.store import LiveRun, experiment_name
+    from .training.run import Result, train
 
     spec = load_run_spec(args.config, parse_overrides(args.set))
     check_specs([spec])  # a user's model/data functions, devices, data, before any compute
@@ -102,7 +102,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _checkpoint_dir(args: argparse.Namespace) -> str:
-    from .checkpoints import default_directory
+    from .training.checkpoints import default_directory
 
     return str(args.checkpoint_dir or default_directory())
 
@@ -149,7 +149,7 @@ class _ProgressView:
 
 @contextlib.contextmanager
 def _progress(ref, name: str, *, label: str, total: int, keys: set[str] | None = None, value_name: str = ""):
-    from .progress import watch
+    from .queue.progress import watch
 
     view = _ProgressView(label)
     try:
@@ -161,10 +161,10 @@ def _progress(ref, name: str, *, label: str, total: int, keys: set[str] | None =
 
 @command("ablate")
 def _ablate(args: argparse.Namespace) -> int:
-    from .ablation import load_ablation, run_ablation
-    from .config import parse_overrides
-    from .engine import StorageRef
-    from .workqueue import Queue
+    from .queue.engine import StorageRef
+    from .queue.workqueue import Queue
+    from .spec.config import parse_overrides
+    from .sweeps.ablation import load_ablation, run_ablation
 
     spec, items = load_ablation(args.file, parse_overrides(args.set), seeds=args.seeds)
     workers, gpus = args.workers, parse_gpus(args.gpus)
@@ -206,8 +206,8 @@ def _worker(args: argparse.Namespace) -> int:
     from the queue (trials carry their specs; the study its spec)."""
     import os
 
-    from .engine import StorageRef
-    from .workqueue import TRACKING_URI, Queue
+    from .queue.engine import StorageRef
+    from .queue.workqueue import TRACKING_URI, Queue
 
     workers, gpus = args.workers, _worker_gpus(args.gpus)
     check_specs([], workers=workers, gpus=gpus)  # the specs' own devices are checked where they were launched
@@ -230,14 +230,14 @@ def _worker(args: argparse.Namespace) -> int:
         f"process(es) on {', '.join('cuda:' + g for g in gpus) if gpus else 'the spec device'}")
     kwargs = dict(ref=ref, uri=uri, checkpoint_dir=_checkpoint_dir(args))
     if kind == "ablation":
-        from .ablation import ablation_worker
+        from .sweeps.ablation import ablation_worker
 
         target = ablation_worker
         kwargs.update(study_name=args.name, metric=_stored(queue, ATTR_METRIC, kind), wait=not args.no_wait)
     else:
         import json
 
-        from .study import study_worker
+        from .sweeps.study import study_worker
 
         target = study_worker
         kwargs.update(spec_json=json.dumps(_stored(queue, ATTR_STUDY_SPEC, kind)))
@@ -245,7 +245,7 @@ def _worker(args: argparse.Namespace) -> int:
         target(worker_index=0, device=f"cuda:{gpus[0]}" if gpus else None, **kwargs)
         failed = 0
     else:
-        from .engine import spawn_workers
+        from .queue.engine import spawn_workers
 
         failed = spawn_workers(target, workers, gpus=gpus, **kwargs)
     code = _sweep_outcome(Queue(ref, args.name).study)
@@ -268,7 +268,7 @@ def _stored(queue, key: str, kind: str):
 def _existing_queue(ref, name: str):
     import optuna
 
-    from .workqueue import Queue
+    from .queue.workqueue import Queue
 
     if name not in {s.study_name for s in optuna.get_all_study_summaries(ref.open())}:
         raise SpecError([f"no study or ablation {name!r} in {mask_url(ref.url)}; fix: check the name and --storage "
@@ -292,11 +292,11 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _study_run(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
-    from .engine import StorageRef
-    from .study import run_study
-    from .study_spec import corner_specs, load_study_spec
-    from .study_summary import log_study_summary
+    from .queue.engine import StorageRef
+    from .spec.config import parse_overrides
+    from .spec.study_spec import corner_specs, load_study_spec
+    from .sweeps.study import run_study
+    from .sweeps.study_summary import log_study_summary
 
     _check_finite(args, "timeout")
     spec = load_study_spec(args.file, parse_overrides(args.set), n_trials=args.n_trials, timeout=args.timeout,
@@ -326,7 +326,7 @@ def _study_run(args: argparse.Namespace) -> int:
 def _open_existing(args: argparse.Namespace):
     import optuna
 
-    from .engine import StorageRef
+    from .queue.engine import StorageRef
 
     ref = StorageRef.resolve(args.storage, args.name, "study")
     if ref.is_journal and not Path(ref.url).is_file():
@@ -341,8 +341,8 @@ def _open_existing(args: argparse.Namespace):
 
 def _print_status(study) -> int:
     """The study's trials by outcome and its best trial; 1 when trials failed."""
-    from .study import best_trial
-    from .workqueue import trials_by_state
+    from .queue.workqueue import trials_by_state
+    from .sweeps.study import best_trial
 
     say(f"study {study.study_name}")
     code = _sweep_outcome(study)
@@ -363,10 +363,10 @@ def _study_status(args: argparse.Namespace) -> int:
 
 
 def _study_best(args: argparse.Namespace) -> int:
-    from .config import to_yaml
-    from .outputs import check_output_file, write_text_atomic
-    from .study import best_spec
-    from .workqueue import trials_by_state
+    from .queue.workqueue import trials_by_state
+    from .report.outputs import check_output_file, write_text_atomic
+    from .spec.config import to_yaml
+    from .sweeps.study import best_spec
 
     header = "# best trial of study "  # sal replaces a file only when its first line says sal wrote it
     out = check_output_file(args.out, header=header)
@@ -381,8 +381,8 @@ def _study_best(args: argparse.Namespace) -> int:
 
 @command("report")
 def _report(args: argparse.Namespace) -> int:
-    from .outputs import check_output_folder
-    from .tracking import check_filter
+    from .report.outputs import check_output_folder
+    from .tracking.store import check_filter
 
     _check_finite(args, "rope", "alpha")
     if args.alpha is not None and not 0 < args.alpha < 1:
@@ -394,7 +394,7 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("reports") / args.name)
     check_output_folder(out)  # before any work: a folder of the user's own files is never written into
     _preflight(uri=_uri(args), must_exist=True)
-    from .report import build_report  # seaborn and matplotlib: imported once the inputs are known to be good
+    from .report.build import build_report  # seaborn and matplotlib: imported once the inputs are known to be good
 
     folder, summary = build_report(
         _uri(args), args.name, out, baseline=args.baseline, metrics=args.metric, rope=args.rope, alpha=args.alpha,
@@ -415,15 +415,15 @@ def _report(args: argparse.Namespace) -> int:
 
 @command("compare")
 def _compare(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
-    from .engine import StorageRef
-    from .outputs import check_output_folder
-    from .protocol import load_compare, looks_of, run_compare
-    from .protocol_report import write_compare_report
+    from .queue.engine import StorageRef
+    from .report.outputs import check_output_folder
+    from .spec.config import parse_overrides
+    from .sweeps.compare import load_compare, looks_of, run_compare
+    from .sweeps.compare_report import write_compare_report
 
     spec = load_compare(args.file, parse_overrides(args.set))
-    from .protocol import tuning_spec
-    from .study_spec import corner_specs
+    from .spec.study_spec import corner_specs
+    from .sweeps.compare import tuning_spec
 
     workers, gpus = args.workers, parse_gpus(args.gpus)
     check_specs(compare_specs(spec), workers=workers, gpus=gpus)
@@ -456,7 +456,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 @command("landscape")  # ---- sharpness and connectivity of an ablation's saved final weights
 def _landscape(args: argparse.Namespace) -> int:
-    from .flatness import check_options, measure_ablation, parse_what
+    from .sweeps.flatness import check_options, measure_ablation, parse_what
 
     opts = LandscapeOptions(what=parse_what(args.what), device=args.device, samples=args.samples,
                             probes=args.probes, fourier_steps=args.fourier_steps, slice_steps=args.slice_steps)
@@ -485,7 +485,7 @@ def _data(args: argparse.Namespace) -> int:
         n = prepare(args.layout, args.source, args.out)
         say(f"linked {n} images of {args.source} into {args.out} (class-per-folder; the source is unchanged)")
         return 0
-    from .datacheck import data_reports, preset_path, preset_specs
+    from .sweeps.datacheck import data_reports, preset_path, preset_specs
 
     path = preset_path(args.preset)
     reports, weights = data_reports(preset_specs(path))
@@ -506,7 +506,7 @@ def _data(args: argparse.Namespace) -> int:
 
 def _print_estimate(name: str, runs, *, note: str = "") -> int:
     """--dry-run: the compute of the sweep, from one timed epoch per model, data and device; writes nothing."""
-    from .estimate import estimate, format_estimate
+    from .queue.estimate import estimate, format_estimate
 
     for line in format_estimate(name, estimate(list(runs)), note=note):
         say(line)
@@ -520,14 +520,14 @@ def _ui(args: argparse.Namespace) -> int:
     uri = _uri(args)
     _preflight(uri=uri)
     if uri.startswith("sqlite:///"):
-        from .tracking import client_for
+        from .tracking.store import client_for
 
         client_for(uri).search_experiments()  # creates the store (and its tables) if this is a first start
     # MLflow 3.17's UI opens every experiment in its GenAI view unless the URL asks for model training
     # (the choice is then remembered by the browser); sal's runs belong in the training view.
     say(f"MLflow UI on http://127.0.0.1:{args.port}/#/experiments?workflowType=machine_learning "
         f"(store {mask_url(uri)}); Ctrl-C stops it")
-    from .uiproc import serve
+    from .tracking.uiproc import serve
 
     return serve(uri, port=args.port)
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import SpecError
-from .datacheck import IMAGE_SUFFIXES as _IMAGES
-from .weights import load_backbone_weights, rename_old_densenet_keys  # re-exported: `sal data prepare` checks them
+from .spec.config import SpecError
+from .sweeps.datacheck import IMAGE_SUFFIXES as _IMAGES
+from .training.weights import (  # re-exported: `sal data prepare` checks them
+    load_backbone_weights,
+    rename_old_densenet_keys,
+)
 
 __all__ = ["LAYOUTS", "prepare", "load_backbone_weights", "rename_old_densenet_keys"]
 

@@ -13,8 +13,8 @@ from collections import Counter
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .engine import KEY, STATUS
-from .names import ATTR_MESSAGE
+from .core.names import ATTR_MESSAGE
+from .queue.engine import KEY, STATUS
 
 __all__ = ["trial_outcome", "outcome_counts", "describe_outcomes", "unresolved_failures", "describe_failures"]
 

@@ -178,7 +178,7 @@ def _env() -> dict[str, str]:
 
 def write_seeds(uri: str, name: str, path: Path) -> None:
     """Every finished seed run of ablation/compare ``name``'s evaluation: cell, seed, test metrics (exact)."""
-    from sal.tracking import experiment_name, runs_frame
+    from sal.tracking.store import experiment_name, runs_frame
 
     runs = runs_frame(uri, [experiment_name("ablation", name)])
     cols = {"tags.sal.cell": "cell", "tags.seed": "seed", "metrics.test/acc": "test_acc",

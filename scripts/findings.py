@@ -176,7 +176,8 @@ def _bayes_lines(folder: Path) -> list[str]:
 
 
 def _secondary_lines(folder: Path) -> list[str]:
-    """The report's secondary families (sal.secondary, sal.event_sharpness) and the budget curves, short."""
+    """The report's secondary families (sal.report.secondary, sal.report.event_sharpness) and the budget curves,
+    short."""
     lines = []
     budget = _read(folder, "budget.csv")
     if budget is not None and not budget.empty:
@@ -229,8 +230,8 @@ def _secondary_lines(folder: Path) -> list[str]:
 
 def _hierarchical_lines(out: Path, datasets: list[str]) -> list[str]:
     """The fair comparison's contrasts across the data sets: the Bayesian hierarchical model's posterior for a
-    new data set of this kind, from each data set's per-seed test accuracies (sal.hierarchical)."""
-    from sal.hierarchical import hierarchical_test
+    new data set of this kind, from each data set's per-seed test accuracies (sal.stats.hierarchical)."""
+    from sal.stats.hierarchical import hierarchical_test
 
     seeds = {ds: _read(out / ds, "compare_seeds.csv") for ds in datasets}
     plans = {ds: _read(out / ds / "compare", "summary.csv") for ds in datasets}

@@ -13,11 +13,11 @@ import pytest
 import torch
 import yaml
 
-from sal.config import validate_run
-from sal.names import EVENT_METRICS, TAG_KIND
+from sal.core.names import EVENT_METRICS, TAG_KIND
+from sal.spec.config import validate_run
 
 if TYPE_CHECKING:
-    from sal.train import TrainingRun
+    from sal.training.run import TrainingRun
 
 # --- run specs ---------------------------------------------------------------------------------------------
 
@@ -95,7 +95,7 @@ def start_until(cmd: list[str], journal, study: str, *, complete: int, timeout: 
 
     import optuna
 
-    from sal.engine import StorageRef
+    from sal.queue.engine import StorageRef
 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline, states = time.time() + timeout, None
@@ -144,7 +144,7 @@ def restart_postgresql() -> None:
 
 def train_alone(spec):
     """The unpacked run and its final evaluated weights (SWA: the average)."""
-    from sal.train import TrainingRun
+    from sal.training.run import TrainingRun
 
     run = TrainingRun(spec)
     while not run.done:

@@ -11,10 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sal.ablation import load_ablation, queue_grid, run_ablation
-from sal.config import SpecError, flatten
-from sal.engine import StorageRef
-from sal.names import (
+from sal.core.names import (
     ATTR_CELL,
     ATTR_CONTEXT,
     ATTR_KEY,
@@ -25,7 +22,10 @@ from sal.names import (
     EVENT_NOISE,
     TAG_CELL,
 )
-from sal.tracking import client_for, runs_frame
+from sal.queue.engine import StorageRef
+from sal.spec.config import SpecError, flatten
+from sal.sweeps.ablation import load_ablation, queue_grid, run_ablation
+from sal.tracking.store import client_for, runs_frame
 from tests.helpers import ABLATION_RUNS, TINY_BASE, start_until, write_ablation
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Which part of SAL matters: controls that differ from SAL in one thing only (sal/pdo.py,
+"""Which part of SAL matters: controls that differ from SAL in one thing only (sal/methods/pdo.py,
 sal/methods/sal.py). Each test failed on the main of 2026-12-02."""
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sal.config import config_hash, validate_run
-from sal.methods import EpochStats, MethodContext, build_method
-from sal.methods.sal import SALSpec
-from sal.names import (
+from sal.core.names import (
     EVENT_DEFORM,
     EVENT_NOISE,
     EVENT_REVERT,
@@ -28,7 +25,10 @@ from sal.names import (
     TAG_KIND,
     TAG_STATUS,
 )
-from sal.pdo import PDO, RandomTriggerPDO
+from sal.methods import EpochStats, MethodContext, build_method
+from sal.methods.pdo import PDO, RandomTriggerPDO
+from sal.methods.sal import SALSpec
+from sal.spec.config import config_hash, validate_run
 from tests.helpers import ABLATION_RUNS
 
 PAPER = dict(rho=5e-4, theta=5e-3, s_noise=5e-3, s_yield=1e-2)  # the paper's constants (Sec. 3.1)
@@ -131,7 +131,7 @@ def test_the_yoked_partners_events_are_not_part_of_the_controls_identity():
 
 
 def test_a_yoked_control_without_its_partners_events_refuses_to_train():
-    from sal.train import train
+    from sal.training.run import train
     from tests.helpers import tiny_spec
 
     with pytest.raises(ValueError, match="method.yoke"):
@@ -165,9 +165,9 @@ STRESSFUL = {"method.warmup": 1, "method.theta": 0.01, "method.s_noise": 0.005, 
 
 @pytest.mark.training
 def test_a_yoked_cell_copies_each_seeds_intervention_counts_from_its_sal_run(tmp_path, mlflow_uri):
-    from sal.ablation import load_ablation, run_ablation
-    from sal.engine import StorageRef
-    from sal.tracking import client_for, runs_frame
+    from sal.queue.engine import StorageRef
+    from sal.sweeps.ablation import load_ablation, run_ablation
+    from sal.tracking.store import client_for, runs_frame
 
     # the yoked cell comes first in the file: the grid still trains each SAL seed before its control
     path = _ablation(tmp_path, "yoked", {"yoked": {"method.name": "random_trigger", "method.yoke": "sal",
@@ -194,8 +194,8 @@ def test_a_yoked_cell_copies_each_seeds_intervention_counts_from_its_sal_run(tmp
 
 
 def test_a_yoke_to_a_missing_or_unstressed_cell_is_a_spec_error(tmp_path):
-    from sal.ablation import load_ablation
-    from sal.config import SpecError
+    from sal.spec.config import SpecError
+    from sal.sweeps.ablation import load_ablation
 
     with pytest.raises(SpecError, match="method.yoke='sall' is not a cell"):
         load_ablation(_ablation(tmp_path, "y1", {"sal": {"method.name": "sal"},
@@ -214,8 +214,8 @@ def _log_cells(uri, ablation, cells: dict[str, dict], *, seeds=10, baseline="ada
     or one string, "metrics": {name: value}, "dtype": ...}; ``plan``: the analysis block stored with them."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from sal.analysis import AnalysisSpec, resolve_plan
-    from sal.tracking import client_for, ensure_experiment, set_experiment_record
+    from sal.spec.analysis import AnalysisSpec, resolve_plan
+    from sal.tracking.store import client_for, ensure_experiment, set_experiment_record
 
     client = client_for(uri)
     exp = ensure_experiment(uri, f"sal-ablation-{ablation}")
@@ -328,8 +328,8 @@ def test_the_report_shows_the_effect_against_the_noise_dose(tmp_path, mlflow_uri
                                "params": params, "metrics": {"sal/noise_std_max": 2e-7 * scale},
                                "events": f"noise=16;deform=;revert=;std={2e-7 * scale:.6g}"}
     _log_cells(mlflow_uri, "dose", cells)
-    from sal.attribution import dose_response
-    from sal.report import analyse
+    from sal.report.build import analyse
+    from sal.stats.attribution import dose_response
 
     a = analyse(mlflow_uri, "dose", baseline="adam")
     table = dose_response(a.summary, a.selection.runs)
@@ -344,8 +344,8 @@ def test_the_report_shows_the_effect_against_the_noise_dose(tmp_path, mlflow_uri
 # ---------------------------------------------------------------- the paper's setup, stability
 
 def test_fidelity_paper_is_the_papers_setup_and_needs_no_validation_metric(tmp_path):
-    from sal.ablation import load_ablation
-    from sal.config import SpecError
+    from sal.spec.config import SpecError
+    from sal.sweeps.ablation import load_ablation
 
     path = _ablation(tmp_path, "paperfid", {"adam": {"method.name": "base"},
                                             "std": {"method.name": "base", "data.normalize": True}},
@@ -363,7 +363,7 @@ def test_fidelity_paper_is_the_papers_setup_and_needs_no_validation_metric(tmp_p
 def test_the_departures_from_the_papers_setup_are_listed():
     import pandas as pd
 
-    from sal.fidelity import paper_departures
+    from sal.spec.fidelity import paper_departures
 
     runs = pd.DataFrame({"params.data.val_fraction": ["0.15", "0.0"], "params.data.normalize": ["True", "False"],
                          f"tags.{TAG_COMPUTE_DTYPE}": ["bfloat16", "float32"],
@@ -378,8 +378,8 @@ def test_the_departures_from_the_papers_setup_are_listed():
 
 @pytest.mark.training
 def test_a_paper_fidelity_grid_trains_and_reports_without_a_validation_split(tmp_path, mlflow_uri):
-    from sal.ablation import load_ablation, run_ablation
-    from sal.engine import StorageRef
+    from sal.queue.engine import StorageRef
+    from sal.sweeps.ablation import load_ablation, run_ablation
 
     path = _ablation(tmp_path, "fid_run", {"adam": {"method.name": "base"},
                                            "sal": {"method.name": "sal", "method.warmup": 1}},
@@ -392,7 +392,7 @@ def test_a_paper_fidelity_grid_trains_and_reports_without_a_validation_split(tmp
 
 
 def test_instability_metrics_of_a_validation_curve():
-    from sal.instability import instability
+    from sal.metrics.instability import instability
 
     curve = [0.5, 0.7, 0.6, 0.75, 0.74, 0.70]
     m = instability([{"val/acc": v} for v in curve])
@@ -413,7 +413,7 @@ def test_a_steadier_method_is_better_on_the_instability_metrics(tmp_path, mlflow
     _log_cells(mlflow_uri, "steady", cells)
     from mlflow.entities import Metric
 
-    from sal.tracking import client_for, runs_frame
+    from sal.tracking.store import client_for, runs_frame
 
     client = client_for(mlflow_uri)
     runs = runs_frame(mlflow_uri, ["sal-ablation-steady"])
@@ -430,7 +430,7 @@ def test_the_factorial_adds_the_trigger_effect_of_a_yoked_control(tmp_path, mlfl
     # old main: the factorial had noise, deformation and interaction only; a yoked cell was just another cell
     import numpy as np
 
-    from sal.report import analyse
+    from sal.report.build import analyse
 
     rng = np.random.default_rng(5)
     base = 0.9 + rng.normal(0, 0.01, 8)

@@ -12,14 +12,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from sal.ablation import load_ablation
-from sal.protocol import load_compare
+from sal.sweeps.ablation import load_ablation
+from sal.sweeps.compare import load_compare
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from findings import dose_of, verdict_sentence  # noqa: E402
-
 from campaign import DATASETS, SCALES, STAGES, scaled  # noqa: E402
+from findings import dose_of, verdict_sentence  # noqa: E402
 
 
 def _preset(stage: str, ds: str) -> dict:

@@ -1,4 +1,4 @@
-"""Checkpoints (sal/checkpoints.py and TrainingRun's resume): a run killed mid-way and resumed from its
+"""Checkpoints (sal/training/checkpoints.py and TrainingRun's resume): a run killed mid-way and resumed from its
 checkpoint ends bit for bit where the uninterrupted run ends; the file is written atomically, read with
 weights_only, named by the run's identity, deleted when the run ends, and never anyone else's file."""
 
@@ -11,11 +11,11 @@ import os
 import pytest
 import torch
 
-from sal.checkpoints import RunCheckpoint, checkpoint_path
-from sal.config import SpecError, config_hash
-from sal.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT
-from sal.seeds import should_pack
-from sal.train import PruneRun, TrainingRun, train
+from sal.core.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT
+from sal.spec.config import SpecError, config_hash
+from sal.training.checkpoints import RunCheckpoint, checkpoint_path
+from sal.training.run import PruneRun, TrainingRun, train
+from sal.training.seeds import should_pack
 from tests.helpers import assert_same, state_at_end, timeless, tiny_spec
 
 # SAL that intervenes every way on the tiny run: no accuracy gain counts as progress (eps_acc = 1), so
@@ -118,7 +118,7 @@ def test_train_resumes_and_says_how_many_epochs_it_took_from_the_checkpoint(tmp_
 
 
 def test_checkpoints_are_written_atomically_under_the_runs_identity(tmp_path, monkeypatch):
-    import sal.checkpoints
+    import sal.training.checkpoints
 
     replaced = []
     real_replace = os.replace
@@ -127,7 +127,7 @@ def test_checkpoints_are_written_atomically_under_the_runs_identity(tmp_path, mo
         replaced.append((os.path.dirname(src), os.path.dirname(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(sal.checkpoints.os, "replace", spy)
+    monkeypatch.setattr(sal.training.checkpoints.os, "replace", spy)
     spec = _spec("base", 1)
     run = TrainingRun(spec, checkpoint_dir=tmp_path / "ck")
     for epoch in range(1, 4):
@@ -290,7 +290,7 @@ def test_checkpointed_seeds_are_not_packed():
 
 
 def test_a_killed_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
-    import sal.checkpoints
+    import sal.training.checkpoints
 
     spec = _spec("base", 1)
     run = TrainingRun(spec, checkpoint_dir=tmp_path)
@@ -299,7 +299,7 @@ def test_a_killed_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypat
     def killed(*_):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(sal.checkpoints.os, "replace", killed)
+    monkeypatch.setattr(sal.training.checkpoints.os, "replace", killed)
     run.step()  # the failed write is logged, training goes on
     monkeypatch.undo()
     assert os.listdir(tmp_path) == [checkpoint_path(tmp_path, spec).name]

@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import classification_report
 
-from sal.classmetrics import class_report, confusion_counts
-from sal.train import train
+from sal.metrics.classmetrics import class_report, confusion_counts
+from sal.training.run import train
 from tests.helpers import tiny_spec
 
 

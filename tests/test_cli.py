@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from sal.cli import main
-from sal.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS, TAG_KIND
-from sal.tracking import client_for, run_history, runs_frame
+from sal.core.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS, TAG_KIND
+from sal.tracking.store import client_for, run_history, runs_frame
 
 CONTRACT_EPOCH = ["train/loss", "train/acc", "val/loss", "val/acc", METRIC_STRESS, EVENT_NOISE, EVENT_DEFORM,
                   EVENT_REVERT, "time/epoch_s"]

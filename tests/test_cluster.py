@@ -17,8 +17,8 @@ import optuna
 import pytest
 import yaml
 
-from sal.engine import KEY, MLFLOW_RUNS, STATUS, WORKER
-from sal.names import ATTR_REUSED, TAG_CELL
+from sal.core.names import ATTR_REUSED, TAG_CELL
+from sal.queue.engine import KEY, MLFLOW_RUNS, STATUS, WORKER
 from tests.helpers import ABLATION_RUNS, free_port, restart_postgresql
 
 pytestmark = pytest.mark.postgres
@@ -206,8 +206,8 @@ def test_a_killed_trial_resumes_from_its_checkpoint_and_logs_the_uninterrupted_h
     has the same per-epoch history as the run trained in one go (CPU: bit for bit)."""
     from mlflow.tracking import MlflowClient
 
-    from sal.config import validate_run
-    from sal.train import train
+    from sal.spec.config import validate_run
+    from sal.training.run import train
 
     name, ckpt = "resumed", tmp_path / "ckpt"
     cells = {"a_sal": {"method": {"name": "sal", "warmup": 0}}, "b_adam": {"method": {"name": "base"}}}

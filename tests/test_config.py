@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sal.config import (
+from sal.spec.config import (
     SpecError,
     apply_overrides,
     config_hash,
@@ -50,7 +50,7 @@ def test_config_hash_ignores_the_seed_only():
 
 
 def test_one_configuration_rule_leaves_out_the_seed_and_a_yoked_copy_of_events():
-    from sal.config import HOW_IT_RAN, configuration
+    from sal.spec.config import HOW_IT_RAN, configuration
 
     flat = {"seed": 3, "optim.lr": 0.1, "train.device": "cpu", "method.yoked_events.noise": [4, 9]}
     assert configuration(flat) == {"optim.lr": 0.1, "train.device": "cpu"}

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from sal.cli import main
-from sal.names import TAG_ABLATION, TAG_BASELINE, TAG_CELL, TAG_KIND, TAG_STATUS
-from sal.tracking import client_for, ensure_experiment
+from sal.core.names import TAG_ABLATION, TAG_BASELINE, TAG_CELL, TAG_KIND, TAG_STATUS
+from sal.tracking.store import client_for, ensure_experiment
 
 
 def _log(uri: str, ablation: str, scores: dict[str, list[float | None]], *, config: dict[str, str] | None = None,
@@ -115,7 +115,7 @@ def test_the_factorial_table_splits_noise_and_deformation(tmp_path, mlflow_uri):
 
 @pytest.mark.store
 def test_every_contrast_carries_the_bayesian_second_opinion(tmp_path, mlflow_uri):
-    from sal.stats import bayes_correlated_ttest
+    from sal.stats.inference import bayes_correlated_ttest
 
     adam = [0.899, 0.905, 0.906, 0.901, 0.902, 0.898, 0.896, 0.896, 0.896, 0.904]
     sal = [0.903, 0.91, 0.907, 0.9, 0.9, 0.898, 0.903, 0.9, 0.898, 0.907]

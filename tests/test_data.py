@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sal.config import DataSpec, SpecError
-from sal.data import augment_batch, load_data
+from sal.spec.config import DataSpec, SpecError
+from sal.training.data import augment_batch, load_data
 
 
 def test_digits_splits_are_disjoint_seeded_and_normalised():

@@ -130,8 +130,8 @@ def test_an_old_style_densenet_checkpoint_loads_as_torchvision_does(tmp_path):
     import torch
     import torchvision
 
-    from sal.config import validate_run
-    from sal.models import build_model
+    from sal.spec.config import validate_run
+    from sal.training.models import build_model
 
     state = torchvision.models.densenet121(weights=None).state_dict()
     # the files of torchvision's first DenseNets: "norm.1" for "norm1", and no num_batches_tracked (newer)

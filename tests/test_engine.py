@@ -8,11 +8,11 @@ import optuna
 import pytest
 import yaml
 
-from sal.ablation import load_ablation, run_ablation
-from sal.engine import KEY, STATUS, WORKER, StorageRef
-from sal.names import ATTR_TRACKING_URI, TAG_KEY
-from sal.study_spec import StudySpec, build_sampler
-from sal.workqueue import Queue
+from sal.core.names import ATTR_TRACKING_URI, TAG_KEY
+from sal.queue.engine import KEY, STATUS, WORKER, StorageRef
+from sal.queue.workqueue import Queue
+from sal.spec.study_spec import StudySpec, build_sampler
+from sal.sweeps.ablation import load_ablation, run_ablation
 from tests.helpers import ABLATION_RUNS, TINY_BASE
 
 
@@ -75,7 +75,7 @@ def test_each_worker_samples_with_its_own_seed():
 
 
 def test_an_ablation_and_a_study_cannot_share_a_name_in_one_storage(tmp_path):
-    from sal.config import SpecError
+    from sal.spec.config import SpecError
 
     ref = StorageRef(str(tmp_path / "shared.journal"))
     Queue(ref, "quick", kind="ablation")
@@ -85,9 +85,9 @@ def test_an_ablation_and_a_study_cannot_share_a_name_in_one_storage(tmp_path):
 
 
 def test_sal_worker_joins_a_queued_ablation_and_logs_where_the_launcher_logs(tmp_path, mlflow_uri, capsys):
-    from sal.ablation import queue_grid
     from sal.cli import main
-    from sal.tracking import runs_frame
+    from sal.sweeps.ablation import queue_grid
+    from sal.tracking.store import runs_frame
 
     path = tmp_path / "joined.yaml"
     path.write_text(yaml.safe_dump({"name": "joined", "base": TINY_BASE, "seeds": 2,
@@ -120,7 +120,7 @@ def test_a_zombie_worker_counts_as_dead():
     import subprocess
     import sys
 
-    from sal.engine import alive
+    from sal.queue.engine import alive
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.time() + 30

@@ -8,8 +8,8 @@ import re
 import yaml
 
 from sal.cli import main
-from sal.config import validate_run
-from sal.estimate import estimate
+from sal.queue.estimate import estimate
+from sal.spec.config import validate_run
 from tests.helpers import TINY_BASE
 
 

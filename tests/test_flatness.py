@@ -10,13 +10,13 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from sal.ablation import load_ablation, run_ablation
 from sal.cli import main
-from sal.engine import StorageRef
-from sal.flatness_report import flatness_sections, flatness_tables, has_flatness
-from sal.names import TAG_CELL
-from sal.report import build_report, load_runs
-from sal.tracking import client_for
+from sal.core.names import TAG_CELL
+from sal.queue.engine import StorageRef
+from sal.report.build import build_report, load_runs
+from sal.report.flatness_report import flatness_sections, flatness_tables, has_flatness
+from sal.sweeps.ablation import load_ablation, run_ablation
+from sal.tracking.store import client_for
 
 BASE = {"data": {"name": "synthetic", "num_samples": 300}, "model": {"name": "cnn", "width": 4},
         "train": {"epochs": 2, "batch_size": 32, "sharpness_samples": 0}}
@@ -146,9 +146,9 @@ def test_flatness_tables_match_scipy_and_count_each_pair_once():
 
 @pytest.mark.store
 def test_the_declared_contrasts_are_tested_and_corrected_within_their_family():
-    from sal.analysis import Contrast
-    from sal.flatness_report import contrast_table
-    from sal.stats import adjust
+    from sal.report.flatness_report import contrast_table
+    from sal.spec.analysis import Contrast
+    from sal.stats.inference import adjust
 
     runs, trace = _frame()
     table = contrast_table(runs, [Contrast("baselines", "sal", "adam")]).set_index(["measure", "contrast"])
@@ -167,7 +167,7 @@ def test_no_flatness_metrics_no_section():
 def test_the_landscape_flags_default_to_the_landscape_options():
     # the CLI wrote its own defaults (probes 32, 100 Fourier steps, 21 slice steps) beside LandscapeOptions'
     from sal.cli import _parser
-    from sal.landscape_options import LandscapeOptions
+    from sal.spec.landscape_options import LandscapeOptions
 
     args = _parser().parse_args(["landscape", "some-ablation"])
     assert (args.probes, args.fourier_steps, args.slice_steps) == (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sal.hierarchical import hierarchical_test
+from sal.stats.hierarchical import hierarchical_test
 
 FAST = {"draws": 1500, "burn": 300}
 
@@ -64,8 +64,8 @@ def test_the_cross_data_set_view_carries_the_hierarchical_posterior_and_none_for
 
     import pandas as pd
 
-    from sal.analysis import legacy_plan
-    from sal.summary import ReportOptions, across_datasets
+    from sal.spec.analysis import legacy_plan
+    from sal.stats.summary import ReportOptions, across_datasets
 
     rng = np.random.default_rng(4)
     rows = []
@@ -85,7 +85,7 @@ def test_the_cross_data_set_view_carries_the_hierarchical_posterior_and_none_for
     acc = across_datasets(tidy, opts, "test/acc")
     worse, rope, better = acc["hierarchical"]["sal vs adam"]
     assert better > 0.9 and worse + rope + better == pytest.approx(1.0)
-    # the same call as sal.hierarchical on the raw differences, seeded alike
+    # the same call as sal.stats.hierarchical on the raw differences, seeded alike
     diffs = [g.pivot_table(index="seed", columns="method", values="value").pipe(lambda w: (w["sal"] - w["adam"]))
              .to_numpy() for _, g in tidy[tidy["metric"] == "test/acc"].groupby("dataset")]
     assert acc["hierarchical"]["sal vs adam"] == hierarchical_test(diffs, rope=opts.rope)

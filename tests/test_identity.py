@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from sal.ablation import load_ablation, run_ablation
 from sal.cli import main
-from sal.engine import StorageRef
-from sal.names import ATTR_PLAN_HASH, TAG_PLAN_HASH
-from sal.tracking import runs_frame
+from sal.core.names import ATTR_PLAN_HASH, TAG_PLAN_HASH
+from sal.queue.engine import StorageRef
+from sal.sweeps.ablation import load_ablation, run_ablation
+from sal.tracking.store import runs_frame
 from tests.helpers import ABLATION_RUNS, TINY_BASE
 
 CELLS = {"adam": {"method.name": "base"}, "sal": {"method.name": "sal", "method.warmup": 0}}

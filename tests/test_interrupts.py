@@ -7,9 +7,9 @@ import signal
 
 import pytest
 
-from sal import interrupts
-from sal.seeds import start_seeds
-from sal.train import TrainingRun
+from sal.core import interrupts
+from sal.training.run import TrainingRun
+from sal.training.seeds import start_seeds
 from tests.helpers import tiny_spec
 
 

@@ -1,4 +1,4 @@
-"""Sharpness, slices, trajectories and connectivity against exact answers (sal.landscape, sal.connectivity)."""
+"""Sharpness, slices, trajectories and connectivity against exact answers (sal.landscape)."""
 
 import math
 
@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from sal.connectivity import fourier_path, kernel_pca, linear_barrier
-from sal.landscape import (
+from sal.core.names import EVENT_DEFORM
+from sal.landscape.connectivity import fourier_path, kernel_pca, linear_barrier
+from sal.landscape.sharpness import (
     Projector,
     adaptive_sharpness,
     filter_normalized_direction,
@@ -21,7 +22,6 @@ from sal.landscape import (
     top_eigenvalue,
     trajectory_pca,
 )
-from sal.names import EVENT_DEFORM
 
 
 def gen(seed=0):
@@ -237,7 +237,7 @@ def test_landscape_figures_draw_what_they_are_given():
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from sal.landscape_plots import sharpness_figure, slice_figure, trajectory_figure
+    from sal.report.landscape_plots import sharpness_figure, slice_figure, trajectory_figure
 
     net, batches = tiny_net(), data()
     fig = slice_figure(slice_2d(net, F.cross_entropy, batches, steps=5, generator=gen()))

@@ -1,4 +1,4 @@
-"""One set of checks before a sweep (sal/launch.py), for the CLI and the Python API alike: the API ran
+"""One set of checks before a sweep (sal/sweeps/launch.py), for the CLI and the Python API alike: the API ran
 without the CLI's checks of workers, devices, data, the queue's recorded MLflow store and the artifact root."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 import sal
-from sal.config import SpecError
-from sal.launch import parse_gpus
+from sal.spec.config import SpecError
+from sal.sweeps.launch import parse_gpus
 from tests.helpers import write_ablation, write_study
 
 

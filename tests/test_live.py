@@ -18,15 +18,25 @@ import optuna
 import pytest
 import yaml
 
-from sal.ablation import EXIT_AFTER_LOG_ENV, load_ablation, metric_direction, queue_grid, run_ablation
-from sal.config import config_hash
-from sal.engine import MLFLOW_RUNS, StorageRef
-from sal.names import ATTR_KEY, ATTR_REUSED, ATTR_RUN, ATTR_WORKER, TAG_CELL, TAG_CONTEXT, TAG_KEY, TAG_KIND, TAG_STATUS
-from sal.report import load_runs
-from sal.study import run_study
-from sal.study_spec import load_study_spec
-from sal.tracking import LiveRun, client_for, runs_frame
-from sal.train import train
+from sal.core.names import (
+    ATTR_KEY,
+    ATTR_REUSED,
+    ATTR_RUN,
+    ATTR_WORKER,
+    TAG_CELL,
+    TAG_CONTEXT,
+    TAG_KEY,
+    TAG_KIND,
+    TAG_STATUS,
+)
+from sal.queue.engine import MLFLOW_RUNS, StorageRef
+from sal.report.build import load_runs
+from sal.spec.config import config_hash
+from sal.spec.study_spec import load_study_spec
+from sal.sweeps.ablation import EXIT_AFTER_LOG_ENV, load_ablation, metric_direction, queue_grid, run_ablation
+from sal.sweeps.study import run_study
+from sal.tracking.store import LiveRun, client_for, runs_frame
+from sal.training.run import train
 from tests.helpers import ABLATION_RUNS, TINY_BASE, start_until, tiny_spec, write_ablation, write_study
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sal.config import METHOD_NAMES, validate_run
+from sal.core.names import EVENT_DEFORM, EVENT_NOISE
 from sal.methods import MethodContext, build_method
-from sal.names import EVENT_DEFORM, EVENT_NOISE
-from sal.train import train
+from sal.spec.config import METHOD_NAMES, validate_run
+from sal.training.run import train
 from tests.helpers import tiny_spec
 
 

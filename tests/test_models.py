@@ -7,9 +7,9 @@ import torch
 import torchvision
 from torch import nn
 
-from sal.config import ModelSpec, SpecError
-from sal.models import build_model
-from sal.pdo import last_trainable_layers
+from sal.methods.pdo import last_trainable_layers
+from sal.spec.config import ModelSpec, SpecError
+from sal.training.models import build_model
 
 
 @pytest.mark.parametrize("name,shape", [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("cnn", (1, 40)),
@@ -43,7 +43,7 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
         build_model(ModelSpec(name="resnet50", weights=str(tmp_path / "none.pth")), (3, 32, 32), 10)
 
 
-# ---------------------------------------------------------------- MNIST-1D paper's models (sal/mnist1d_models.py)
+# ---------------------------------------------------------------- MNIST-1D paper's models (training/mnist1d_models.py)
 
 # The authors' own counts (their notebook prints "Initialized ConvBase model with 5210 parameters", ...)
 PAPER_PARAMS = {"mnist1d_linear": 410, "mnist1d_mlp": 15_210, "mnist1d_cnn": 5_210}
@@ -60,8 +60,8 @@ def one_thread():
 
 
 def test_every_built_in_name_is_admitted_by_the_spec():
-    from sal.config import ModelName
-    from sal.mnist1d_models import MNIST1D_MODELS
+    from sal.spec.config import ModelName
+    from sal.training.mnist1d_models import MNIST1D_MODELS
 
     assert set(MNIST1D_MODELS) <= set(ModelName.__args__)
 
@@ -102,9 +102,9 @@ def test_the_paper_preset_trains_the_whole_split_and_learns(one_thread):
     """configs/mnist1d_paper.yaml: 4000/1000 samples, nothing held out; a few epochs already learn."""
     from pathlib import Path
 
-    from sal.config import load_run_spec
-    from sal.data import load_data
-    from sal.train import train
+    from sal.spec.config import load_run_spec
+    from sal.training.data import load_data
+    from sal.training.run import train
 
     preset = Path(__file__).resolve().parents[1] / "configs" / "mnist1d_paper.yaml"
     spec = load_run_spec(preset, {"train.epochs": 4, "train.sharpness_samples": 0})
@@ -120,7 +120,7 @@ def test_the_paper_preset_trains_the_whole_split_and_learns(one_thread):
 @pytest.mark.parametrize("name", ["mnist1d_cnn", "mnist1d_mlp"])
 def test_mnist1d_models_pack_exactly(name, one_thread):
     """Packed seeds (the CNN on the grouped forward, the residual MLP on vmap) equal seeds trained alone."""
-    from sal.packed import PackedRun
+    from sal.training.packed import PackedRun
     from tests.helpers import assert_same_history, tiny_spec, train_alone
 
     train = {"epochs": 3, "batch_size": 100, "sharpness_samples": 0, "infer_batches": 1}
@@ -134,8 +134,8 @@ def test_mnist1d_models_pack_exactly(name, one_thread):
 
 
 def test_mnist1d_cnn_resumes_bit_for_bit_and_has_its_own_identity(tmp_path, one_thread):
-    from sal.config import config_hash
-    from sal.train import TrainingRun
+    from sal.spec.config import config_hash
+    from sal.training.run import TrainingRun
     from tests.helpers import assert_same, state_at_end, tiny_spec
 
     spec = tiny_spec(data=MNIST1D, model={"name": "mnist1d_cnn"}, train={"epochs": 4, "checkpoint_every": 2})

@@ -1,4 +1,4 @@
-"""sal/names.py: the stored names keep their values (MLflow stores and Optuna queues hold data under them, and
+"""sal/core/names.py: the stored names keep their values (MLflow stores and Optuna queues hold data under them, and
 the other tests now spell them through the constants, so only this file would see a value change), and the
 module imports nothing, so any module of sal can import it."""
 
@@ -7,8 +7,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import sal.names as names
-from sal import engine, events, scoring, tracking
+import sal.core.names as names
+from sal.metrics import events, scoring
+from sal.queue import engine
+from sal.tracking import store as tracking
 
 # The values as stored: written out here on purpose, the one other place they are spelled.
 STORED = {

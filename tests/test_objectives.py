@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats
 
-from sal.objectives import aggregate, cvar, lower_confidence_bound, mean, worst
+from sal.sweeps.objectives import aggregate, cvar, lower_confidence_bound, mean, worst
 
 SCORES = [0.90, 0.80, 0.95, 0.70]
 

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from sal.config import SpecError, validate_run
+from sal.core.names import EVENT_DEFORM
 from sal.methods import EpochStats, MethodContext, build_method
-from sal.names import EVENT_DEFORM
-from sal.train import train
+from sal.spec.config import SpecError, validate_run
+from sal.training.run import train
 from tests.helpers import STUDY_RUNS, tiny_spec
 
 OPTIMIZERS = {"adamw": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.05},
@@ -146,10 +146,10 @@ def test_bad_optimizer_settings_name_the_key_and_the_fix(optim, train_, text):
 
 @pytest.mark.training
 def test_adamw_and_every_schedule_in_a_study(tmp_path, mlflow_uri):
-    from sal.engine import StorageRef
-    from sal.study import run_study
-    from sal.study_spec import load_study_spec
-    from sal.tracking import runs_frame
+    from sal.queue.engine import StorageRef
+    from sal.spec.study_spec import load_study_spec
+    from sal.sweeps.study import run_study
+    from sal.tracking.store import runs_frame
 
     schedules = ["constant", "cosine", "warmup_cosine", "step", "onecycle"]
     doc = {"name": "optims", "seeds": 1, "n_trials": 10, "enqueue_defaults": False, "pruner": {"name": "none"},

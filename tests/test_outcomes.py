@@ -10,12 +10,12 @@ import sys
 import pytest
 import yaml
 
-from sal.ablation import load_ablation, queue_grid
 from sal.cli import main
-from sal.engine import StorageRef
-from sal.names import ATTR_KEY
-from sal.tracking import runs_frame
-from sal.workqueue import Queue
+from sal.core.names import ATTR_KEY
+from sal.queue.engine import StorageRef
+from sal.queue.workqueue import Queue
+from sal.sweeps.ablation import load_ablation, queue_grid
+from sal.tracking.store import runs_frame
 from tests.helpers import ABLATION_RUNS, TINY_BASE
 
 
@@ -97,8 +97,8 @@ def test_worker_died_and_heartbeat_lost_are_named(tmp_path):
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
-    from sal.engine import STATUS, WORKER
     from sal.outcomes import describe_outcomes, unresolved_failures
+    from sal.queue.engine import STATUS, WORKER
 
     ref = StorageRef(str(tmp_path / "q.journal"))
     queue = Queue(ref, "deaths")

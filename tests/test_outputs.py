@@ -10,10 +10,10 @@ import optuna
 import pytest
 import yaml
 
-from sal.ablation import load_ablation, run_ablation
 from sal.cli import main
-from sal.engine import StorageRef
-from sal.names import ATTR_STUDY_BASE
+from sal.core.names import ATTR_STUDY_BASE
+from sal.queue.engine import StorageRef
+from sal.sweeps.ablation import load_ablation, run_ablation
 from tests.helpers import TINY_BASE
 
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from sal.config import SpecError, config_hash
-from sal.names import EVENT_DEFORM, EVENT_METRICS, EVENT_NOISE, TAG_CELL
-from sal.packed import PackedRun
-from sal.seeds import SeedRuns, should_pack, start_seeds, train_seeds
+from sal.core.names import EVENT_DEFORM, EVENT_METRICS, EVENT_NOISE, TAG_CELL
+from sal.spec.config import SpecError, config_hash
+from sal.training.packed import PackedRun
+from sal.training.seeds import SeedRuns, should_pack, start_seeds, train_seeds
 from tests.helpers import ABLATION_RUNS, STUDY_RUNS, assert_same_history, tiny_spec, train_alone
 
 # Knobs that make SAL act within a few epochs: stress never counts progress (eps_loss huge), so it
@@ -147,7 +147,7 @@ def test_only_one_configuration_packs():
 def _study(tmp_path, name, pack):
     import yaml
 
-    from sal.study_spec import load_study_spec
+    from sal.spec.study_spec import load_study_spec
     doc = {"name": name, "seeds": 3, "n_trials": 2, "sampler": {"name": "tpe", "seed": 1},
            "pruner": {"name": "median", "options": {"n_startup_trials": 0, "n_warmup_steps": 0}},
            "objective": {"metric": "val/acc", "aggregate": "mean"},
@@ -161,9 +161,9 @@ def _study(tmp_path, name, pack):
 
 @pytest.mark.training
 def test_a_packed_study_gives_the_unpacked_trials_and_one_run_per_seed(tmp_path, mlflow_uri):
-    from sal.engine import StorageRef
-    from sal.study import run_study
-    from sal.tracking import runs_frame
+    from sal.queue.engine import StorageRef
+    from sal.sweeps.study import run_study
+    from sal.tracking.store import runs_frame
     studies = {pack: run_study(_study(tmp_path, f"pack-{pack}", pack), ref=StorageRef(str(tmp_path / f"{pack}.db")),
                                uri=mlflow_uri) for pack in ("on", "off")}
     on, off = (studies[p].get_trials() for p in ("on", "off"))
@@ -179,9 +179,9 @@ def test_a_packed_study_gives_the_unpacked_trials_and_one_run_per_seed(tmp_path,
 def test_an_ablation_cell_trains_its_seeds_packed_with_the_unpacked_values(tmp_path, mlflow_uri):
     import yaml
 
-    from sal.ablation import load_ablation, run_ablation
-    from sal.engine import StorageRef
-    from sal.tracking import runs_frame
+    from sal.queue.engine import StorageRef
+    from sal.sweeps.ablation import load_ablation, run_ablation
+    from sal.tracking.store import runs_frame
     values = {}
     for pack in ("on", "off"):
         doc = {"name": f"abl-{pack}", "seeds": 3,

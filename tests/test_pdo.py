@@ -1,4 +1,4 @@
-"""The paper's method, equation by equation (sal/pdo.py)."""
+"""The paper's method, equation by equation (sal/methods/pdo.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sal.pdo import PDO, Interventions, StressSignal, last_trainable_layers
+from sal.methods.pdo import PDO, Interventions, StressSignal, last_trainable_layers
 
 
 def _stress_trace(losses, accs, **knobs):
@@ -182,8 +182,8 @@ def test_interventions_are_in_place():
 
 
 def test_deformed_layers_skip_normalisation_layers():
-    from sal.config import ModelSpec
-    from sal.models import build_model
+    from sal.spec.config import ModelSpec
+    from sal.training.models import build_model
 
     resnet = build_model(ModelSpec(name="resnet18", width=4), (3, 8, 8), 10)
     chosen = last_trainable_layers(resnet, 3)

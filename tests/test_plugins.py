@@ -16,11 +16,11 @@ from torch import nn
 
 import sal
 from sal.cli import main
-from sal.config import SpecError, flatten, nest, validate_run
-from sal.data import load_data
-from sal.names import TAG_CELL
-from sal.plugins import check_plugins
-from sal.tracking import runs_frame
+from sal.core.names import TAG_CELL
+from sal.spec.config import SpecError, flatten, nest, validate_run
+from sal.tracking.store import runs_frame
+from sal.training.data import load_data
+from sal.training.plugin_check import check_plugins
 from tests.helpers import ABLATION_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sal.cli import main
-from sal.names import METRIC_STRESS
+from sal.core.names import METRIC_STRESS
 from tests.helpers import TINY_BASE
 
 
@@ -112,7 +112,7 @@ def test_an_unknown_objective_metric_is_refused_before_any_trial_trains(tmp_path
 
 
 def test_known_metrics_pass_including_method_and_analysis_ones():
-    from sal.metricnames import unknown_metric
+    from sal.metrics.metricnames import unknown_metric
 
     for name in ("val/acc", "val/loss", "train/loss", "test/acc", "time/epoch_s", METRIC_STRESS, "sal/n_noise",
                  "sharpness/trace", "time/sharpness_trace_s", "mem/peak_mb"):

@@ -8,12 +8,12 @@ import optuna
 import pytest
 import yaml
 
-from sal import stats
 from sal.cli import main
-from sal.engine import StorageRef
-from sal.names import ATTR_PER_SEED, TAG_COMPARE, TAG_KIND, TAG_STAGE
-from sal.protocol import load_compare, looks_of, tuning_spec
-from sal.tracking import client_for, runs_frame
+from sal.core.names import ATTR_PER_SEED, TAG_COMPARE, TAG_KIND, TAG_STAGE
+from sal.queue.engine import StorageRef
+from sal.stats import inference as stats
+from sal.sweeps.compare import load_compare, looks_of, tuning_spec
+from sal.tracking.store import client_for, runs_frame
 from tests.helpers import ABLATION_RUNS, STUDY_RUNS, TINY_BASE
 
 REPO = Path(__file__).resolve().parents[1]

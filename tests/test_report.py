@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from sal.ablation import load_ablation, run_ablation
-from sal.analysis import legacy_plan
 from sal.cli import main
-from sal.engine import StorageRef
-from sal.names import TAG_CELL, TAG_KIND
-from sal.report import paper_numbers
-from sal.stats import adjust
-from sal.summary import SUMMARY_COLUMNS, ReportOptions, summarize
-from sal.tracking import runs_frame
+from sal.core.names import TAG_CELL, TAG_KIND
+from sal.queue.engine import StorageRef
+from sal.report.build import paper_numbers
+from sal.spec.analysis import legacy_plan
+from sal.stats.inference import adjust
+from sal.stats.summary import SUMMARY_COLUMNS, ReportOptions, summarize
+from sal.sweeps.ablation import load_ablation, run_ablation
+from sal.tracking.store import runs_frame
 
 CONTRACT = ["dataset", "metric", "method", "baseline", "n", "mean", "sd", "ci_low", "ci_high", "delta", "delta_ci_low",
             "delta_ci_high", "p_ttest", "p_wilcoxon", "p_holm", "effect_dz", "win_rate", "verdict"]

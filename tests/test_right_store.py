@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from sal.cli import main
-from sal.names import ATTR_TRACKING_URI, TAG_CELL, TAG_KIND
-from sal.tracking import client_for, runs_frame
+from sal.core.names import ATTR_TRACKING_URI, TAG_CELL, TAG_KIND
+from sal.tracking.store import client_for, runs_frame
 from tests.helpers import TINY_BASE
 
 
@@ -29,7 +29,7 @@ def test_a_queue_refuses_another_mlflow_store_unless_told(tmp_path, spec_file, c
     """Before: exit 0, every run trained again into the new store and the queue's sal.tracking_uri rewritten."""
     import optuna
 
-    from sal.engine import StorageRef
+    from sal.queue.engine import StorageRef
 
     first, second = (f"sqlite:///{tmp_path / n}" for n in ("first.db", "second.db"))
     journal = str(tmp_path / "q.journal")
@@ -69,8 +69,8 @@ def test_landscape_does_not_create_an_empty_store(tmp_path, capsys):
 @pytest.mark.store
 def test_a_parent_run_is_scheduled_until_its_first_seed_starts(tmp_path, spec_file):
     """Before: every cell's parent was RUNNING from the launch, while no seed of it trained."""
-    from sal import ablation
-    from sal.tracking import LiveRun, experiment_name
+    from sal.sweeps import ablation
+    from sal.tracking.store import LiveRun, experiment_name
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     spec, items = ablation.load_ablation(spec_file)
@@ -88,7 +88,8 @@ def test_a_parent_run_is_scheduled_until_its_first_seed_starts(tmp_path, spec_fi
 
 def test_a_database_store_gets_an_absolute_artifact_root(monkeypatch):
     """Before: None, so MLflow used ./mlruns of whatever folder the command ran in, one per machine."""
-    from sal.tracking import REPO_ROOT, artifact_root
+    from sal.core.paths import REPO_ROOT
+    from sal.tracking.store import artifact_root
 
     monkeypatch.delenv("SAL_ARTIFACT_ROOT", raising=False)
     assert artifact_root("postgresql://u@h/mlflow") == (REPO_ROOT / "mlflow" / "artifacts").as_uri()

@@ -8,14 +8,14 @@ import contextlib
 import pytest
 import torch
 
-from sal.config import SpecError, validate_run
-from sal.data import load_data
-from sal.metricnames import unknown_metric
-from sal.models import build_model
-from sal.objectives import trial_value
-from sal.rng import derive_seed
-from sal.robustness import CHUNK, perturb, perturbations, robust_scores
-from sal.train import train
+from sal.core.rng import derive_seed
+from sal.metrics.metricnames import unknown_metric
+from sal.spec.config import SpecError, validate_run
+from sal.sweeps.objectives import trial_value
+from sal.training.data import load_data
+from sal.training.models import build_model
+from sal.training.robustness import CHUNK, perturb, perturbations, robust_scores
+from sal.training.run import train
 from tests.helpers import tiny_spec
 
 

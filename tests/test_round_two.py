@@ -14,10 +14,11 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from sal import scoring, stats
 from sal.cli import main
-from sal.names import TAG_ABLATION, TAG_BASELINE, TAG_CELL, TAG_CONTEXT, TAG_KIND, TAG_PLAN_HASH, TAG_STATUS
-from sal.tracking import client_for, ensure_experiment
+from sal.core.names import TAG_ABLATION, TAG_BASELINE, TAG_CELL, TAG_CONTEXT, TAG_KIND, TAG_PLAN_HASH, TAG_STATUS
+from sal.metrics import scoring
+from sal.stats import inference as stats
+from sal.tracking.store import client_for, ensure_experiment
 
 # 10 seeds where sal beats adam with a paired t p of 0.0302 (and noise ties adam on every seed)
 ADAM = [0.899, 0.905, 0.906, 0.901, 0.902, 0.898, 0.896, 0.896, 0.896, 0.904]
@@ -28,7 +29,7 @@ def _log(uri: str, ablation: str, scores: dict[str, list], *, metric: str = "tes
          methods: dict[str, str] | None = None, seeds: list[int] | None = None, status: str = "finished",
          extra_tags: dict[str, str] | None = None, params: dict[str, str] | None = None) -> None:
     """One run per (cell, seed) with ``metric``; None = that seed diverged. ``status``: the sal.status of
-    every run (killed and running runs end KILLED / stay RUNNING in MLflow, as tracking.py leaves them)."""
+    every run (killed and running runs end KILLED / stay RUNNING in MLflow, as sal/tracking/store.py leaves them)."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = client_for(uri)
@@ -101,7 +102,7 @@ def test_killed_and_running_runs_are_not_results(tmp_path, mlflow_uri):
 
 
 def test_the_lcb_objective_is_not_clipped_so_divergence_ranks_last(tmp_path):
-    from sal.objectives import trial_value
+    from sal.sweeps.objectives import trial_value
 
     # two of three seeds diverged (scored 0) vs three trained seeds with a wide spread: old code clipped
     # both LCBs to 0 and Optuna kept the first completed trial, the diverged one
@@ -139,8 +140,8 @@ def test_a_diverged_seed_keeps_the_loss_factorial_with_a_rank_based_note(tmp_pat
 
 
 def test_the_cross_data_set_view_keeps_a_diverged_loss_seed(tmp_path, mlflow_uri):
-    from sal.analysis import legacy_plan
-    from sal.summary import ReportOptions, across_datasets
+    from sal.spec.analysis import legacy_plan
+    from sal.stats.summary import ReportOptions, across_datasets
 
     # the same runs scored as accuracies and as losses: the divergence counts as the worst run in both
     rng = np.random.default_rng(2)
@@ -173,7 +174,7 @@ def test_the_cross_data_set_view_keeps_a_diverged_loss_seed(tmp_path, mlflow_uri
 
 
 def test_the_forest_plot_shows_an_infinite_delta_and_no_rope_band_on_a_loss():
-    from sal.figures import forest
+    from sal.report.figures import forest
 
     summary = pd.DataFrame([
         {"dataset": "digits", "context": "", "metric": "test/loss", "method": "sal", "baseline": "adam",
@@ -231,9 +232,9 @@ def _ablation_file(tmp_path, name, **fields):
 def _queue_and_log(tmp_path, uri, path, scores, *, seeds=None):
     """Launch the ablation's queue (which stores its definition and plan) and log crafted runs for it
     carrying that launch's plan hash, as ablation workers do."""
-    from sal.ablation import load_ablation, plan_of, queue_grid
-    from sal.config import config_hash
-    from sal.engine import StorageRef
+    from sal.queue.engine import StorageRef
+    from sal.spec.config import config_hash
+    from sal.sweeps.ablation import load_ablation, plan_of, queue_grid
 
     spec, items = load_ablation(path, seeds=seeds)
     queue_grid(StorageRef(str(tmp_path / f"{spec.name}.journal")), spec, items, retry_failed=False, uri=uri)
@@ -321,11 +322,11 @@ def test_bh_values_are_not_called_holm_and_the_latex_has_no_fake_sd(tmp_path, ml
 
 
 def test_the_level_and_the_diverged_wording_follow_the_analysis():
-    from sal.analysis import legacy_plan
-    from sal.findings import notes
-    from sal.render import _setup_lines
-    from sal.selection import Selection
-    from sal.summary import ReportOptions
+    from sal.report.findings import notes
+    from sal.report.render import _setup_lines
+    from sal.spec.analysis import legacy_plan
+    from sal.stats.selection import Selection
+    from sal.stats.summary import ReportOptions
 
     opts = ReportOptions(plan=legacy_plan(["adam", "sal"], "adam", ["test/loss"]), level=0.99)
     text = "\n".join(_setup_lines("x", opts, 10, {"all": 1}, "sqlite://", []))
@@ -338,10 +339,10 @@ def test_the_level_and_the_diverged_wording_follow_the_analysis():
 
 
 def test_direction_and_bounds_come_from_one_rule(tmp_path):
-    from sal.ablation import load_ablation, metric_direction, queue_grid
-    from sal.ablation_worker import _trial_value
-    from sal.engine import StorageRef
-    from sal.summary import bounds_of
+    from sal.queue.engine import StorageRef
+    from sal.stats.summary import bounds_of
+    from sal.sweeps.ablation import load_ablation, metric_direction, queue_grid
+    from sal.sweeps.ablation_worker import _trial_value
 
     assert metric_direction("val/f1") == scoring.direction("val/f1") == "maximize"  # old: minimize
     assert metric_direction("test/loss") == "minimize" and metric_direction("time/train_s") == "minimize"
@@ -358,8 +359,8 @@ def test_direction_and_bounds_come_from_one_rule(tmp_path):
 
 
 def test_compare_refuses_unequal_budgets_and_selection_metrics(tmp_path):
-    from sal.config import SpecError
-    from sal.protocol import load_compare
+    from sal.spec.config import SpecError
+    from sal.sweeps.compare import load_compare
 
     def write(**fields):
         doc = {"name": "budget", "base": TINY,
@@ -384,8 +385,8 @@ def test_compare_refuses_unequal_budgets_and_selection_metrics(tmp_path):
 
 
 def test_a_compare_rerun_with_another_sequential_design_is_refused(tmp_path, mlflow_uri):
-    from sal.config import SpecError
-    from sal.protocol import check_design, load_compare, record_design
+    from sal.spec.config import SpecError
+    from sal.sweeps.compare import check_design, load_compare, record_design
 
     def write(max_seeds):
         doc = {"name": "seqdesign", "base": TINY,
@@ -406,7 +407,7 @@ def test_a_compare_rerun_with_another_sequential_design_is_refused(tmp_path, mlf
 
 @pytest.mark.store
 def test_a_look_never_analyses_more_seeds_than_its_label(tmp_path, mlflow_uri):
-    from sal.report import analyse
+    from sal.report.build import analyse
 
     _log(mlflow_uri, "lookseeds", {"adam": ADAM, "sal": SAL})
     a = analyse(mlflow_uri, "lookseeds", baseline="adam", seeds=list(range(1, 6)))

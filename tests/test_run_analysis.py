@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from sal.config import SpecError, validate_run
-from sal.data import load_data
-from sal.models import build_model
-from sal.names import EVENT_DEFORM
-from sal.tracking import TRAJECTORY_ARTIFACT, WEIGHTS_ARTIFACT, log_result, run_tensors
-from sal.train import _evaluate, train
+from sal.core.names import EVENT_DEFORM
+from sal.spec.config import SpecError, validate_run
+from sal.tracking.store import TRAJECTORY_ARTIFACT, WEIGHTS_ARTIFACT, log_result, run_tensors
+from sal.training.data import load_data
+from sal.training.models import build_model
+from sal.training.run import _evaluate, train
 from tests.helpers import tiny_spec
 
 MEASURED = {"sharpness/trace", "sharpness/trace_se", "sharpness/eig", "sharpness/adaptive", "sharpness/adaptive_se",
@@ -101,7 +101,7 @@ def test_bad_analysis_settings_name_the_key_and_the_fix(analysis, says):
 def test_grad_norm_per_epoch_is_the_gradient_norm_on_one_subset_shared_by_every_seed():
     """train/grad_norm each epoch: training untouched, the last value recomputed by hand from the saved
     weights, and the same samples for two seeds (so curves compare)."""
-    from sal.run_analysis import SHARED_SUBSET_SEED, RunAnalysis, fixed_batches
+    from sal.training.run_analysis import SHARED_SUBSET_SEED, RunAnalysis, fixed_batches
 
     analysis = {"sharpness": ["grad_norm"], "samples": 96, "save_weights": True}
     spec = tiny_spec(model={"name": "mlp", "width": 8}, train={"epochs": 3, "batch_size": 32, "sharpness_samples": 0},

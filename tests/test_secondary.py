@@ -11,13 +11,13 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from sal.ablation import load_ablation, run_ablation
-from sal.analysis import Contrast, Plan
-from sal.engine import StorageRef
-from sal.event_sharpness import event_changes, event_sharpness_section
-from sal.report import analyse, write_report
-from sal.secondary import class_section, cost_section, robustness_section
-from sal.stats import adjust
+from sal.queue.engine import StorageRef
+from sal.report.build import analyse, write_report
+from sal.report.event_sharpness import event_changes, event_sharpness_section
+from sal.report.secondary import class_section, cost_section, robustness_section
+from sal.spec.analysis import Contrast, Plan
+from sal.stats.inference import adjust
+from sal.sweeps.ablation import load_ablation, run_ablation
 
 pytestmark = pytest.mark.store
 
@@ -88,7 +88,7 @@ def test_robustness_contrasts_and_figure(measured):
 
 def test_grad_norm_event_changes_are_recomputed_from_the_histories(measured):
     a, tmp = measured
-    from sal.report import _histories
+    from sal.report.build import _histories
 
     history = _histories(a.uri, a.selection.runs)
     assert history["train/grad_norm"].notna().all()

@@ -13,12 +13,12 @@ import psycopg
 import pytest
 import yaml
 
-from sal.names import ATTR_TRACKING_URI
+from sal.core.names import ATTR_TRACKING_URI
 from tests.helpers import PG, TINY_BASE
 
 
 def test_mask_url_hides_only_the_password():
-    from sal.redact import mask_text, mask_url
+    from sal.core.redact import mask_text, mask_url
 
     assert mask_url("postgresql://alice:s3cr%40t@db.lab:5432/sal") == "postgresql://alice:***@db.lab:5432/sal"
     assert mask_url("postgresql://alice@db/sal") == "postgresql://alice@db/sal"
@@ -105,14 +105,14 @@ def test_a_password_in_storage_and_tracking_urls_appears_nowhere(tmp_path, secre
     ("postgresql://alice:hunter2@db/sal?password=hunter2", "postgresql://alice:***@db/sal?password=***"),
 ])
 def test_mask_text_hides_a_password_in_every_form(text, shown):
-    from sal.redact import has_mask, mask_text
+    from sal.core.redact import has_mask, mask_text
 
     assert mask_text(text) == shown and "hunter2" not in mask_text(text)
     assert has_mask(mask_text(text))
 
 
 def test_the_queue_records_no_password_given_in_the_query():
-    from sal.workqueue import TRACKING_URI, worker_record
+    from sal.queue.workqueue import TRACKING_URI, worker_record
 
     stored = worker_record("postgresql://alice@db/mlflow?password=hunter2")[TRACKING_URI]
     assert stored == "postgresql://alice@db/mlflow?password=***"
@@ -139,7 +139,7 @@ def test_query_passwords_stay_hidden_from_ablate_and_landscape(tmp_path, secret_
         outputs.append(output)
     assert "password=***" in outputs[0] and "logged to 1 runs in postgresql://" in outputs[1]
     assert all(password not in o for o in outputs)
-    from sal.engine import StorageRef
+    from sal.queue.engine import StorageRef
 
     attrs = optuna.load_study(study_name="lands", storage=StorageRef(storage).open()).user_attrs
     assert attrs[ATTR_TRACKING_URI].endswith("?password=***")

@@ -1,12 +1,12 @@
-"""Which cell a run belongs to: decided once (sal.selection.cell_of), for a frame of runs and for one run."""
+"""Which cell a run belongs to: decided once (sal.stats.selection.cell_of), for a frame of runs and for one run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from sal.names import TAG_CELL
-from sal.selection import cell_of, run_cell
+from sal.core.names import TAG_CELL
+from sal.stats.selection import cell_of, run_cell
 
 
 def test_a_run_without_a_cell_tag_belongs_to_its_method():
@@ -18,7 +18,7 @@ def test_a_run_without_a_cell_tag_belongs_to_its_method():
 
 
 def test_a_grid_key_is_built_and_read_by_one_type():
-    from sal.gridkey import GridKey, Place
+    from sal.core.gridkey import GridKey, Place
 
     key = GridKey(Place("sal", "digits", "lr=0.01"), "ab12cd34ef56", 7)
     assert str(key) == "sal|digits|lr=0.01|ab12cd34ef56|seed=7"  # the format stored queues and records hold

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from sal.stats import obrien_fleming_spending, sequential_alphas
+from sal.stats.inference import obrien_fleming_spending, sequential_alphas
 
 LOOKS = [10, 15, 20, 25, 30, 35, 40]
 

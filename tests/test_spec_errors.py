@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sal.ablation import load_ablation
 from sal.cli import main
-from sal.config import SpecError, load_run_spec
-from sal.study_spec import load_study_spec
+from sal.spec.config import SpecError, load_run_spec
+from sal.spec.study_spec import load_study_spec
+from sal.sweeps.ablation import load_ablation
 from tests.helpers import TINY_BASE
 
 TWO_ADAM_CELLS = """\
@@ -43,7 +43,7 @@ def test_duplicate_keys_are_refused_in_every_spec_sal_reads(tmp_path):
     study.write_text("name: s\nspace:\n  method.rho: {low: 1.0e-4, high: 1.0e-2}\n  method.rho: {low: 0.1, high: 1}\n")
     with pytest.raises(SpecError, match="twice"):
         load_study_spec(study)
-    from sal.yamlio import load_unique
+    from sal.core.yamlio import load_unique
 
     # YAML merge keys may still be overridden: that is what they are for
     assert load_unique("common: &c {a: 1, b: 2}\ncell: {<<: *c, b: 3}\n")["cell"] == {"a": 1, "b": 3}
@@ -125,7 +125,7 @@ def test_a_recursive_alias_is_refused(tmp_path, capsys):
 
 
 def test_small_aliases_still_work(tmp_path):
-    from sal.yamlio import load_unique
+    from sal.core.yamlio import load_unique
 
     assert load_unique("a: &a [1, 2]\nb: [*a, *a]\n")["b"] == [[1, 2], [1, 2]]
 

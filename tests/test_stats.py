@@ -1,4 +1,4 @@
-"""sal.stats against scipy/statsmodels and the public check values of docs/statistics.md."""
+"""sal.stats.inference against scipy/statsmodels and the public check values of docs/statistics.md."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from sal import stats
+from sal.stats import inference as stats
 
 RNG = np.random.default_rng(20261123)
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sal.tracking import runs_frame
+from sal.tracking.store import runs_frame
 
 # Import first, then wait for a common start time, so the processes reach the new store together.
 LAUNCHER = """

@@ -15,13 +15,14 @@ import yaml
 
 import sal
 from sal.cli import main
-from sal.config import config_hash, validate_run
-from sal.data import Split, load_data
-from sal.plugins import register
-from sal.seeds import SeedRuns, start_seeds
-from sal.streaming import StreamedSplit
-from sal.tracking import runs_frame
-from sal.train import TrainingRun
+from sal.spec.config import config_hash, validate_run
+from sal.tracking.store import runs_frame
+from sal.training.data import load_data
+from sal.training.plugins import register
+from sal.training.run import TrainingRun
+from sal.training.seeds import SeedRuns, start_seeds
+from sal.training.splits import Split
+from sal.training.streaming import StreamedSplit
 from tests.helpers import ABLATION_RUNS, timeless
 
 CLASSES = 4
@@ -98,7 +99,7 @@ CASES = {
     "swa": dict(method={"name": "swa", "swa_start": 0.3}),
     # SAL's noise, deformation and revert; val and test held out of a streamed train split
     "sal, held out": dict(method=SAL, model={"name": "mlp", "width": 16, "dropout": 0.2}),
-    # landscape measures on a fixed subset of the training data (sal/run_analysis.py)
+    # landscape measures on a fixed subset of the training data (sal/training/run_analysis.py)
     "analysis": dict(analysis={"sharpness": ["trace"], "samples": 64, "probes": 2, "trajectory": True}),
     # a streamed train split beside a test split of tensors
     "mixed": dict(loaders=(load_streamed_train, load_tensors_tested)),

@@ -15,13 +15,13 @@ import pytest
 import yaml
 
 from sal.cli import main
-from sal.config import flatten, validate_run
-from sal.engine import StorageRef
-from sal.names import ATTR_PER_SEED, ATTR_STATUS, ATTR_STUDY_BASE, TAG_STATUS, TAG_TRIAL, TAG_TRIAL_STATE
-from sal.objectives import aggregate
-from sal.study import best_spec, create_study, run_study
-from sal.study_spec import load_study_spec
-from sal.tracking import runs_frame
+from sal.core.names import ATTR_PER_SEED, ATTR_STATUS, ATTR_STUDY_BASE, TAG_STATUS, TAG_TRIAL, TAG_TRIAL_STATE
+from sal.queue.engine import StorageRef
+from sal.spec.config import flatten, validate_run
+from sal.spec.study_spec import load_study_spec
+from sal.sweeps.objectives import aggregate
+from sal.sweeps.study import best_spec, create_study, run_study
+from sal.tracking.store import runs_frame
 from tests.helpers import STUDY_BASE, STUDY_RUNS, start_until, write_study
 
 KNOBS = ["method.rho", "method.theta", "method.s_noise", "method.s_yield", "method.delta", "method.lambda",
@@ -176,7 +176,7 @@ def test_ctrl_c_gives_the_running_trial_back_with_its_parameters(tmp_path, mlflo
 
 
 def test_study_presets_validate_and_name_missing_data(tmp_path, monkeypatch):
-    from sal.config import SpecError
+    from sal.spec.config import SpecError
 
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.setenv("SAL_DATA", str(tmp_path))
@@ -226,7 +226,7 @@ def test_study_best_writes_what_the_best_trial_trained(tmp_path, mlflow_uri):
 
 
 def test_a_trial_whose_every_seed_diverged_ranks_below_any_trained_trial():
-    from sal.objectives import trial_value
+    from sal.sweeps.objectives import trial_value
 
     trained = trial_value("lcb", [0.1, 0.9, 0.5], [False] * 3, metric="val/acc", maximize=True)
     dead = trial_value("lcb", [0.0, 0.0, 0.0], [True] * 3, metric="val/acc", maximize=True)
@@ -260,7 +260,7 @@ def test_the_queues_name_their_objective_values_for_the_dashboard(tmp_path):
 @pytest.mark.parametrize("seeds", [0, [1, 1], [0, 2]])
 def test_a_studys_seeds_are_checked_like_an_ablations(tmp_path, seeds):
     # one Seeds type for every spec: a study accepted seeds: 0 and repeated seeds before
-    from sal.config import SpecError
+    from sal.spec.config import SpecError
 
     with pytest.raises(SpecError, match="seeds"):
         load_study_spec(write_study(tmp_path, "badseeds", seeds=seeds))

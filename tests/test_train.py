@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from sal.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS
-from sal.train import PruneRun, train
+from sal.core.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS
+from sal.training.run import PruneRun, train
 from tests.helpers import tiny_spec
 
 EPOCH_KEYS = {"epoch", "train/loss", "train/acc", "val/loss", "val/acc", METRIC_STRESS, EVENT_NOISE, EVENT_DEFORM,
@@ -60,7 +60,7 @@ def test_history_and_final_metrics_use_contract_names():
 def test_sharpness_is_the_training_gradient_norm_at_the_end():
     import torch.nn.functional as F
 
-    from sal.train import TrainingRun
+    from sal.training.run import TrainingRun
 
     run = TrainingRun(tiny_spec(train={"epochs": 2, "sharpness_samples": 100}))
     while not run.done:
@@ -134,7 +134,7 @@ def _stagnant_sal(**train_kw):
 
 
 def test_no_intervention_after_the_last_epoch_so_test_and_last_validation_see_the_same_weights():
-    from sal.train import TrainingRun, _evaluate
+    from sal.training.run import TrainingRun, _evaluate
 
     for intervene_last in (False, True):
         run = TrainingRun(_stagnant_sal(intervene_last_epoch=intervene_last))
@@ -149,7 +149,7 @@ def test_no_intervention_after_the_last_epoch_so_test_and_last_validation_see_th
 
 
 def test_a_warmup_that_outlasts_training_is_a_spec_error():
-    from sal.config import SpecError
+    from sal.spec.config import SpecError
 
     with pytest.raises(SpecError, match="method.warmup=5 is not below train.epochs=5.*fix: lower method.warmup"):
         tiny_spec(method={"name": "sal", "warmup": 5}, train={"epochs": 5})
@@ -169,7 +169,7 @@ def test_swa_with_dropout_equals_the_base_optimizer_bit_for_bit_before_averaging
 
 
 def test_sam_second_pass_draws_dropout_from_its_own_stream():
-    from sal.train import TrainingRun
+    from sal.training.run import TrainingRun
 
     spec = dict(model={"name": "mlp", "width": 16, "dropout": 0.5}, train={"epochs": 2})
     base, sam = TrainingRun(tiny_spec(**spec)), TrainingRun(tiny_spec(**spec, method={"name": "sam"}))

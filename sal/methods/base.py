@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
-from ..names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS
-from ..pdo import StressSignal
-from ..rng import RngStream
-from ..schedules import LRSchedule
-from ..spec_base import Strict
+from ..core.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_STRESS
+from ..core.rng import RngStream
+from ..core.spec_base import Strict
+from .pdo import StressSignal
+from .schedules import LRSchedule
 
-if TYPE_CHECKING:  # sal.config builds the run spec from the method modules' specs
-    from ..config import RunSpec
+if TYPE_CHECKING:  # sal.spec.config builds the run spec from the method modules' specs
+    from ..spec.config import RunSpec
 
 __all__ = ["EpochStats", "MethodContext", "Method", "MethodInfo", "BaseMethodSpec", "build_optimizer",
            "OPTIMIZER_SPACE", "METHODS"]
@@ -32,7 +32,7 @@ class MethodInfo:
     spec (knobs with their paper defaults), its implementation, its role in the default analysis families
     (base, treatment, ablation, baseline, other), the interventions it makes between epochs, the
     default search space of a fair comparison (besides the shared optimizer knobs, unless it brings its own
-    optimizer), and whether its seeds can train packed as one model (sal/packed.py)."""
+    optimizer), and whether its seeds can train packed as one model (sal/training/packed.py)."""
 
     name: str
     spec: type
@@ -72,7 +72,7 @@ class MethodContext:
     autocast: Callable[[], contextlib.AbstractContextManager]
     train_batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # one pass, for BN updates
     steps_per_epoch: int = 1  # optimizer steps per epoch (batches), for per-batch schedules (onecycle)
-    # A private dropout stream per purpose (sal.rng.RngStream): extra forward passes a method makes
+    # A private dropout stream per purpose (sal.core.rng.RngStream): extra forward passes a method makes
     # draw from it, so the passes every method shares keep the same dropout masks across methods.
     side_rng: Callable[[str], RngStream] = lambda purpose: RngStream(0, torch.device("cpu"))
 
@@ -176,7 +176,7 @@ class Method:
 
     def state_dict(self) -> dict:
         """Everything the method changes while training, as tensors and plain values, for a checkpoint
-        (sal/checkpoints.py). The weights and the generators of the context belong to the run, which saves
+        (sal/training/checkpoints.py). The weights and the generators of the context belong to the run, which saves
         them; a subclass adds what it keeps of its own."""
         return {"optimizer": self.optimizer.state_dict(), "observer": self.observer.state_dict(),
                 "schedule": self.scheduler.state_dict() if self.scheduler is not None else None}

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..spec_base import Strict
+from ..core.spec_base import Strict
 from .base import Method, MethodContext, MethodInfo
 
 __all__ = ["LBFGS", "SEARCH_SPACE"]

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_NOISE_STD, METRIC_STRESS
-from ..pdo import PAPER, PDO, RandomTriggerPDO
-from ..spec_base import Strict
+from ..core.names import EVENT_DEFORM, EVENT_NOISE, EVENT_REVERT, METRIC_NOISE_STD, METRIC_STRESS
+from ..core.spec_base import Strict
 from .base import EpochStats, Method, MethodContext, MethodInfo
+from .pdo import PAPER, PDO, RandomTriggerPDO
 
 __all__ = ["StressAwareLearning", "SEARCH_SPACE", "YokedEvents", "YOKED_EVENTS"]
 

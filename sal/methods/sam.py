@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..spec_base import Strict
+from ..core.spec_base import Strict
 from .base import Method, MethodContext, MethodInfo
 
 __all__ = ["SAM", "SEARCH_SPACE"]

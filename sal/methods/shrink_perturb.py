@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..names import EVENT_DEFORM
-from ..pdo import PAPER, Interventions, last_trainable_layers
-from ..spec_base import Strict
+from ..core.names import EVENT_DEFORM
+from ..core.spec_base import Strict
 from .base import EpochStats, Method, MethodContext, MethodInfo
+from .pdo import PAPER, Interventions, last_trainable_layers
 
 __all__ = ["ShrinkPerturb", "SEARCH_SPACE"]
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
-from ..spec_base import Strict
+from ..core.spec_base import Strict
 from .base import Method, MethodContext, MethodInfo
 
 __all__ = ["SWA", "SEARCH_SPACE"]

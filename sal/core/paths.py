@@ -1,0 +1,17 @@
+"""Where sal keeps what it writes by default: the one project-root rule.
+
+Run from its checkout (a folder with pyproject.toml above the package), sal writes its default journals,
+MLflow store and checkpoints into that checkout (gitignored folders); installed elsewhere, into the
+current directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # sal/core/paths.py -> the checkout
+
+
+def default_base() -> Path:
+    """The checkout when sal runs from one, else the current directory."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()

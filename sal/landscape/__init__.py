@@ -1,0 +1,2 @@
+"""Sharpness and connectivity of trained weights: pure torch, no I/O.
+"""

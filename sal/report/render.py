@@ -1,0 +1,291 @@
+"""Text of the report: Markdown, self-contained HTML (figures embedded) and a LaTeX table."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from ..metrics.scoring import worst_value
+from ..stats.factorial import factorial_sentence
+from ..stats.summary import ReportOptions
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+
+__all__ = ["Section", "render_markdown", "render_html", "render_latex", "table_frame", "factorial_frame"]
+
+
+@dataclass
+class Section:
+    """An extra part of a report (e.g. `sal compare`'s protocol): text, tables and figures."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
+    figures: dict[str, plt.Figure] = field(default_factory=dict)  # title -> figure
+    data: dict[str, pd.DataFrame] = field(default_factory=dict)  # file name -> the unformatted rows, as CSV
+
+def _num(v: float, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{v:.{digits}f}"
+
+
+def _p(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return "<0.0001" if v < 1e-4 else f"{v:.4f}"
+
+
+def _verdict_label(verdict: str, exploratory) -> str:
+    return f"{verdict} (exploratory)" if exploratory is True and verdict != "reference" else verdict
+
+
+def table_frame(summary: pd.DataFrame, metric: str, correction: str = "holm") -> pd.DataFrame:
+    """The columns a reader scans first, formatted, for one metric: one row per contrast, then the
+    cells that are only references. Adjusted p-values are named after their correction (p_holm, p_bh)."""
+    s = summary[summary["metric"] == metric]
+    out = pd.DataFrame({
+        "dataset": s["dataset"], "context": s["context"], "family": s["family"].fillna(""),
+        "method": s["method"], "vs": s["baseline"].fillna(""), "n": s["n"].astype(int),
+        "diverged": s["n_diverged"].fillna(0).astype(int),
+        "mean": s["mean"].map(_num), "ci": [f"[{_num(a)}, {_num(b)}]" if a == a else "" for a, b in
+                                            zip(s["ci_low"], s["ci_high"])],
+        "delta": s["delta"].map(lambda v: "" if math.isnan(v) else f"{v:+.4f}"),
+        "delta_ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(s["delta_ci_low"],
+                                                                                      s["delta_ci_high"])],
+        "p_ttest": s["p_ttest"].map(_p), f"p_{correction}": s["p_adj"].map(_p),
+        f"p_signflip_{correction}": s["p_signflip_adj"].map(_p),
+        "effect_dz": s["effect_dz"].map(lambda v: _num(v, 2)),
+        "cliffs_delta": s["cliffs_delta"].map(lambda v: _num(v, 2)),
+        "win_rate": s["win_rate"].map(lambda v: _num(v, 2)), "mde": s["mde"].map(_num),
+        # the Bayesian correlated t-test's P(worse) / P(within the ROPE) / P(better)
+        "bayes w/r/b": ["" if w != w else f"{w:.2f}/{r:.2f}/{b:.2f}"
+                        for w, r, b in zip(s["bayes_p_worse"], s["bayes_p_rope"], s["bayes_p_better"])],
+        "verdict": [_verdict_label(v, e) for v, e in zip(s["verdict"], s["exploratory"])],
+    })
+    if "paper" in s:
+        out.insert(7, "paper (1 run)", s["paper"].map(_num))
+    if (out["context"] == "").all():
+        out = out.drop(columns="context")
+    return out
+
+
+def factorial_frame(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    t = table[table["metric"] == metric]
+    correction = t["correction"].iloc[0] if "correction" in t and len(t) else "holm"
+    out = pd.DataFrame({
+        "dataset": t["dataset"], "context": t["context"], "effect": t["effect"], "n": t["n"].astype(int),
+        "estimate": t["estimate"].map(lambda v: f"{v:+.4f}"),
+        "ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(t["ci_low"], t["ci_high"])],
+        "p_ttest": t["p_ttest"].map(_p), f"p_{correction}": t["p_adj"].map(_p),
+        f"p_signflip_{correction}": t["p_signflip_adj"].map(_p),
+        "verdict": [_verdict_label(v, n <= 5) for v, n in zip(t["verdict"], t["n"])],
+    })
+    if "scale" in t and (t["scale"] == "ranks").any():  # rank-based rows (a diverged seed) say so in the table
+        out.insert(3, "scale", t["scale"])
+    return out
+
+
+def interventions_frame(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "cell": table["cell"], "dataset": table["dataset"], "method": table["method"], "seeds": table["seeds"],
+        "noise / seed": table["noise_per_seed"].map(lambda v: f"{v:.1f}"),
+        "deform / seed": table["deform_per_seed"].map(lambda v: f"{v:.1f}"),
+        "revert / seed": table["revert_per_seed"].map(lambda v: f"{v:.1f}"),
+        "seeds with none": table["idle_seeds"],
+    })
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+_CORRECTION = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+
+
+def _setup_lines(name, opts: ReportOptions, n_runs, families, uri, departures) -> list[str]:
+    plan = opts.plan
+    fam = ", ".join(f"{k} (m={m})" for k, m in families.items())
+    correction = _CORRECTION[opts.correction]
+    if plan.source == "legacy":
+        status = "no analysis plan was stored with this ablation (launched before plans existed): every cell " \
+                 f"is compared with {opts.reference!r}" + ("; departures: " + "; ".join(departures) if departures
+                                                           else "")
+    elif departures:
+        status = f"departs from the plan (hash {plan.hash}, {plan.source}): " + "; ".join(departures)
+    else:
+        status = f"as planned (plan hash {plan.hash}, {plan.source})"
+    treatment = f"; treatment **{plan.treatment}**" if plan.treatment else ""
+    return [
+        f"- ablation `{name}`: {n_runs} runs read from `{uri}`{treatment}",
+        f"- analysis: {status}",
+        f"- metrics: {', '.join(opts.metrics)}; pairs are matched on seed (same init, same batches); only finished "
+        "runs are results, and a diverged seed counts with the metric's worst score "
+        f"({'; '.join(_worst_words(m) for m in opts.metrics)})",
+        f"- families for multiplicity ({opts.family}): {fam}; correction: {correction} (column "
+        f"p_{opts.correction}), within each family across data sets and contexts, every declared contrast "
+        f"counted; alpha = {opts.alpha}",
+        f"- ROPE used for accuracies: +-{opts.rope:g} ({opts.rope * 100:g} points); intervals are "
+        f"{opts.level * 100:g}% t-intervals, clipped to the range of the metric (bootstrap BCa as a check in "
+        f"summary.csv, seeded {opts.random_state})",
+        f"- verdict, first rule that holds: equivalent = the delta CI inside the ROPE (with no spread: the delta "
+        f"itself); better/worse = the {correction}-adjusted paired t-test p < alpha and the CI excludes 0 (with "
+        "fewer than 10 seeds the adjusted exact sign-flip p too; with no spread in the differences or an "
+        "infinite one, the sign-flip or sign test alone); else inconclusive. effect_dz = mean(d)/sd(d) "
+        "(Cohen's d_z, the sign of delta); mde = smallest delta detectable at power 0.8 with these seeds and "
+        "alpha/m; win rate (ties half), Cliff's delta and P(A>B) read 'higher favours the method' for every "
+        "metric (a lower loss is a win). Rules: docs/statistics.md.",
+    ]
+
+
+def _worst_words(metric: str) -> str:
+    worst = worst_value(metric)
+    return f"{metric}: {worst:g}" if math.isfinite(worst) else f"{metric}: {'+' if worst > 0 else '-'}inf"
+
+
+def _cross_lines(cross: dict) -> list[str]:
+    lines = []
+    for metric, c in cross.items():
+        lines.append(f"### Across {c['n_sets']} data sets: {metric}")
+        for method, d in c["deltas"].items():
+            p = "" if math.isnan(d["p_wilcoxon"]) else f", Wilcoxon over sets p = {d['p_wilcoxon']:.3g}"
+            caveat = "" if d["can_reject"] else " (fewer than 6 sets: the Wilcoxon test cannot reject)"
+            lines.append(f"- {method}: mean normalised delta {d['norm_delta']:+.4f} "
+                         f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] (stratified bootstrap){p}{caveat}; scores "
+                         "normalised per data set, 1 = its best run, 0 = its worst, a diverged seed 0")
+        for method, (w, r, b) in c.get("hierarchical", {}).items():
+            lines.append(f"- {method}, Bayesian hierarchical model (docs/statistics.md, \"Second opinions\"): on a new "
+                         f"data set of this kind P(worse) {w:.2f}, P(within the ROPE) {r:.2f}, P(better) {b:.2f}")
+        for method, q in c["iqm"].items():
+            lines.append(f"- IQM {method}: {q['iqm']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]")
+        if "friedman" in c:
+            f = c["friedman"]
+            lines.append(f"- Friedman chi2 = {f['chi2']:.3f}, Iman-Davenport F = {f['ff']:.3f} (p = {f['p_ff']:.3g}),"
+                         f" Nemenyi CD = {f['cd']:.3f}; average ranks: "
+                         + ", ".join(f"{m} {r:.2f}" for m, r in f["avg_ranks"].items()))
+        lines.append("")
+    return lines
+
+
+def _factorial_intro(factorial: pd.DataFrame) -> str:
+    cells = factorial["cells"].iloc[0].split("/")
+    yoked = (f"; the trigger effect is {cells[3]} minus {cells[4]}, a yoked control with as many interventions as "
+             f"{cells[3]}'s run of the same seed at random epochs") if len(cells) > 4 else ""
+    effects = factorial["effect"].nunique()
+    return (f"The 2x2 factorial of the cells {cells[0]} (neither part), {cells[1]} (noise), {cells[2]} "
+            f"(deformation) and {cells[3]} (both){yoked}, paired by seed; "
+            f"{_CORRECTION.get(factorial['correction'].iloc[0], 'Holm') if 'correction' in factorial else 'Holm'} "
+            f"across the {effects} effects and data sets.")
+
+
+def render_markdown(*, name, summary, opts, notes, cross, figures, n_runs, families, uri, departures, factorial,
+                    interventions, sections=()) -> str:
+    lines = [f"# Significance report: {name}", "", "## Setup",
+             *_setup_lines(name, opts, n_runs, families, uri, departures), ""]
+    if notes:
+        lines += ["## Warnings", *[f"- {n}" for n in notes], ""]
+    for metric in opts.metrics:
+        lines += [f"## {metric}", "", _md_table(table_frame(summary, metric, opts.correction)), ""]
+        if not factorial.empty and metric in set(factorial["metric"]):
+            lines += [f"### Which part of SAL matters ({metric})", "", _factorial_intro(factorial), "",
+                      _md_table(factorial_frame(factorial, metric)), "", factorial_sentence(factorial, metric), ""]
+    if not interventions.empty:
+        lines += ["## Interventions per stress-aware cell", "", _md_table(interventions_frame(interventions)), ""]
+    if cross:
+        lines += ["## Across data sets", *_cross_lines(cross)]
+    for section, files in sections:
+        lines += [f"## {section.title}", ""]
+        lines += [line for p in section.paragraphs for line in (p, "")]
+        for caption, table in section.tables:
+            lines += [f"**{caption}**", "", _md_table(table), ""]
+        lines += [f"### {title}\n![{title}](figures/{f})\n" for title, f in files.items()]
+    if figures:
+        lines += ["## Figures", *[f"### {title}\n![{title}](figures/{f})\n" for title, f in figures.items()]]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}
+.better{color:#1f5fbf;font-weight:600}.worse{color:#c0392b;font-weight:600}.equivalent{color:#1e8449}
+.warn{background:#fff4e0;border-left:4px solid #e69500;padding:.5em 1em}
+img{max-width:100%;display:block;margin:1em 0}"""
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    esc = html.escape
+    rows = "".join("<tr>" + "".join(f"<td class='{esc(str(v).split(' ')[0])}'>{esc(str(v))}</td>" for v in r)
+                   + "</tr>" for r in table.itertuples(index=False))
+    head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _img(title: str, data: str) -> str:
+    # onload marks a decoded image, so a browser test can check that every figure rendered
+    return (f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}' "
+            "onload=\"this.dataset.loaded='1'\">")
+
+
+def render_html(*, name, summary, opts, notes, cross, figures, images, n_runs, families, uri, departures, factorial,
+                interventions, sections=()) -> str:
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(name)}: significance report</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>Significance report: {esc(name)}</h1>", "<h2>Setup</h2><ul>"]
+    parts += [f"<li>{esc(line[2:])}</li>" for line in _setup_lines(name, opts, n_runs, families, uri, departures)]
+    parts.append("</ul>")
+    if notes:
+        items = "".join(f"<li>{esc(n)}</li>" for n in notes)
+        parts.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
+    for metric in opts.metrics:
+        parts.append(f"<h2>{esc(metric)}</h2>{_html_table(table_frame(summary, metric, opts.correction))}")
+        if not factorial.empty and metric in set(factorial["metric"]):
+            parts.append(f"<h3>Which part of SAL matters ({esc(metric)})</h3><p>{esc(_factorial_intro(factorial))}</p>"
+                         f"{_html_table(factorial_frame(factorial, metric))}"
+                         f"<p><b>{esc(factorial_sentence(factorial, metric))}</b></p>")
+    if not interventions.empty:
+        parts.append(f"<h2>Interventions per stress-aware cell</h2>{_html_table(interventions_frame(interventions))}")
+    if cross:
+        parts.append("<h2>Across data sets</h2>")
+        parts += [f"<p>{esc(line)}</p>" for line in _cross_lines(cross) if line]
+    for section, files in sections:
+        parts.append(f"<h2>{esc(section.title)}</h2>")
+        parts += [f"<p>{esc(p)}</p>" for p in section.paragraphs]
+        parts += [f"<p><b>{esc(caption)}</b></p>{_html_table(table)}" for caption, table in section.tables]
+        parts += [_img(title, images[f]) for title, f in files.items()]
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        parts += [_img(title, images[f]) for title, f in figures.items()]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_latex(summary: pd.DataFrame, opts: ReportOptions) -> str:
+    """One booktabs table per metric: mean +- sd, delta with its CI, corrected p, verdict."""
+    out = []
+    correction = _CORRECTION[opts.correction]
+    for metric in opts.metrics:
+        s = summary[summary["metric"] == metric]
+        out += [f"% {metric}; {correction} within each family ({opts.family}); plan {opts.plan.hash}",
+                "\\begin{tabular}{llllrlrlrl}", "\\toprule",
+                f"Data set & Context & Method & vs & $n$ & Mean $\\pm$ SD & $\\Delta$ & {opts.level * 100:g}\\% CI "
+                "of $\\Delta$ & "
+                f"$p_\\mathrm{{{correction}}}$ & Verdict \\\\", "\\midrule"]
+        for _, r in s.iterrows():
+            delta = "" if math.isnan(r["delta"]) else f"{r['delta']:+.4f}"
+            ci = "" if math.isnan(r["delta_ci_low"]) else f"[{r['delta_ci_low']:+.4f}, {r['delta_ci_high']:+.4f}]"
+            p = "" if math.isnan(r["p_adj"]) else f"{r['p_adj']:.4f}"
+            sd = "" if math.isnan(r["sd"]) else f" $\\pm$ {r['sd']:.4f}"  # one seed has no SD: none is printed
+            vs = "" if not isinstance(r["baseline"], str) else r["baseline"]
+            cells = [r["dataset"], r["context"], r["method"], vs, str(int(r["n"])),
+                     f"{r['mean']:.4f}{sd}", delta, ci, p,
+                     _verdict_label(r["verdict"], r["exploratory"])]
+            out.append(" & ".join(str(c).replace("_", "\\_") for c in cells) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(out)
