@@ -19,7 +19,6 @@ packed and unpacked CUDA runs differ in their masks (not in their distribution).
 from __future__ import annotations
 
 import copy
-import math
 import time
 
 import torch
@@ -28,14 +27,15 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..core import interrupts
-from ..core.names import EVENT_METRICS, STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED, TAG_SEEDS_PER_MODEL
+from ..core.names import STATUS_DIVERGED, STATUS_FINISHED, STATUS_PRUNED, TAG_SEEDS_PER_MODEL
 from ..core.rng import derive_seed
-from ..methods import METHODS, REGISTRY, EpochStats, Method, MethodContext, build_optimizer
+from ..methods import METHODS, REGISTRY, Method, MethodContext, build_optimizer
 from ..methods.pdo import Interventions
 from ..methods.sam import SAM, _freeze_bn_stats
 from ..methods.swa import SWA
 from ..spec.config import RunSpec, SpecError, configuration, flatten
 from .data import augment_batch
+from .epoch import divergence, epoch_stats, mean_row, validate_again
 from .packed_ops import GroupedForward, MaskedDropout
 from .packed_swa import PackedSWA
 from .run import Result, TrainingRun
@@ -304,12 +304,11 @@ class PackedRun:
         elif self.scheduler is not None:
             self.scheduler.step()
         rows = [{**self._row(s, values[s], has_val), "optim/lr": lr} if live[s] else None for s in range(S)]
-        acted = [row is not None and any(row.get(k) for k in EVENT_METRICS)
-                 for row in rows]
-        if epoch == self.specs[0].train.epochs and has_val and any(acted):
-            # As TrainingRun: the last row describes the weights the test metrics will measure.
+        again_for = [s for s, row in enumerate(rows)
+                     if row is not None and validate_again(row, self.specs[s].train, has_val=has_val)]
+        if again_for:
             again = self._evaluate(*self.eval_weights(), self.data.val)[:2].T.tolist()
-            for s in (s for s in range(S) if acted[s]):
+            for s in again_for:
                 rows[s]["val/loss"], rows[s]["val/acc"] = (v / len(self.data.val) for v in again[s])
         elapsed = (time.perf_counter() - t0) / max(1, sum(live))  # each live seed's share of the epoch
         for s, row in enumerate(rows):
@@ -320,22 +319,16 @@ class PackedRun:
         return rows
 
     def _row(self, s: int, v: list[float], has_val: bool) -> dict[str, float]:
-        epoch, n, bs, n_val = self.epoch, self.n_batches, self.bs, len(self.data.val)
-        row = {"epoch": epoch, "train/loss": v[0] / n, "train/acc": v[1] / (n * bs)}
-        if has_val:
-            row["val/loss"], row["val/acc"] = v[2] / n_val, v[3] / n_val
+        n = self.n_batches
+        row = mean_row(self.epoch, v, n_batches=n, batch_size=self.bs, n_val=len(self.data.val) if has_val else 0)
         if self.sam is not None:
             row["sam/perturb_norm"] = v[-1] / n
         result = self.results[s]
-        bad = [k for k in ("train/loss", "val/loss") if k in row and not math.isfinite(row[k])]
-        if bad:
-            result.status, result.message = STATUS_DIVERGED, f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; " \
-                                                        "the run was stopped"
+        why = divergence(row)
+        if why:
+            result.status, result.message = STATUS_DIVERGED, why
         else:
-            t = self.specs[s].train
-            stats = EpochStats(epoch, row["train/loss"], row["train/acc"], row.get("val/loss", math.nan),
-                               row.get("val/acc", math.nan), act=epoch < t.epochs or t.intervene_last_epoch)
-            row.update(self.methods[s].intervene(stats))
+            row.update(self.methods[s].intervene(epoch_stats(row, self.specs[s].train)))
         return row
 
     def eval_weights(self) -> tuple[dict, dict]:

@@ -27,7 +27,6 @@ from torch import nn
 
 from ..core import interrupts
 from ..core.names import (
-    EVENT_METRICS,
     METRIC_NOISE_STD,
     STATUS_DIVERGED,
     STATUS_FINISHED,
@@ -35,13 +34,14 @@ from ..core.names import (
     TAG_SEEDS_PER_MODEL,
 )
 from ..core.rng import RngStream, derive_seed
-from ..methods import REGISTRY, EpochStats, MethodContext, build_method
+from ..methods import REGISTRY, MethodContext, build_method
 from ..metrics.classmetrics import class_f1_metrics, class_report, confusion_counts
 from ..metrics.events import DTYPE_TAG, EVENTS, EVENTS_TAG, MEDIAN_ABS_WEIGHT, NOISE_STD_MAX, signature
 from ..metrics.instability import instability
 from ..spec.config import RunSpec
 from .checkpoints import RunCheckpoint
 from .data import augment_batch, load_data
+from .epoch import divergence, epoch_stats, mean_row, validate_again
 from .models import build_model
 from .robustness import CHUNK, STD_SAMPLES, perturbations, robust_scores
 from .splits import AnySplit, DataBundle
@@ -320,22 +320,15 @@ class TrainingRun:
         extra_names = list(method.device_metrics)
         values = torch.stack([loss_sum, correct, *val, *method.device_metrics.values()]).tolist()  # the sync
         n = self.n_batches
-        row = {"epoch": epoch, "train/loss": values[0] / n, "train/acc": values[1] / (n * bs)}
-        if has_val:
-            row["val/loss"], row["val/acc"] = values[2] / len(self.data.val), values[3] / len(self.data.val)
+        row = mean_row(epoch, values, n_batches=n, batch_size=bs, n_val=len(self.data.val) if has_val else 0)
         for name, v in zip(extra_names, values[2 + len(val):]):
             row[name] = v / n
-        bad = [k for k in ("train/loss", "val/loss") if k in row and not math.isfinite(row[k])]
-        if bad:
-            self.stop(STATUS_DIVERGED, f"{bad[0]} became {row[bad[0]]} at epoch {epoch}; the run was stopped")
+        why = divergence(row)
+        if why:
+            self.stop(STATUS_DIVERGED, why)
             return row
-        last = epoch == self.spec.train.epochs
-        stats = EpochStats(epoch, row["train/loss"], row["train/acc"], row.get("val/loss", math.nan),
-                           row.get("val/acc", math.nan), act=not last or self.spec.train.intervene_last_epoch)
-        row.update(method.end_epoch(stats))
-        acted = any(row.get(k) for k in EVENT_METRICS)
-        if last and acted and has_val:
-            # The last row must describe the weights the test metrics will measure (intervene_last_epoch).
+        row.update(method.end_epoch(epoch_stats(row, self.spec.train)))
+        if validate_again(row, self.spec.train, has_val=has_val):
             loss, correct = torch.stack(_evaluate(method.eval_model(), self.data.val, self.eval_bs,
                                                   self.autocast)[0][:2]).tolist()
             row["val/loss"], row["val/acc"] = loss / len(self.data.val), correct / len(self.data.val)
