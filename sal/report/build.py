@@ -42,7 +42,7 @@ from . import figures
 from .event_sharpness import GRAD_NORM, event_sharpness_section
 from .findings import interventions, notes
 from .outputs import report_folder
-from .render import Section, render_html, render_latex, render_markdown
+from .render import Section, render_latex, report_document, to_html, to_markdown
 from .secondary import class_section, cost_section, robustness_section
 
 __all__ = ["load_runs", "analyse", "write_report", "build_report", "paper_numbers", "Analysis", "Section"]
@@ -344,10 +344,11 @@ def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), dr
                 frame.to_csv(staging / file, index=False)
         if not a.factorial.empty:
             a.factorial.to_csv(staging / "factorial.csv", index=False)
-        (staging / "report.md").write_text(render_markdown(figures=figs, sections=extra, **context))
+        doc = report_document(figures=figs, sections=extra, **context)
+        (staging / "report.md").write_text(to_markdown(doc))
         files = list(figs.values()) + [f for _, names in extra for f in names.values()]
         images = {f: base64.b64encode((staging / "figures" / f).read_bytes()).decode() for f in files}
-        (staging / "report.html").write_text(render_html(figures=figs, images=images, sections=extra, **context))
+        (staging / "report.html").write_text(to_html(doc, images=images))
         (staging / "table.tex").write_text(render_latex(a.summary, a.opts))
     out_dir = Path(out_dir).expanduser().absolute()
     opts = a.opts

@@ -1,9 +1,11 @@
-"""Text of the report: Markdown, self-contained HTML (figures embedded) and a LaTeX table."""
+"""Text of the report: one document (``report_document``, a list of blocks) rendered as Markdown and as
+self-contained HTML (figures embedded), and the summary as a LaTeX table (pandas' Styler)."""
 
 from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,7 +18,7 @@ from ..stats.summary import ReportOptions
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
-__all__ = ["Section", "render_markdown", "render_html", "render_latex", "table_frame", "factorial_frame"]
+__all__ = ["Section", "report_document", "to_markdown", "to_html", "render_latex", "table_frame", "factorial_frame"]
 
 
 @dataclass
@@ -101,16 +103,11 @@ def interventions_frame(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _md_table(df: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 _CORRECTION = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 
 
 def _setup_lines(name, opts: ReportOptions, n_runs, families, uri, departures) -> list[str]:
+    """The Setup list: what was read, the plan, the families, the correction and the verdict rules."""
     plan = opts.plan
     fam = ", ".join(f"{k} (m={m})" for k, m in families.items())
     correction = _CORRECTION[opts.correction]
@@ -124,18 +121,18 @@ def _setup_lines(name, opts: ReportOptions, n_runs, families, uri, departures) -
         status = f"as planned (plan hash {plan.hash}, {plan.source})"
     treatment = f"; treatment **{plan.treatment}**" if plan.treatment else ""
     return [
-        f"- ablation `{name}`: {n_runs} runs read from `{uri}`{treatment}",
-        f"- analysis: {status}",
-        f"- metrics: {', '.join(opts.metrics)}; pairs are matched on seed (same init, same batches); only finished "
+        f"ablation `{name}`: {n_runs} runs read from `{uri}`{treatment}",
+        f"analysis: {status}",
+        f"metrics: {', '.join(opts.metrics)}; pairs are matched on seed (same init, same batches); only finished "
         "runs are results, and a diverged seed counts with the metric's worst score "
         f"({'; '.join(_worst_words(m) for m in opts.metrics)})",
-        f"- families for multiplicity ({opts.family}): {fam}; correction: {correction} (column "
+        f"families for multiplicity ({opts.family}): {fam}; correction: {correction} (column "
         f"p_{opts.correction}), within each family across data sets and contexts, every declared contrast "
         f"counted; alpha = {opts.alpha}",
-        f"- ROPE used for accuracies: +-{opts.rope:g} ({opts.rope * 100:g} points); intervals are "
+        f"ROPE used for accuracies: +-{opts.rope:g} ({opts.rope * 100:g} points); intervals are "
         f"{opts.level * 100:g}% t-intervals, clipped to the range of the metric (bootstrap BCa as a check in "
         f"summary.csv, seeded {opts.random_state})",
-        f"- verdict, first rule that holds: equivalent = the delta CI inside the ROPE (with no spread: the delta "
+        f"verdict, first rule that holds: equivalent = the delta CI inside the ROPE (with no spread: the delta "
         f"itself); better/worse = the {correction}-adjusted paired t-test p < alpha and the CI excludes 0 (with "
         "fewer than 10 seeds the adjusted exact sign-flip p too; with no spread in the differences or an "
         "infinite one, the sign-flip or sign test alone); else inconclusive. effect_dz = mean(d)/sd(d) "
@@ -150,28 +147,28 @@ def _worst_words(metric: str) -> str:
     return f"{metric}: {worst:g}" if math.isfinite(worst) else f"{metric}: {'+' if worst > 0 else '-'}inf"
 
 
-def _cross_lines(cross: dict) -> list[str]:
-    lines = []
+def _cross_blocks(cross: dict) -> list[Block]:
+    blocks: list[Block] = []
     for metric, c in cross.items():
-        lines.append(f"### Across {c['n_sets']} data sets: {metric}")
+        lines: list[str] = []
         for method, d in c["deltas"].items():
             p = "" if math.isnan(d["p_wilcoxon"]) else f", Wilcoxon over sets p = {d['p_wilcoxon']:.3g}"
             caveat = "" if d["can_reject"] else " (fewer than 6 sets: the Wilcoxon test cannot reject)"
-            lines.append(f"- {method}: mean normalised delta {d['norm_delta']:+.4f} "
+            lines.append(f"{method}: mean normalised delta {d['norm_delta']:+.4f} "
                          f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] (stratified bootstrap){p}{caveat}; scores "
                          "normalised per data set, 1 = its best run, 0 = its worst, a diverged seed 0")
         for method, (w, r, b) in c.get("hierarchical", {}).items():
-            lines.append(f"- {method}, Bayesian hierarchical model (docs/statistics.md, \"Second opinions\"): on a new "
+            lines.append(f"{method}, Bayesian hierarchical model (docs/statistics.md, \"Second opinions\"): on a new "
                          f"data set of this kind P(worse) {w:.2f}, P(within the ROPE) {r:.2f}, P(better) {b:.2f}")
         for method, q in c["iqm"].items():
-            lines.append(f"- IQM {method}: {q['iqm']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]")
+            lines.append(f"IQM {method}: {q['iqm']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]")
         if "friedman" in c:
             f = c["friedman"]
-            lines.append(f"- Friedman chi2 = {f['chi2']:.3f}, Iman-Davenport F = {f['ff']:.3f} (p = {f['p_ff']:.3g}),"
+            lines.append(f"Friedman chi2 = {f['chi2']:.3f}, Iman-Davenport F = {f['ff']:.3f} (p = {f['p_ff']:.3g}),"
                          f" Nemenyi CD = {f['cd']:.3f}; average ranks: "
                          + ", ".join(f"{m} {r:.2f}" for m, r in f["avg_ranks"].items()))
-        lines.append("")
-    return lines
+        blocks += [Heading(3, f"Across {c['n_sets']} data sets: {metric}"), Items(lines)]
+    return blocks
 
 
 def _factorial_intro(factorial: pd.DataFrame) -> str:
@@ -185,30 +182,89 @@ def _factorial_intro(factorial: pd.DataFrame) -> str:
             f"across the {effects} effects and data sets.")
 
 
-def render_markdown(*, name, summary, opts, notes, cross, figures, n_runs, families, uri, departures, factorial,
-                    interventions, sections=()) -> str:
-    lines = [f"# Significance report: {name}", "", "## Setup",
-             *_setup_lines(name, opts, n_runs, families, uri, departures), ""]
+# ------------------------------------------------------------------ one document, two formats
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+    bold: bool = False
+
+
+@dataclass
+class Items:
+    items: list[str]
+    warning: bool = False  # drawn as a warning box in HTML
+
+
+@dataclass
+class Table:
+    frame: pd.DataFrame
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    title: str
+    file: str  # under figures/
+
+
+Block = Heading | Para | Items | Table | Figure
+
+
+def report_document(*, name, summary, opts, notes, cross, figures, n_runs, families, uri, departures, factorial,
+                    interventions, sections=()) -> list[Block]:
+    """The report once, as blocks; report.md and report.html are two renderings of this list."""
+    doc: list[Block] = [Heading(1, f"Significance report: {name}"), Heading(2, "Setup"),
+                        Items(_setup_lines(name, opts, n_runs, families, uri, departures))]
     if notes:
-        lines += ["## Warnings", *[f"- {n}" for n in notes], ""]
+        doc += [Heading(2, "Warnings"), Items(list(notes), warning=True)]
     for metric in opts.metrics:
-        lines += [f"## {metric}", "", _md_table(table_frame(summary, metric, opts.correction)), ""]
+        doc += [Heading(2, metric), Table(table_frame(summary, metric, opts.correction))]
         if not factorial.empty and metric in set(factorial["metric"]):
-            lines += [f"### Which part of SAL matters ({metric})", "", _factorial_intro(factorial), "",
-                      _md_table(factorial_frame(factorial, metric)), "", factorial_sentence(factorial, metric), ""]
+            doc += [Heading(3, f"Which part of SAL matters ({metric})"), Para(_factorial_intro(factorial)),
+                    Table(factorial_frame(factorial, metric)), Para(factorial_sentence(factorial, metric), bold=True)]
     if not interventions.empty:
-        lines += ["## Interventions per stress-aware cell", "", _md_table(interventions_frame(interventions)), ""]
+        doc += [Heading(2, "Interventions per stress-aware cell"), Table(interventions_frame(interventions))]
     if cross:
-        lines += ["## Across data sets", *_cross_lines(cross)]
+        doc += [Heading(2, "Across data sets"), *_cross_blocks(cross)]
     for section, files in sections:
-        lines += [f"## {section.title}", ""]
-        lines += [line for p in section.paragraphs for line in (p, "")]
-        for caption, table in section.tables:
-            lines += [f"**{caption}**", "", _md_table(table), ""]
-        lines += [f"### {title}\n![{title}](figures/{f})\n" for title, f in files.items()]
+        doc += [Heading(2, section.title), *[Para(p) for p in section.paragraphs],
+                *[Table(table, caption) for caption, table in section.tables],
+                *[Figure(title, f) for title, f in files.items()]]
     if figures:
-        lines += ["## Figures", *[f"### {title}\n![{title}](figures/{f})\n" for title, f in figures.items()]]
-    return "\n".join(lines) + "\n"
+        doc += [Heading(2, "Figures"), *[Figure(title, f) for title, f in figures.items()]]
+    return doc
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    # Not DataFrame.to_markdown: it needs tabulate and pads every cell to its column's width, so a row can
+    # no longer be found by its text ("| sal | 3 |").
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def to_markdown(doc: list[Block]) -> str:
+    out = []
+    for b in doc:
+        if isinstance(b, Heading):
+            out.append("#" * b.level + " " + b.text)
+        elif isinstance(b, Para):
+            out.append(f"**{b.text}**" if b.bold else b.text)
+        elif isinstance(b, Items):
+            out.append("\n".join(f"- {item}" for item in b.items))
+        elif isinstance(b, Table):
+            out.append((f"**{b.caption}**\n\n" if b.caption else "") + _md_table(b.frame))
+        else:
+            out.append(f"![{b.title}](figures/{b.file})")
+    return "\n\n".join(out) + "\n"
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -219,12 +275,22 @@ th{background:#f3f3f3}td:first-child,td:nth-child(2),td:nth-child(3){text-align:
 img{max-width:100%;display:block;margin:1em 0}"""
 
 
-def _html_table(table: pd.DataFrame) -> str:
-    esc = html.escape
-    rows = "".join("<tr>" + "".join(f"<td class='{esc(str(v).split(' ')[0])}'>{esc(str(v))}</td>" for v in r)
-                   + "</tr>" for r in table.itertuples(index=False))
-    head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+def _inline(text: str) -> str:
+    """Escaped text with the report's two inline marks, **bold** and `code`, as HTML."""
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+_VERDICT_CLASSES = ("better", "worse", "equivalent")  # coloured by _CSS
+
+
+def _html_table(df: pd.DataFrame, key: str) -> str:
+    """pandas' Styler, cells escaped; a verdict cell carries its verdict as a class (its colour in _CSS)."""
+    classes = df.astype(str).map(lambda v: v.split(" ")[0] if v.split(" ")[0] in _VERDICT_CLASSES else "")
+    # the key keeps the ids Styler writes unique across the tables of one page
+    styler = df.style.hide(axis="index").format(escape="html").set_td_classes(classes).set_uuid(key)
+    return styler.to_html(cell_ids=False)
 
 
 def _img(title: str, data: str) -> str:
@@ -233,59 +299,52 @@ def _img(title: str, data: str) -> str:
             "onload=\"this.dataset.loaded='1'\">")
 
 
-def render_html(*, name, summary, opts, notes, cross, figures, images, n_runs, families, uri, departures, factorial,
-                interventions, sections=()) -> str:
-    esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(name)}: significance report</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>Significance report: {esc(name)}</h1>", "<h2>Setup</h2><ul>"]
-    parts += [f"<li>{esc(line[2:])}</li>" for line in _setup_lines(name, opts, n_runs, families, uri, departures)]
-    parts.append("</ul>")
-    if notes:
-        items = "".join(f"<li>{esc(n)}</li>" for n in notes)
-        parts.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
-    for metric in opts.metrics:
-        parts.append(f"<h2>{esc(metric)}</h2>{_html_table(table_frame(summary, metric, opts.correction))}")
-        if not factorial.empty and metric in set(factorial["metric"]):
-            parts.append(f"<h3>Which part of SAL matters ({esc(metric)})</h3><p>{esc(_factorial_intro(factorial))}</p>"
-                         f"{_html_table(factorial_frame(factorial, metric))}"
-                         f"<p><b>{esc(factorial_sentence(factorial, metric))}</b></p>")
-    if not interventions.empty:
-        parts.append(f"<h2>Interventions per stress-aware cell</h2>{_html_table(interventions_frame(interventions))}")
-    if cross:
-        parts.append("<h2>Across data sets</h2>")
-        parts += [f"<p>{esc(line)}</p>" for line in _cross_lines(cross) if line]
-    for section, files in sections:
-        parts.append(f"<h2>{esc(section.title)}</h2>")
-        parts += [f"<p>{esc(p)}</p>" for p in section.paragraphs]
-        parts += [f"<p><b>{esc(caption)}</b></p>{_html_table(table)}" for caption, table in section.tables]
-        parts += [_img(title, images[f]) for title, f in files.items()]
-    if figures:
-        parts.append("<h2>Figures</h2>")
-        parts += [_img(title, images[f]) for title, f in figures.items()]
+def to_html(doc: list[Block], *, images: dict[str, str]) -> str:
+    """Self-contained HTML: ``images`` maps each figure's file to its PNG, base64-encoded."""
+    title = next((b.text for b in doc if isinstance(b, Heading) and b.level == 1), "report")
+    tables = 0
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{_CSS}</style></head><body>"]
+    for b in doc:
+        if isinstance(b, Heading):
+            parts.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            parts.append(f"<p><b>{_inline(b.text)}</b></p>" if b.bold else f"<p>{_inline(b.text)}</p>")
+        elif isinstance(b, Items):
+            items = "".join(f"<li>{_inline(item)}</li>" for item in b.items)
+            parts.append(f"<div class='warn'><ul>{items}</ul></div>" if b.warning else f"<ul>{items}</ul>")
+        elif isinstance(b, Table):
+            tables += 1
+            caption = f"<p><b>{_inline(b.caption)}</b></p>" if b.caption else ""
+            parts.append(caption + _html_table(b.frame, f"t{tables}"))
+        else:
+            parts.append(_img(b.title, images[b.file]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def render_latex(summary: pd.DataFrame, opts: ReportOptions) -> str:
-    """One booktabs table per metric: mean +- sd, delta with its CI, corrected p, verdict."""
+    """One booktabs table per metric (pandas' Styler, cells escaped for LaTeX): mean +- sd, delta with its
+    CI, corrected p, verdict."""
     out = []
     correction = _CORRECTION[opts.correction]
+    sign = lambda v: "" if math.isnan(v) else f"{v:+.4f}"  # noqa: E731
     for metric in opts.metrics:
         s = summary[summary["metric"] == metric]
+        table = pd.DataFrame({
+            "Data set": s["dataset"], "Context": s["context"], "Method": s["method"],
+            "vs": [b if isinstance(b, str) else "" for b in s["baseline"]], "$n$": s["n"].astype(int).astype(str),
+            # one seed has no SD: none is printed
+            "Mean $\\pm$ SD": [f"{m:.4f}" + ("" if math.isnan(sd) else f" ± {sd:.4f}")
+                                for m, sd in zip(s["mean"], s["sd"])],
+            "$\\Delta$": s["delta"].map(sign),
+            f"{opts.level * 100:g}\\% CI of $\\Delta$": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]"
+                                                      for a, b in zip(s["delta_ci_low"], s["delta_ci_high"])],
+            f"$p_\\mathrm{{{correction}}}$": s["p_adj"].map(lambda v: "" if math.isnan(v) else f"{v:.4f}"),
+            "Verdict": [_verdict_label(v, e) for v, e in zip(s["verdict"], s["exploratory"])],
+        })
+        latex = (table.style.hide(axis="index").format(escape="latex")
+                 .to_latex(column_format="llllrlrlrl", hrules=True))
         out += [f"% {metric}; {correction} within each family ({opts.family}); plan {opts.plan.hash}",
-                "\\begin{tabular}{llllrlrlrl}", "\\toprule",
-                f"Data set & Context & Method & vs & $n$ & Mean $\\pm$ SD & $\\Delta$ & {opts.level * 100:g}\\% CI "
-                "of $\\Delta$ & "
-                f"$p_\\mathrm{{{correction}}}$ & Verdict \\\\", "\\midrule"]
-        for _, r in s.iterrows():
-            delta = "" if math.isnan(r["delta"]) else f"{r['delta']:+.4f}"
-            ci = "" if math.isnan(r["delta_ci_low"]) else f"[{r['delta_ci_low']:+.4f}, {r['delta_ci_high']:+.4f}]"
-            p = "" if math.isnan(r["p_adj"]) else f"{r['p_adj']:.4f}"
-            sd = "" if math.isnan(r["sd"]) else f" $\\pm$ {r['sd']:.4f}"  # one seed has no SD: none is printed
-            vs = "" if not isinstance(r["baseline"], str) else r["baseline"]
-            cells = [r["dataset"], r["context"], r["method"], vs, str(int(r["n"])),
-                     f"{r['mean']:.4f}{sd}", delta, ci, p,
-                     _verdict_label(r["verdict"], r["exploratory"])]
-            out.append(" & ".join(str(c).replace("_", "\\_") for c in cells) + " \\\\")
-        out += ["\\bottomrule", "\\end{tabular}", ""]
+                latex.replace(" ± ", " $\\pm$ ")]
     return "\n".join(out)
