@@ -14,8 +14,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from ..core.spec_base import Strict
 from ..methods import names_with_role
 from .config import SpecError
 
@@ -28,10 +29,8 @@ ABLATION_METHODS = names_with_role("ablation")
 STANDARD_FAMILIES = "standard"
 
 
-class AnalysisSpec(BaseModel):
+class AnalysisSpec(Strict):
     """The ``analysis:`` block of an ablation YAML."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
 
     treatment: str = Field("sal", description="the cell every default contrast puts first")
     contrasts: list[tuple[str, str]] | None = Field(None, description="pairs [a, b]: a compared with b")

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..core.spec_base import Seeds, seed_list
+from ..core.spec_base import Seeds, Strict, seed_list
 from ..metrics.scoring import direction as scoring_direction
 from ..metrics.scoring import higher_is_better
 from .config import (
@@ -36,11 +36,7 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
-
-
-class ParamSpace(_Strict):
+class ParamSpace(Strict):
     """One searched setting: float or int in [low, high] (optionally log or stepped), or categorical."""
 
     type: Literal["float", "int", "categorical"] = "float"
@@ -85,7 +81,7 @@ class ParamSpace(_Strict):
         return [cast(self.low), cast(self.high)]
 
 
-class Objective(_Strict):
+class Objective(Strict):
     metric: str = Field("val/acc", description="a per-epoch metric (last epoch) or a final one, never test/*")
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="default: the metric's own (sal.metrics.scoring.direction); another one is refused")
@@ -109,18 +105,18 @@ class Objective(_Strict):
         return v
 
 
-class SamplerSpec(_Strict):
+class SamplerSpec(Strict):
     name: Literal["tpe", "cmaes", "gp", "random", "qmc", "grid", "nsga2"] = "tpe"
     seed: int = Field(0, ge=0, description="worker i uses seed + i")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the sampler")
 
 
-class PrunerSpec(_Strict):
+class PrunerSpec(Strict):
     name: Literal["none", "median", "successive_halving", "hyperband", "wilcoxon"] = "median"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class StudySpec(_Strict):
+class StudySpec(Strict):
     name: str
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ..core.gridkey import GridKey, Place
 from ..core.names import (
@@ -38,7 +38,7 @@ from ..core.names import (
     TAG_PAPER_TABLE,
     TAG_PLAN_HASH,
 )
-from ..core.spec_base import Seeds, seed_list
+from ..core.spec_base import Seeds, Strict, seed_list
 from ..metrics import scoring
 from ..queue import engine
 from ..queue.workqueue import Queue, worker_record
@@ -83,9 +83,7 @@ def metric_direction(metric: str) -> str:
     return scoring.direction(metric)
 
 
-class AblationSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
-
+class AblationSpec(Strict):
     name: str
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict, description="the run spec every cell starts from")

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ..core.names import RECORD_COMPARE_DESIGN, TAG_CELL, TAG_COMPARE, TAG_STAGE
-from ..core.spec_base import Seeds, seed_list
+from ..core.spec_base import Seeds, Strict, seed_list
 from ..methods import default_space
 from ..queue import engine
 from ..spec.analysis import AnalysisSpec
@@ -55,11 +55,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _DECIDED = {"better", "worse", "equivalent"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float setting finite
-
-
-class TuningSpec(_Strict):
+class TuningSpec(Strict):
     trials: int = Field(20, ge=1, description="trials per method: the same budget for every method")
     seeds: Seeds = Field(3, description="seeds per trial (a count: 1..n, or a list)")
     sampler: SamplerSpec = SamplerSpec()
@@ -73,7 +69,7 @@ class TuningSpec(_Strict):
         return seed_list(self.seeds)
 
 
-class EvaluationSpec(_Strict):
+class EvaluationSpec(Strict):
     seeds: int | list[int] = Field(10, description="a count (fresh seeds from first_seed on) or a list")
     first_seed: int = Field(1001, ge=1, description="the first evaluation seed when seeds is a count")
     max_seeds: int | None = Field(None, ge=2, description="add seeds until decided, up to this many")
@@ -91,7 +87,7 @@ class EvaluationSpec(_Strict):
         return self.max_seeds is not None
 
 
-class CompareSpec(_Strict):
+class CompareSpec(Strict):
     name: str
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
