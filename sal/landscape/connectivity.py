@@ -32,10 +32,6 @@ class PathLosses(NamedTuple):
     losses: torch.Tensor  # (points,)
     barrier: float  # max over t of losses - ((1 - t) losses[0] + t losses[-1]); >= 0 by construction
 
-    @property
-    def max_loss(self) -> float:
-        return float(self.losses.max())
-
 
 class FourierPath(NamedTuple):
     path: PathLosses  # the best path seen (the straight line if nothing beat it)
