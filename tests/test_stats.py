@@ -62,6 +62,13 @@ def test_holm_matches_statsmodels_on_random_unsorted_pvalues_and_keeps_nan_in_m(
                                                                              method="holm")[1][[0, 2]])
 
 
+@pytest.mark.parametrize("method, theirs", [("holm", "holm"), ("bh", "fdr_bh")])
+def test_adjust_matches_statsmodels_with_ties_and_large_families(method, theirs):
+    for m in (1, 2, 7, 40):
+        p = np.round(RNG.uniform(0, 0.3, m), 2)  # rounded: ties in p
+        assert stats.adjust(p, method) == pytest.approx(multipletests(p, method=theirs)[1], abs=1e-12)
+
+
 def test_iqm_is_the_mean_of_the_middle_half():
     assert stats.iqm(range(1, 11)) == 5.5 and stats.iqm([0, 1, 2, 3, 100]) == 2.0
 
