@@ -263,7 +263,7 @@ def to_markdown(doc: list[Block]) -> str:
         elif isinstance(b, Table):
             out.append((f"**{b.caption}**\n\n" if b.caption else "") + _md_table(b.frame))
         else:
-            out.append(f"![{b.title}](figures/{b.file})")
+            out.append(f"### {b.title}\n\n![{b.title}](figures/{b.file})")
     return "\n\n".join(out) + "\n"
 
 

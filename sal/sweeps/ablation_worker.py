@@ -251,5 +251,3 @@ def _train_or_fail(spec: RunSpec, on_epoch=None, *, checkpoint_dir: str | Path |
         log.error("seed %s crashed: %s", spec.seed, err)
         return Result(spec=spec, status=STATUS_FAILED,
                       message=mask_text("".join(traceback.format_exception_only(err))))  # -> MLflow and Optuna
-
-

@@ -107,5 +107,3 @@ def standardize(train: AnySplit, val: AnySplit, test: AnySplit) -> tuple[AnySpli
     bounded sample of a streamed training split: see sal/training/streaming.py)."""
     mean, std = train.channel_stats()
     return tuple(s.standardized(mean, std) for s in (train, val, test))
-
-
