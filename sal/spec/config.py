@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -22,6 +23,8 @@ from ..core.yamlio import load_unique
 from ..methods import METHOD_SPECS
 from ..methods.sal import YOKED_EVENTS
 from .speckind import check_kind
+
+SpecT = TypeVar("SpecT", bound=BaseModel)  # a sweep spec model (ablation, study, compare)
 
 __all__ = [
     "SpecError",
@@ -528,6 +531,27 @@ def load_yaml(path: str | Path, *, kind: str | None = None) -> dict:
     if kind is not None:
         check_kind(raw, str(path), kind)
     return raw
+
+
+def read_sweep_spec(path: str | Path, model: type[SpecT], *, kind: str, fields: dict[str, Any] | None = None,
+                    prepare: Callable[[dict], None] | None = None) -> SpecT:
+    """An ablation, study or compare file as its spec model: read (``load_yaml``), ``${SAL_DATA}`` expanded,
+    named after the file unless it names itself, ``prepare`` applied to the raw mapping, the set ``fields``
+    put over it (a command line's --seeds, --n-trials), validated into errors that name each key."""
+    raw = expand_data_env(load_yaml(path, kind=kind))
+    raw.setdefault("name", Path(path).stem)
+    if prepare is not None:
+        prepare(raw)
+    raw.update({k: v for k, v in (fields or {}).items() if v is not None})
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise format_validation_error(err, raw, top=model) from None
+
+
+def with_base_overrides(spec: SpecT, overrides: dict[str, Any] | None) -> SpecT:
+    """A sweep spec with dotted keys set in its ``base`` run spec (``--set``)."""
+    return spec.model_copy(update={"base": apply_overrides(spec.base, overrides)}) if overrides else spec
 
 
 def load_run_spec(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunSpec:

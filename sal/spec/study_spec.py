@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..core.spec_base import Seeds, Strict, seed_list
 from ..metrics.scoring import direction as scoring_direction
@@ -22,11 +22,10 @@ from .config import (
     SpecError,
     apply_overrides,
     check_required_paths,
-    expand_data_env,
-    format_validation_error,
-    load_yaml,
     missing_data_root,
+    read_sweep_spec,
     validate_run,
+    with_base_overrides,
 )
 
 __all__ = ["ParamSpace", "Objective", "SamplerSpec", "PrunerSpec", "StudySpec", "load_study_spec", "build_sampler",
@@ -226,17 +225,12 @@ def check_study_spec(spec: StudySpec) -> None:
 
 
 def load_study_spec(path: str | Path, base_overrides: dict[str, Any] | None = None, **fields: Any) -> StudySpec:
-    raw = expand_data_env(load_yaml(path, kind="study"))
-    raw.setdefault("name", Path(path).stem)
-    if "objective" in raw:  # one objective may be written without the list
-        raw["objectives"] = [raw.pop("objective")]
-    raw.update({k: v for k, v in fields.items() if v is not None})
-    try:
-        spec = StudySpec.model_validate(raw)
-    except ValidationError as err:
-        raise format_validation_error(err, raw, top=StudySpec) from None
-    if base_overrides:
-        spec = spec.model_copy(update={"base": apply_overrides(spec.base, base_overrides)})
+    def one_objective(raw: dict) -> None:  # one objective may be written without the list
+        if "objective" in raw:
+            raw["objectives"] = [raw.pop("objective")]
+
+    spec = read_sweep_spec(path, StudySpec, kind="study", fields=fields, prepare=one_objective)
+    spec = with_base_overrides(spec, base_overrides)
     check_required_paths(f"study {spec.name!r}", spec.requires)
     check_study_spec(spec)
     if spec.prunes_per_seed and len(spec.seed_list) < 5:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from ..core.gridkey import GridKey, Place
 from ..core.names import (
@@ -49,12 +49,10 @@ from ..spec.config import (
     apply_overrides,
     check_required_paths,
     config_hash,
-    expand_data_env,
     flatten,
-    format_validation_error,
-    load_yaml,
     missing_data_root,
     nest,
+    read_sweep_spec,
     validate_run,
 )
 from ..spec.fidelity import PAPER_METRIC, fidelity_overrides
@@ -212,16 +210,11 @@ def expand(spec: AblationSpec, base_overrides: dict[str, Any] | None = None) -> 
 
 def load_ablation(path: str | Path, base_overrides: dict[str, Any] | None = None,
                   seeds: int | None = None) -> tuple[AblationSpec, list[GridItem]]:
-    raw = expand_data_env(load_yaml(path, kind="ablation"))
-    raw.setdefault("name", Path(path).stem)
-    if raw.get("fidelity") == "paper":
-        raw.setdefault("metric", PAPER_METRIC)  # no validation split: a trial records its test score
-    if seeds is not None:
-        raw["seeds"] = seeds
-    try:
-        spec = AblationSpec.model_validate(raw)
-    except ValidationError as err:
-        raise format_validation_error(err, raw, top=AblationSpec) from None
+    def paper_metric(raw: dict) -> None:
+        if raw.get("fidelity") == "paper":
+            raw.setdefault("metric", PAPER_METRIC)  # no validation split: a trial records its test score
+
+    spec = read_sweep_spec(path, AblationSpec, kind="ablation", fields={"seeds": seeds}, prepare=paper_metric)
     check_required_paths(f"ablation {spec.name!r}", spec.requires)
     # the paper's setup under the grid's own overrides: a cell or axis may still depart from it (reported)
     base_overrides = {**fidelity_overrides(spec.fidelity, spec.metric), **(base_overrides or {})}

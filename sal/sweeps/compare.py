@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from ..core.names import RECORD_COMPARE_DESIGN, TAG_CELL, TAG_COMPARE, TAG_STAGE
 from ..core.spec_base import Seeds, Strict, seed_list
@@ -35,11 +35,10 @@ from ..spec.config import (
     SpecError,
     apply_overrides,
     configuration,
-    expand_data_env,
     flatten,
-    format_validation_error,
-    load_yaml,
+    read_sweep_spec,
     validate_run,
+    with_base_overrides,
 )
 from ..spec.study_spec import Objective, ParamSpace, PrunerSpec, SamplerSpec, StudySpec, check_study_spec
 from ..stats import inference as stats
@@ -134,14 +133,7 @@ class CompareSpec(Strict):
 
 def load_compare(path: str | Path, base_overrides: dict[str, Any] | None = None) -> CompareSpec:
     """Read and check a compare spec: every method's study and the evaluation grid are validated here."""
-    raw = expand_data_env(load_yaml(path, kind="compare"))
-    raw.setdefault("name", Path(path).stem)
-    try:
-        spec = CompareSpec.model_validate(raw)
-    except ValidationError as err:
-        raise format_validation_error(err, raw, top=CompareSpec) from None
-    if base_overrides:
-        spec = spec.model_copy(update={"base": apply_overrides(spec.base, base_overrides)})
+    spec = with_base_overrides(read_sweep_spec(path, CompareSpec, kind="compare"), base_overrides)
     _check_budget(spec)
     for cell in spec.methods:
         check_study_spec(tuning_spec(spec, cell))
