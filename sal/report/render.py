@@ -43,6 +43,10 @@ def _p(v: float) -> str:
     return "<0.0001" if v < 1e-4 else f"{v:.4f}"
 
 
+def _signed(v: float) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.4f}"
+
+
 def _verdict_label(verdict: str, exploratory) -> str:
     return f"{verdict} (exploratory)" if exploratory is True and verdict != "reference" else verdict
 
@@ -57,7 +61,7 @@ def table_frame(summary: pd.DataFrame, metric: str, correction: str = "holm") ->
         "diverged": s["n_diverged"].fillna(0).astype(int),
         "mean": s["mean"].map(_num), "ci": [f"[{_num(a)}, {_num(b)}]" if a == a else "" for a, b in
                                             zip(s["ci_low"], s["ci_high"])],
-        "delta": s["delta"].map(lambda v: "" if math.isnan(v) else f"{v:+.4f}"),
+        "delta": s["delta"].map(_signed),
         "delta_ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(s["delta_ci_low"],
                                                                                       s["delta_ci_high"])],
         "p_ttest": s["p_ttest"].map(_p), f"p_{correction}": s["p_adj"].map(_p),
@@ -328,7 +332,6 @@ def render_latex(summary: pd.DataFrame, opts: ReportOptions) -> str:
     CI, corrected p, verdict."""
     out = []
     correction = _CORRECTION[opts.correction]
-    sign = lambda v: "" if math.isnan(v) else f"{v:+.4f}"  # noqa: E731
     for metric in opts.metrics:
         s = summary[summary["metric"] == metric]
         table = pd.DataFrame({
@@ -337,10 +340,10 @@ def render_latex(summary: pd.DataFrame, opts: ReportOptions) -> str:
             # one seed has no SD: none is printed
             "Mean $\\pm$ SD": [f"{m:.4f}" + ("" if math.isnan(sd) else f" ± {sd:.4f}")
                                 for m, sd in zip(s["mean"], s["sd"])],
-            "$\\Delta$": s["delta"].map(sign),
+            "$\\Delta$": s["delta"].map(_signed),
             f"{opts.level * 100:g}\\% CI of $\\Delta$": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]"
                                                       for a, b in zip(s["delta_ci_low"], s["delta_ci_high"])],
-            f"$p_\\mathrm{{{correction}}}$": s["p_adj"].map(lambda v: "" if math.isnan(v) else f"{v:.4f}"),
+            f"$p_\\mathrm{{{correction}}}$": s["p_adj"].map(_num),
             "Verdict": [_verdict_label(v, e) for v, e in zip(s["verdict"], s["exploratory"])],
         })
         latex = (table.style.hide(axis="index").format(escape="latex")
