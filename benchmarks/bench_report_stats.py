@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import mlflow  # noqa: F401 - the heap a report's process holds
 import numpy as np
 import pandas as pd
 import torch  # noqa: F401
 from statsmodels.stats.multitest import multipletests
 
+import mlflow  # noqa: F401 - the heap a report's process holds
 from sal.report.secondary import secondary_summary
 from sal.spec.analysis import Contrast, Plan
 from sal.stats import inference as stats

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from ..spec.config import DataSpec, SpecError, is_import_path
 from .plugins import load_plugin_data
-from .splits import AnySplit, DataBundle, Split, split_off, standardize
+from .splits import DataBundle, Split, split_off, standardize
 
-__all__ = ["Split", "AnySplit", "DataBundle", "load_data", "augment_batch", "standardize"]
+__all__ = ["load_data", "augment_batch"]  # the split types: sal/training/splits.py
 
 
 # ---------------------------------------------------------------- raw sources (CPU tensors)

@@ -31,10 +31,10 @@ tensors gives the same run. Held-out splits and ``data.train_subset`` are ``Subs
 uses the mean and std of at most 10,000 training samples. ``"num_classes"`` is then required (a streamed
 set is never scanned), and seeds of a streamed configuration train one at a time (never packed).
 
-Everything is checked by ``check_plugins`` before the first run: the import, the function, its
-signature, what it returns (an ``nn.Module`` that maps two training samples to ``(2, num_classes)``
-logits; tensors of matching lengths, dtypes and shapes; of a Dataset its length and first item, and
-the labels of every batch as it is read). Each problem is a SpecError naming the key, the value and the
+Everything is checked by ``check_plugins`` (sal/training/plugin_check.py) before the first run: the
+import, the function, its signature, what it returns (an ``nn.Module`` that maps two training samples to
+``(2, num_classes)`` logits; tensors of matching lengths, dtypes and shapes; of a Dataset its length and
+first item, and the labels of every batch as it is read). Each problem is a SpecError naming the key, the value and the
 fix. The Python API may pass callables instead (``sal.train(spec, model=fn)``);
 they are registered under ``module:qualname`` for this process only.
 """
