@@ -13,7 +13,7 @@ from sal.tracking.store import runs_frame
 # Import first, then wait for a common start time, so the processes reach the new store together.
 LAUNCHER = """
 import sys, time
-from sal.tracking import log_summary
+from sal.tracking.store import log_summary
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 log_summary(sys.argv[1], "race", run_name="launcher", tags={}, params={}, metrics={"x": 1.0})
 """
