@@ -231,7 +231,7 @@ def _secondary_lines(folder: Path) -> list[str]:
 def _hierarchical_lines(out: Path, datasets: list[str]) -> list[str]:
     """The fair comparison's contrasts across the data sets: the Bayesian hierarchical model's posterior for a
     new data set of this kind, from each data set's per-seed test accuracies (sal.stats.hierarchical)."""
-    from sal.stats.hierarchical import hierarchical_test
+    from sal.stats.summary import hierarchical_contrasts
 
     seeds = {ds: _read(out / ds, "compare_seeds.csv") for ds in datasets}
     plans = {ds: _read(out / ds / "compare", "summary.csv") for ds in datasets}
@@ -242,17 +242,11 @@ def _hierarchical_lines(out: Path, datasets: list[str]) -> list[str]:
     if "rope" not in plans[first]:
         return []  # a summary.csv written before it named its ROPE
     rope = float(_contrasts(plans[first])["rope"].iloc[0])
-    lines = []
-    for r in _contrasts(plans[first]).itertuples():
-        diffs = []
-        for s in seeds.values():
-            w = s.pivot_table(index="seed", columns="cell", values="test_acc")
-            if r.method in w and r.baseline in w:
-                diffs.append((w[r.method] - w[r.baseline]).dropna().to_numpy())
-        if len(diffs) == len(seeds):
-            worse, within, better = hierarchical_test(diffs, rope=rope)
-            lines.append(f"- {r.method} vs {r.baseline}: P(worse) {worse:.2f}, P(within the ROPE) {within:.2f}, "
-                         f"P(better) {better:.2f}")
+    tidy = pd.concat([pd.DataFrame({"dataset": ds, "context": "", "method": s["cell"], "seed": s["seed"],
+                                    "value": s["test_acc"]}) for ds, s in seeds.items()])
+    posteriors = hierarchical_contrasts(tidy, list(_contrasts(plans[first]).itertuples()), rope=rope)
+    lines = [f"- {contrast}: P(worse) {worse:.2f}, P(within the ROPE) {within:.2f}, P(better) {better:.2f}"
+             for contrast, (worse, within, better) in posteriors.items()]
     head = (f"Across the {len(seeds)} data sets (Bayesian hierarchical model, Benavoli et al. 2017; "
             "docs/statistics.md): the posterior for a new data set of this kind, test accuracy, ROPE "
             f"{rope * 100:g} points. With two data sets the spread between data sets is barely constrained, so "

@@ -16,7 +16,7 @@ from ..spec.config import SpecError
 from . import inference as stats
 
 __all__ = ["ReportOptions", "summarize", "across_datasets", "family_sizes", "SUMMARY_COLUMNS", "BLOCK",
-           "bounds_of"]
+           "bounds_of", "hierarchical_contrasts"]
 
 SUMMARY_COLUMNS = ["dataset", "context", "metric", "family", "treatment", "method", "baseline", "n", "n_diverged",
                    "diverged_seeds", "mean", "sd", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
@@ -198,26 +198,24 @@ def _normalised(part: pd.DataFrame, metric: str) -> pd.DataFrame:
     return part.assign(value=part.groupby(["dataset", "context"])["value"].transform(scale))
 
 
-def _hierarchical(part: pd.DataFrame, opts: ReportOptions, metric: str) -> dict[str, tuple[float, float, float]]:
-    """Per contrast, the hierarchical model's (P(worse), P(rope), P(better)) on a new data set, from the raw
-    per-seed differences of each (dataset, context) with two or more paired seeds (sal.stats.hierarchical). A normal
-    model has no place for a diverged loss (an infinite difference): such a contrast gets no posterior rather
-    than one that quietly leaves its data set out."""
+def hierarchical_contrasts(tidy: pd.DataFrame, contrasts, *, rope: float, higher_is_better: bool = True,
+                           random_state: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Per contrast (anything with ``method`` and ``baseline``), the hierarchical model's (P(worse), P(rope),
+    P(better)) on a new data set, from the raw per-seed differences of each (dataset, context) of ``tidy``
+    with two or more paired seeds (sal.stats.hierarchical). A normal model has no place for a diverged loss
+    (an infinite difference): such a contrast gets no posterior rather than one that quietly leaves its data
+    set out."""
     from .hierarchical import hierarchical_test
 
-    rope = rope_for(metric, opts.rope)
+    wides = [g.pivot_table(index="seed", columns="method", values="value")
+             for _, g in tidy.groupby(["dataset", "context"])]
     out = {}
-    for c in opts.plan.contrasts:
-        diffs = []
-        for _, g in part.groupby(["dataset", "context"]):
-            w = g.pivot_table(index="seed", columns="method", values="value")
-            if c.method in w and c.baseline in w:
-                d = (w[c.method] - w[c.baseline]).dropna().to_numpy()
-                if len(d) >= 2:
-                    diffs.append(d)
+    for c in contrasts:
+        diffs = [d for d in ((w[c.method] - w[c.baseline]).dropna().to_numpy()
+                             for w in wides if c.method in w and c.baseline in w) if len(d) >= 2]
         if len(diffs) >= 2 and all(np.isfinite(d).all() for d in diffs):
             out[f"{c.method} vs {c.baseline}"] = hierarchical_test(
-                diffs, rope=rope, higher_is_better=higher_is_better(metric), random_state=opts.random_state)
+                diffs, rope=rope, higher_is_better=higher_is_better, random_state=random_state)
     return out
 
 
@@ -247,7 +245,9 @@ def across_datasets(tidy: pd.DataFrame, opts: ReportOptions, metric: str, *, min
         if len(pairs) >= 2:
             out["deltas"][f"{c.method} vs {c.baseline}"] = stats.normalized_delta_across(
                 pairs, n_boot=opts.n_boot, random_state=opts.random_state, relative=False)
-    out["hierarchical"] = _hierarchical(part, opts, metric)
+    out["hierarchical"] = hierarchical_contrasts(part, opts.plan.contrasts, rope=rope_for(metric, opts.rope),
+                                                 higher_is_better=higher_is_better(metric),
+                                                 random_state=opts.random_state)
     if len(norm) >= min_sets_friedman and len(methods) >= 3:
         means = pd.DataFrame({k: w.mean() for k, w in norm.items()}).T[methods].dropna()
         if len(means) >= min_sets_friedman:
