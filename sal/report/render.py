@@ -18,7 +18,8 @@ from ..stats.summary import ReportOptions
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
-__all__ = ["Section", "report_document", "to_markdown", "to_html", "render_latex", "table_frame", "factorial_frame"]
+__all__ = ["Section", "report_document", "to_markdown", "to_html", "render_latex", "table_frame", "factorial_frame",
+           "format_p"]
 
 
 @dataclass
@@ -37,7 +38,8 @@ def _num(v: float, digits: int = 4) -> str:
     return f"{v:.{digits}f}"
 
 
-def _p(v: float) -> str:
+def format_p(v: float) -> str:
+    """The report's one p-value format: four decimals, "<0.0001" below, empty for none."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     return "<0.0001" if v < 1e-4 else f"{v:.4f}"
@@ -64,8 +66,8 @@ def table_frame(summary: pd.DataFrame, metric: str, correction: str = "holm") ->
         "delta": s["delta"].map(_signed),
         "delta_ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(s["delta_ci_low"],
                                                                                       s["delta_ci_high"])],
-        "p_ttest": s["p_ttest"].map(_p), f"p_{correction}": s["p_adj"].map(_p),
-        f"p_signflip_{correction}": s["p_signflip_adj"].map(_p),
+        "p_ttest": s["p_ttest"].map(format_p), f"p_{correction}": s["p_adj"].map(format_p),
+        f"p_signflip_{correction}": s["p_signflip_adj"].map(format_p),
         "effect_dz": s["effect_dz"].map(lambda v: _num(v, 2)),
         "cliffs_delta": s["cliffs_delta"].map(lambda v: _num(v, 2)),
         "win_rate": s["win_rate"].map(lambda v: _num(v, 2)), "mde": s["mde"].map(_num),
@@ -88,8 +90,8 @@ def factorial_frame(table: pd.DataFrame, metric: str) -> pd.DataFrame:
         "dataset": t["dataset"], "context": t["context"], "effect": t["effect"], "n": t["n"].astype(int),
         "estimate": t["estimate"].map(lambda v: f"{v:+.4f}"),
         "ci": ["" if math.isnan(a) else f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(t["ci_low"], t["ci_high"])],
-        "p_ttest": t["p_ttest"].map(_p), f"p_{correction}": t["p_adj"].map(_p),
-        f"p_signflip_{correction}": t["p_signflip_adj"].map(_p),
+        "p_ttest": t["p_ttest"].map(format_p), f"p_{correction}": t["p_adj"].map(format_p),
+        f"p_signflip_{correction}": t["p_signflip_adj"].map(format_p),
         "verdict": [_verdict_label(v, n <= 5) for v, n in zip(t["verdict"], t["n"])],
     })
     if "scale" in t and (t["scale"] == "ranks").any():  # rank-based rows (a diverged seed) say so in the table

@@ -18,7 +18,7 @@ from ..spec.analysis import Contrast, Plan
 from ..stats.selection import cell_of, tidy_scores
 from ..stats.summary import ReportOptions, summarize
 from ..training.robustness import SUMMARIES
-from .render import Section, _p  # the report's one p-value format
+from .render import Section, format_p  # the report's one p-value format
 
 __all__ = ["secondary_summary", "secondary_frame", "cost_section", "class_section", "robustness_section",
            "COST_METRICS"]
@@ -53,7 +53,7 @@ def secondary_frame(summary: pd.DataFrame, *, digits: int = 4) -> pd.DataFrame:
         "delta": summary["delta"].map(lambda v: "" if math.isnan(v) else fmt.format(v)),
         "delta_ci": ["" if math.isnan(a) else f"[{fmt.format(a)}, {fmt.format(b)}]"
                      for a, b in zip(summary["delta_ci_low"], summary["delta_ci_high"])],
-        f"p_{correction}": summary["p_adj"].map(_p),
+        f"p_{correction}": summary["p_adj"].map(format_p),
         "verdict": summary["verdict"],
     })
     return out.drop(columns="context") if (out["context"] == "").all() else out
