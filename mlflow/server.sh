@@ -28,12 +28,24 @@ done
 case "$backend" in
   postgresql://*|postgresql+*://*) ;;
   "") echo "error: --backend is required: a PostgreSQL URL such as postgresql://mlflow@dbhost/mlflow" >&2; exit 2 ;;
-  *) echo "error: --backend=$backend is not a PostgreSQL URL; fix: postgresql://user@host/db" >&2; exit 2 ;;
+  *) # only the scheme is shown: whatever follows it may hold a password
+     if [[ "$backend" =~ ^([A-Za-z][A-Za-z0-9+.-]*):// ]]; then shown="a ${BASH_REMATCH[1]}:// URL"
+     else shown="not a URL"; fi
+     echo "error: --backend ($shown) is not a PostgreSQL URL; fix: postgresql://user@host/db" >&2; exit 2 ;;
 esac
-if [[ "$backend" =~ ://[^/@]*:[^/@]*@ ]]; then
+# A password as SQLAlchemy (MLflow's reader) or libpq takes it: in the user-info (user:PW@, PW up to the first
+# '@', quotes, spaces and '/' included; urllib reads up to the last '@', which this also catches) or as a
+# query parameter (?password=, &sslpassword=, names in any case or percent-encoded). Either would be on the
+# `mlflow server` command line, which `ps` shows to every user of the machine.
+either() { local c out=""; for c in $(echo "$1" | fold -w1); do  # each letter also percent-encoded (%70, %50)
+  out+="($c|%$(printf %02x "'$c")|%$(printf %02x "'${c^^}"))"; done; echo "$out"; }
+shopt -s nocasematch  # names in any case; %2F and %2f alike
+if [[ "$backend" =~ ^[^:]*://[^:/]*:[^@]*@ ]] \
+   || [[ "$backend" =~ [?\&]($(either ssl))?$(either password)= ]]; then
   echo "error: --backend holds a password; fix: put it in ~/.pgpass or PGPASSWORD and drop it from the URL" >&2
   exit 2
 fi
+shopt -u nocasematch
 if [ "$host" != 127.0.0.1 ] && [ "$host" != localhost ] && [ -z "$allowed" ]; then
   echo "error: --host=$host opens the server to the network; fix: also give --allowed-hosts with the names" \
        "clients use (e.g. --allowed-hosts $(hostname),$(hostname):$port)" >&2

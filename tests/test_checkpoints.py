@@ -305,3 +305,31 @@ def test_a_killed_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypat
     assert os.listdir(tmp_path) == [checkpoint_path(tmp_path, spec).name]
     assert RunCheckpoint(tmp_path, spec).load()["epoch"] == 1
     assert not math.isnan(run.result.history[-1]["train/loss"])
+
+
+def test_a_file_under_the_checkpoints_name_that_sal_did_not_write_is_kept(tmp_path, caplog):
+    """Before: a file named like this run's checkpoint (or like a temp file of its writes) was replaced by the
+    run's checkpoint and deleted at its end, whatever it held. Now sal replaces and deletes only files whose
+    content it recognises as this run's (its identity inside); a partial write of its own still goes."""
+    spec = tiny_spec(train={"epochs": 2, "checkpoint_every": 1})  # one checkpoint, after epoch 1
+    name = checkpoint_path(tmp_path, spec).name
+    mine = {name: b"another tool's file", f".{name}.notes.tmp": b"a user's notes"}
+    for file, content in mine.items():
+        (tmp_path / file).write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="sal"):
+        result = train(spec, checkpoint_dir=tmp_path)
+    assert result.status == "finished" and len(result.history) == spec.train.epochs
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == mine
+    assert "not written by sal" in caplog.text and "kept" in caplog.text
+
+    # a killed write of this run leaves a prefix of its checkpoint in a temp file: that one is sal's to delete
+    other = tmp_path / "other"
+    run = TrainingRun(spec, checkpoint_dir=other)
+    run.step()
+    data = checkpoint_path(other, spec).read_bytes()
+    (other / f".{name}.k1ll3d00.tmp").write_bytes(data[: len(data) // 3])
+    (other / f".{name}.empty000.tmp").write_bytes(b"")  # killed before it wrote anything: nothing tells whose
+    while not run.done:
+        run.step()
+    run.finish()
+    assert sorted(p.name for p in other.iterdir()) == [f".{name}.empty000.tmp"]

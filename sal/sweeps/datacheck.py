@@ -12,6 +12,8 @@ Corel-1k as numbered files ``0.jpg .. 999.jpg``.
 
 from __future__ import annotations
 
+import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,22 +86,34 @@ def inspect_data(spec: RunSpec) -> DataReport | None:
         report.problems.append(f"{root} is not a folder")
         report.fixes.append(f"put {label} at {root} (nothing is downloaded), or set SAL_DATA to the folder holding it")
         return report
-    if data.name != "imagefolder":
+    try:
+        _inspect_folder(report, data.name, root)
+    except OSError as err:  # a folder this user may not list: the report says so, the check goes on
+        report.problems = [f"{root} cannot be read ({err.strerror or err})"]
+        report.fixes = [f"chmod -R u+rX {shlex.quote(str(root))} (or give a copy this user can read)"]
+    return report
+
+
+def _inspect_folder(report: DataReport, data_name: str, root: Path) -> None:
+    """Fill ``report`` from the folder ``root`` of a data set read by torchvision (``data_name``)."""
+    label = report.label
+    if data_name != "imagefolder":
         report.layout = "torchvision python format"
         found = {p.name for p in root.rglob("*") if p.is_file()}
-        names = {"data_batch_1", "test_batch"} if data.name == "cifar10" else {"train", "test"}
+        names = {"data_batch_1", "test_batch"} if data_name == "cifar10" else {"train", "test"}
         if not names <= found:
             report.problems.append(f"{root} lacks {sorted(names - found)} of the torchvision python format")
-            report.fixes.append(f"unpack cifar-{data.name[5:]}-python.tar.gz into {root}")
-        return report
+            report.fixes.append(f"unpack cifar-{data_name[5:]}-python.tar.gz into {root}")
+        return
     report.layout, report.classes = _layout(root)
     kind = _FIX.get(report.layout)
     if kind is not None:
         raw = root.with_name(root.name + "_raw")
         report.problems.append(f"{root} is laid out as {report.layout}, which the loader reads wrongly"
                                + (" (as 4 domain classes)" if kind == "pacs" else ""))
-        report.fixes.append(f"mv {root} {raw} && sal data prepare {kind} {raw} {root}")
-        return report
+        root_q, raw_q = shlex.quote(str(root)), shlex.quote(str(raw))  # a command to paste: spaces stay in paths
+        report.fixes.append(f"mv {root_q} {raw_q} && sal data prepare {kind} {raw_q} {root_q}")
+        return
     counts = set(report.classes.values())
     if 0 in counts:
         empty = [split for split, n in report.classes.items() if not n]
@@ -111,7 +125,6 @@ def inspect_data(spec: RunSpec) -> DataReport | None:
     elif report.expected is not None and counts != {report.expected}:
         report.problems.append(f"{root} has {counts.pop()} classes, {label} has {report.expected}")
         report.fixes.append(f"check that {root} holds {label}, one folder per class")
-    return report
 
 
 def _weights_problem(spec: RunSpec) -> tuple[str, str] | None:
@@ -121,10 +134,12 @@ def _weights_problem(spec: RunSpec) -> tuple[str, str] | None:
         return None
     path = Path(weights).expanduser()
     if not path.is_file():
+        # a command to paste: the path a Python string (json's quoting is Python's), the code one shell word
+        code = (f'import torch, torchvision; torch.save(torchvision.models.{spec.model.name}(weights="DEFAULT")'
+                f".state_dict(), {json.dumps(str(path))})")
         return (f"model.weights {path} does not exist",
-                f"save torchvision's ImageNet weights of {spec.model.name} there, e.g. python -c \"import torch, "
-                f"torchvision; torch.save(torchvision.models.{spec.model.name}(weights='DEFAULT').state_dict(), "
-                f"'{path}')\" on a machine with internet")
+                f"save torchvision's ImageNet weights of {spec.model.name} there, e.g. python -c {shlex.quote(code)} "
+                "on a machine with internet")
     from ..training.weights import load_backbone_weights
 
     try:
@@ -191,10 +206,18 @@ def preset_specs(path: str | Path) -> list[RunSpec]:
     from ..spec.speckind import kind_of
 
     raw = expand_data_env(load_yaml(path))
-    raw = {**raw, "name": raw.get("name", Path(path).stem)}
     kind = kind_of(raw) or "run"
-    if kind == "run":
+    if kind == "run":  # a run spec has no name (the sweeps' specs need one)
         return [validate_run(raw)]
+    raw = {**raw, "name": raw.get("name", Path(path).stem)}
+    if kind == "compare":
+        from .compare import CompareSpec
+
+        try:
+            spec = CompareSpec.model_validate(raw)
+        except ValidationError as err:
+            raise format_validation_error(err, raw, top=CompareSpec) from None
+        return [validate_run(apply_overrides(spec.base, m)) for m in spec.methods.values()]
     raw["requires"] = []  # reported by folder, below, instead of refused
     if kind == "ablation":
         from .ablation import AblationSpec, _axis_points, _fill_placeholders
@@ -205,11 +228,9 @@ def preset_specs(path: str | Path) -> list[RunSpec]:
             raise format_validation_error(err, raw, top=AblationSpec) from None
         return [validate_run(_fill_placeholders(apply_overrides(spec.base, {**point, **cell, "seed": 1})))
                 for cell in (spec.cells or {"default": {}}).values() for point, _ in _axis_points(spec.axes)]
-    if kind == "study":
-        from ..spec.study_spec import StudySpec, corner_specs
+    from ..spec.study_spec import StudySpec, corner_specs  # the last kind kind_of tells: a study
 
-        try:
-            return corner_specs(StudySpec.model_validate(raw))
-        except ValidationError as err:
-            raise format_validation_error(err, raw, top=StudySpec) from None
-    return [validate_run(apply_overrides(raw.get("base", {}), m)) for m in raw.get("methods", {}).values()]
+    try:
+        return corner_specs(StudySpec.model_validate(raw))
+    except ValidationError as err:
+        raise format_validation_error(err, raw, top=StudySpec) from None

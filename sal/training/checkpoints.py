@@ -9,8 +9,12 @@ is the run's business (``TrainingRun.state_dict``); this module only keeps it sa
 - read with ``torch.load(weights_only=True)``: a checkpoint holds only tensors and plain values, so a
   file that would need an object unpickled is refused instead of run. A file that cannot be read, or
   that is another run's, is ignored with a warning: the run starts over, it never crashes;
-- sal never deletes a file it did not write: only this run's checkpoint and the temp files of its own
-  writes, never the directory (another run may be about to write there).
+- sal never replaces or deletes a file it did not write, whatever its name: a file under the checkpoint's
+  name is this run's only when it holds this run's identity (read back with weights_only), a temp file only
+  when its first bytes are those of a checkpoint of this configuration (``torch.save`` writes the identity
+  first). Anything else is kept, with a warning, and the run then writes no checkpoint; the directory itself
+  is never deleted (another run may be about to write there). A temp file killed before its first byte is
+  empty and tells nothing: it is kept too.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class RunCheckpoint:
         self.path = checkpoint_path(directory, spec)
         # Stored with the state and checked on load: a file renamed or copied by hand is not trusted.
         self.identity = {"format": FORMAT, "config_hash": config_hash(spec), "seed": spec.seed, "device": device}
+        self._ours = False  # the file at self.path was written or read back as this run's, in this process
+        self._kept_foreign = False
 
     def ignore(self, problem: str, err: BaseException | None = None) -> None:
         """Log why the checkpoint is not used; the run then starts over."""
@@ -67,9 +73,46 @@ class RunCheckpoint:
     def _temp_pattern(self) -> str:
         return str(self.path.parent / f".{glob.escape(self.path.name)}.*.tmp")
 
+    def _of_this_run(self, saved: Any) -> bool:
+        """Whether a loaded checkpoint is this run's: its configuration and seed (another format or device
+        is still this run's file, only not one it can resume from)."""
+        return isinstance(saved, dict) and all(saved.get(k) == self.identity[k] for k in ("config_hash", "seed"))
+
+    def _is_ours(self) -> bool:
+        """Whether the file under the checkpoint's name is this run's to replace or delete."""
+        if self._ours:
+            return True
+        if self.path.is_symlink() or not self.path.is_file():
+            return False  # sal writes no links
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)  # mmap: tensors unread
+        except Exception:
+            return False
+        return self._of_this_run(saved)
+
+    def _temp_is_ours(self, path: str) -> bool:
+        """Whether a temp file is (a prefix of) a checkpoint of this configuration: a zip whose first record,
+        data.pkl, starts with the identity (written before any tensor)."""
+        if os.path.islink(path):
+            return False
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            return False
+        key = self.identity["config_hash"].encode()
+        return head.startswith(b"PK\x03\x04") and b"config_hash" in head and key in head
+
     def save(self, state: dict[str, Any]) -> bool:
         """Write ``state`` atomically; True when written. A failed write (disk full, ...) is logged and the
-        previous checkpoint kept: the run goes on, a resume then only starts from an earlier epoch."""
+        previous checkpoint kept: the run goes on, a resume then only starts from an earlier epoch. A file
+        under the checkpoint's name that sal did not write for this run is never replaced."""
+        if os.path.lexists(self.path) and not self._is_ours():
+            if not self._kept_foreign:
+                self._kept_foreign = True
+                log.warning("checkpoint %s is a file not written by sal for this run; it is kept and this run "
+                            "writes no checkpoint (fix: move the file away to let it)", self.path)
+            return False
         tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +122,7 @@ class RunCheckpoint:
                 f.flush()
                 os.fsync(f.fileno())  # on disk before it replaces the previous checkpoint
             os.replace(tmp, self.path)
+            self._ours = True
             return True
         except OSError as err:
             log.warning("checkpoint %s could not be written (%s); training goes on, a resume would start from "
@@ -107,6 +151,7 @@ class RunCheckpoint:
         if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
             self.ignore("cannot be read (it holds no saved state)")
             return None
+        self._ours = not self.path.is_symlink() and self._of_this_run(saved)  # sal writes no links
         differs = {k: saved.get(k) for k, v in self.identity.items() if saved.get(k) != v}
         if differs:
             self.ignore(f"belongs to another run ({differs} where this run has "
@@ -116,6 +161,10 @@ class RunCheckpoint:
 
     def delete(self) -> None:
         """Remove this run's checkpoint and the temp files its killed writes left; nothing else."""
-        for path in [str(self.path), *glob.glob(self._temp_pattern())]:
+        temps = [p for p in glob.glob(self._temp_pattern()) if self._temp_is_ours(p)]
+        foreign = os.path.lexists(self.path) and not self._is_ours()
+        if foreign and not self._kept_foreign:
+            log.warning("checkpoint %s is a file not written by sal for this run; kept", self.path)
+        for path in temps + ([] if foreign else [str(self.path)]):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
