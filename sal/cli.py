@@ -461,6 +461,9 @@ def _landscape(args: argparse.Namespace) -> int:
     opts = LandscapeOptions(what=parse_what(args.what), device=args.device, samples=args.samples,
                             probes=args.probes, fourier_steps=args.fourier_steps, slice_steps=args.slice_steps)
     check_options(opts)
+    from .queue.preflight import check_device
+
+    check_device(opts.device, setting="--device")  # before the store is read and any weights are loaded
     _preflight(uri=_uri(args), must_exist=True)  # as for a report: reading a store never creates an empty one
     out = measure_ablation(_uri(args), args.name, opts, filter_string=args.filter or "")
     runs, pairs = out["runs"], out["pairs"]
@@ -517,6 +520,9 @@ def _print_estimate(name: str, runs, *, note: str = "") -> int:
 def _ui(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise SpecError([f"--port={args.port} must be in 1..65535; fix: e.g. --port 5000"])
+    from .tracking.uiproc import check_port_free
+
+    check_port_free(args.port)  # mlflow's server would fail to bind, and `mlflow ui` still exit 0
     uri = _uri(args)
     _preflight(uri=uri)
     if uri.startswith("sqlite:///"):
@@ -668,6 +674,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resumes(args: argparse.Namespace) -> bool:
+    """Whether the command is a sweep that keeps its finished runs and resumes when run again."""
+    return args.command in ("ablate", "compare", "worker") or getattr(args, "study_command", None) == "run"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     interrupts.install()
@@ -692,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         say("error: invalid input\n" + "\n".join(f"  {line}" for line in err.problems), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        say("interrupted; finished runs are kept, re-run the same command to resume", file=sys.stderr)
+        say("interrupted" + ("; finished runs are kept, re-run the same command to resume" if _resumes(args) else ""),
+            file=sys.stderr)
         return 130
     except QueueLost as err:
         say(f"error: {err}; finished runs are kept, re-run the same command to resume", file=sys.stderr)
@@ -700,9 +712,18 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # an unexpected failure (a server's error, a bug): one line; -v shows the traceback
         if args.verbose:
             raise
+        from .core.diskfull import disk_full
+
+        if disk_full(err):
+            say("error: a store could not be written: the disk is full (or over a quota or a file-size limit, or "
+                f"failing) ({(str(err).strip().splitlines() or [''])[0][:300]})\n  fix: free space or move the store, "
+                + ("then re-run the same command to resume (finished runs are kept)" if _resumes(args) else
+                   "then run it again"), file=sys.stderr)
+            return 1
         first = (str(err).strip().splitlines() or [""])[0][:500]
-        say(f"error: {type(err).__name__}: {first}\n  finished runs are kept; re-run the same command to resume, "
-            "with -v for the traceback", file=sys.stderr)
+        again = ("finished runs are kept; re-run the same command to resume, with -v for the traceback"
+                 if _resumes(args) else "run it again with -v for the traceback")
+        say(f"error: {type(err).__name__}: {first}\n  {again}", file=sys.stderr)
         return 1
 
 

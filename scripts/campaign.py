@@ -6,7 +6,7 @@ Per data set, three stages, each an ordinary sal command on a preset of this rep
   dose         sal ablate + report ablations/campaign_dose_<ds>.yaml          noise dose-response
 Then scripts/findings.py writes <out>/README.md from the reports' summary.csv files and the stage times.
 
-Scales: ``cpu`` runs the presets as declared (18 min on 2 cores, sized for <= 60 min under load);
+Scales: ``cpu`` runs the presets as declared (~38 min on 2 cores at load 6-14, 2026-12-07: docs/findings/times.csv);
 ``gpu`` and ``smoke`` are declared deltas of them (SCALES below), applied to copies written under the work
 folder, so the presets stay the one place for everything else. The analysis plan of every stage is the
 preset's own (sal hashes it into the queue and MLflow before the first run).
@@ -15,7 +15,8 @@ Reproducible on the CPU, bit for bit: each data set is one lane of stages run wi
 one torch thread, the two lanes side by side (one per core). One worker per queue keeps the TPE sampler's
 trial sequence and the grouping of packed seeds the same on every run; two workers on one queue would race
 for trials and make both depend on timing. ``<stage>_seeds.csv`` beside each report folder lists every per-seed test
-metric, so two runs can be diffed.
+metric, so two runs can be diffed; ``<stage>_epochs.csv`` (stages whose runs log the grad norm) holds the per-epoch
+grad norm and plastic events the report's sharpness-around-events numbers are computed from.
 
 Budget (measured 2026-12-03 on this 2-core machine while other jobs held it at load 7-9, so each lane got
 ~0.27 of a core: CPU time / wall time of the probes): seconds of wall time per seed-epoch, including each
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -46,6 +48,12 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from sal.core.spec_base import SpecError  # noqa: E402
+
+from campaign_outputs import check_campaign_folder, write_owned  # noqa: E402
+
+DEFAULT_OUT = REPO / "docs" / "findings"  # the cpu scale's findings; its summary also goes into README.md
 DATASETS = ("mnist1d", "digits")
 STAGES = {  # stage -> preset, in the order a lane runs them
     "compare": "compare/campaign_{ds}.yaml",
@@ -152,7 +160,10 @@ class Lane:
             self._sal("report", doc["name"], "--out", str(out), *figures, log=log)
         # beside the report folder, not in it: sal's report refuses a folder holding files it did not write,
         # so a file of ours in there would stop the next run of the campaign
-        write_seeds(a.uri, doc["name"], out.parent / f"{stage}_seeds.csv")
+        write_seeds(a.uri, doc["name"], a.out, f"{self.ds}/{stage}_seeds.csv")
+        write_epochs(a.uri, doc["name"], a.out, f"{self.ds}/{stage}_epochs.csv")
+        if stage == "compare":
+            write_owned(a.out, f"{self.ds}/compare_design.csv", design_csv(preset))
 
     def __call__(self) -> None:
         with open(self.args.work / f"{self.ds}.log", "a") as log:
@@ -176,8 +187,17 @@ def _env() -> dict[str, str]:
     return env
 
 
-def write_seeds(uri: str, name: str, path: Path) -> None:
-    """Every finished seed run of ablation/compare ``name``'s evaluation: cell, seed, test metrics (exact)."""
+def _csv_text(header: list[str], rows) -> str:
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return text.getvalue()
+
+
+def write_seeds(uri: str, name: str, out: Path, rel: str) -> None:
+    """Every finished seed run of ablation/compare ``name``'s evaluation: cell, seed, test metrics (exact),
+    as ``out/rel`` (a file the campaign owns: scripts/campaign_outputs.py)."""
     from sal.tracking.store import experiment_name, runs_frame
 
     runs = runs_frame(uri, [experiment_name("ablation", name)])
@@ -185,10 +205,38 @@ def write_seeds(uri: str, name: str, path: Path) -> None:
             "metrics.test/loss": "test_loss"}
     rows = runs[[c for c in cols if c in runs]].rename(columns=cols).dropna(subset=["seed", "test_acc"])
     rows = rows.assign(seed=rows["seed"].astype(int)).sort_values(["cell", "seed"])
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(list(rows.columns))
-        w.writerows([[repr(v) if isinstance(v, float) else v for v in r] for r in rows.itertuples(index=False)])
+    write_owned(out, rel, _csv_text(list(rows.columns), [[repr(v) if isinstance(v, float) else v for v in r]
+                                                         for r in rows.itertuples(index=False)]))
+
+
+def write_epochs(uri: str, name: str, out: Path, rel: str) -> None:
+    """The per-epoch grad norm and plastic events of every run the report of ``name`` analyses (run id, cell,
+    seed, epoch, grad norm to 6 significant digits, deform/revert/noise flags) as ``out/rel``, so the report's
+    grad norm around plastic events can be recomputed from committed files (sal.report.event_sharpness:
+    history_from_epochs, then event_contrasts); nothing for a stage whose runs did not log the grad norm."""
+    from sal.report.build import analysed_histories
+    from sal.report.event_sharpness import epoch_table
+
+    table = epoch_table(analysed_histories(uri, name))
+    if not table.empty:
+        write_owned(out, rel, table.to_csv(index=False, lineterminator="\n"))
+
+
+def design_csv(preset: Path) -> str:
+    """A compare stage's evaluation design, one row per look: its seeds and nominal two-sided p threshold,
+    as sal compare computes them (looks_of, sequential_alphas); scripts/findings.py forms the campaign's
+    family from it (docs/statistics.md, "The campaign's family")."""
+    from sal.spec.analysis import AnalysisSpec
+    from sal.stats.inference import sequential_alphas
+    from sal.sweeps.compare import load_compare, looks_of
+
+    spec = load_compare(preset)
+    e, alpha = spec.evaluation, (spec.analysis or AnalysisSpec()).alpha
+    looks = looks_of(e)
+    thresholds = sequential_alphas(looks, alpha) if e.sequential else [alpha]
+    return _csv_text(["look", "n_seeds", "seeds", "threshold", "alpha"],
+                     [[k + 1, n, " ".join(map(str, e.seed_list[:n])), repr(t), alpha]
+                      for k, (n, t) in enumerate(zip(looks, thresholds))])
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -224,15 +272,41 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if a.out is None:
         if a.scale_name == "smoke":
             p.error("--smoke needs --out DIR (the smoke run never writes docs/findings)")
-        a.out = REPO / "docs" / ("findings" if a.scale_name == "cpu" else f"findings_{a.scale_name}")
+        a.out = DEFAULT_OUT if a.scale_name == "cpu" else REPO / "docs" / f"findings_{a.scale_name}"
     a.work = (a.work or REPO / "campaign" / a.scale_name).resolve()
     a.out = a.out.resolve()
     a.uri = f"sqlite:///{a.work / 'mlflow.db'}"
     return a
 
 
+def _times_rows(a: argparse.Namespace, lanes: list[Lane], total: float) -> list[list]:
+    """times.csv's rows: the stages this run timed, the other stages' rows of the earlier times.csv kept (a run
+    of some stages, e.g. one stage re-run, leaves the others' times as measured), and the total wall time only
+    when this run ran every stage of every data set (after a partial run no total describes the stages)."""
+    rows = {(lane.ds, stage): round(s, 1) for lane in lanes for stage, s in lane.times.items()}
+    full = set(a.datasets) == set(DATASETS) and set(a.stages) == set(STAGES)
+    try:
+        with open(a.out / "times.csv", newline="") as f:
+            earlier = {(r["dataset"], r["stage"]): r["seconds"] for r in csv.DictReader(f)}
+    except (OSError, KeyError, csv.Error):
+        earlier = {}
+    for key, seconds in earlier.items():
+        if key not in rows and key[0] != "all":
+            rows[key] = seconds
+    if full:
+        rows[("all", "side by side" if not a.sequential else "one after the other")] = round(total, 1)
+    order = {key: i for i, key in enumerate((ds, stage) for ds in DATASETS for stage in STAGES)}
+    return [[ds, stage, seconds] for (ds, stage), seconds in
+            sorted(rows.items(), key=lambda item: order.get(item[0], len(order)))]
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
+    try:  # before any compute: a folder of the user's files, a file or a read-only folder is refused here
+        check_campaign_folder(a.out, DATASETS, STAGES)
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     a.work.mkdir(parents=True, exist_ok=True)
     print(f"campaign ({a.scale_name}): {', '.join(a.datasets)} x {', '.join(a.stages)}; work {a.work}; "
           f"findings {a.out}", flush=True)
@@ -248,16 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.join()
     total = time.perf_counter() - start
-    sys.path.insert(0, str(REPO / "scripts"))
     from findings import write_findings
 
-    a.out.mkdir(parents=True, exist_ok=True)
-    with open(a.out / "times.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["dataset", "stage", "seconds"])
-        w.writerows([lane.ds, stage, round(s, 1)] for lane in lanes for stage, s in lane.times.items())
-        w.writerow(["all", "side by side" if not a.sequential else "one after the other", round(total, 1)])
-    readme = write_findings(a.out, scale=a.scale_name, what=a.scale.what)
+    write_owned(a.out, "times.csv", _csv_text(["dataset", "stage", "seconds"], _times_rows(a, lanes, total)))
+    readme = write_findings(a.out, scale=a.scale_name, what=a.scale.what,
+                            summary_into=REPO / "README.md" if a.out == DEFAULT_OUT else None)
     print(f"campaign done in {total:.0f} s; findings: {readme}", flush=True)
     failed = [lane.failed for lane in lanes if lane.failed]
     for line in failed:

@@ -13,7 +13,17 @@ import pytest
 import torch
 import yaml
 
-from sal.core.names import EVENT_METRICS, TAG_KIND
+from sal.core.names import (
+    EVENT_METRICS,
+    RECORD_PLAN,
+    TAG_ABLATION,
+    TAG_BASELINE,
+    TAG_CELL,
+    TAG_COMPUTE_DTYPE,
+    TAG_EVENTS,
+    TAG_KIND,
+    TAG_STATUS,
+)
 from sal.spec.config import validate_run
 
 if TYPE_CHECKING:
@@ -123,6 +133,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(proc, port: int, *, timeout: float = 300) -> None:
+    """Wait for ``sal ui`` (``proc``) to answer on ``port``: the event is the server's health answer (a first
+    start migrates a new store, slow on a busy machine); fails with the process's output if it exits first."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(proc.stdout.read() if proc.poll() is not None else "no answer")
+
+
 # --- PostgreSQL: the machine's real server (conftest's pg_database fixture makes one database per test) ----
 PG = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
 
@@ -211,3 +238,39 @@ def assert_same(a, b, where="state"):
         assert a.dtype == b.dtype and torch.equal(a, b), where
     else:
         assert a == b or (a != a and b != b), where  # nan == nan here
+
+
+# --- reports on chosen numbers: ablation runs written into MLflow without training -------------------------
+
+
+def log_cells(uri, ablation, cells: dict[str, dict], *, seeds=10, baseline="adam", plan=None):
+    """FINISHED ablation runs written straight into MLflow, per (cell, seed): cells[name] = {"acc": [per seed],
+    "params": {...}, "events": [per seed] or one string, "metrics": {name: value or [per seed]}, "dtype": ...};
+    ``plan``: the analysis block stored with them. No training: a report's statistics on chosen numbers."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from sal.spec.analysis import AnalysisSpec, resolve_plan
+    from sal.tracking.store import client_for, ensure_experiment, set_experiment_record
+
+    client = client_for(uri)
+    exp = ensure_experiment(uri, f"sal-ablation-{ablation}")
+    if plan is not None:
+        methods = {cell: c["params"]["method.name"] for cell, c in cells.items()}
+        resolved = resolve_plan(AnalysisSpec(**plan), methods, baseline=baseline)
+        set_experiment_record(uri, f"sal-ablation-{ablation}", RECORD_PLAN, resolved.to_json())
+    for cell, c in cells.items():
+        for seed in range(1, seeds + 1):
+            run = client.create_run(exp)
+            events = c.get("events", "noise=;deform=;revert=")
+            events = events[seed - 1] if isinstance(events, list) else events
+            tags = {TAG_KIND: "ablation", TAG_ABLATION: ablation, TAG_CELL: cell, TAG_BASELINE: baseline,
+                    "method": c["params"]["method.name"], "dataset": "digits", "seed": str(seed),
+                    "config_hash": f"hash-{cell}", TAG_STATUS: "finished", TAG_EVENTS: events,
+                    TAG_COMPUTE_DTYPE: c.get("dtype", "float32")}
+            metrics = [Metric("test/acc", c["acc"][seed - 1], 0, 1), Metric("test/n_samples", 1000, 0, 1),
+                       *(Metric(k, v[seed - 1] if isinstance(v, list) else v, 0, 1)
+                         for k, v in c.get("metrics", {}).items())]
+            params = [Param(k, str(v)) for k, v in {"optim.name": "adam", "optim.lr": 0.003, **c["params"]}.items()]
+            client.log_batch(run.info.run_id, metrics=metrics, params=params,
+                             tags=[RunTag(k, v) for k, v in tags.items()])
+            client.set_terminated(run.info.run_id, "FINISHED")

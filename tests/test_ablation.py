@@ -54,13 +54,13 @@ def test_grid_is_cells_times_axes_times_seeds(tmp_path):
 
 def test_bundles_and_placeholders(tmp_path):
     path = write_ablation(tmp_path, "bundles",
-                          base={**TINY_BASE, "model": {"name": "mlp", "weights": "w/{model.name}.pt"}},
+                          base={**TINY_BASE, "model": {"name": "resnet50", "weights": "w/{model.name}.pt"}},
                           axes={"dataset": [{"label": "a", "data.label": "set_a"},
                                             {"label": "b", "data.label": "set_b"}]})
     _, items = load_ablation(path)
     assert {i.spec.data.display_name for i in items} == {"set_a", "set_b"}
     assert {i.context for i in items} == {""}
-    assert items[0].spec.model.weights == "w/mlp.pt"
+    assert items[0].spec.model.weights == "w/resnet50.pt"
 
 
 def test_bad_grids_fail_before_any_run(tmp_path):
@@ -114,7 +114,7 @@ def test_rerun_finishes_only_what_is_missing(tmp_path, mlflow_uri):
 @pytest.mark.store
 def test_noise_only_never_deforms_and_deform_only_never_injects_noise(tmp_path, mlflow_uri):
     stressful = {"method.warmup": 1, "method.theta": 0.01, "method.eps_acc": 0.01}
-    path = write_ablation(tmp_path, "parts", seeds=2,
+    path = write_ablation(tmp_path, "parts", seeds=2, baseline="noise",
                           base={**TINY_BASE, "data": {"name": "digits"}, "train": {"epochs": 6}},
                           cells={"noise": {"method.name": "sal_noise_only", **stressful},
                                  "deform": {"method.name": "sal_deform_only", **stressful}})

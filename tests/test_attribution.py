@@ -16,20 +16,15 @@ from sal.core.names import (
     EVENT_NOISE,
     EVENT_REVERT,
     METRIC_NOISE_STD,
-    RECORD_PLAN,
-    TAG_ABLATION,
-    TAG_BASELINE,
     TAG_CELL,
     TAG_COMPUTE_DTYPE,
-    TAG_EVENTS,
-    TAG_KIND,
-    TAG_STATUS,
 )
 from sal.methods import EpochStats, MethodContext, build_method
 from sal.methods.pdo import PDO, RandomTriggerPDO
 from sal.methods.sal import SALSpec
 from sal.spec.config import config_hash, validate_run
 from tests.helpers import ABLATION_RUNS
+from tests.helpers import log_cells as _log_cells
 
 PAPER = dict(rho=5e-4, theta=5e-3, s_noise=5e-3, s_yield=1e-2)  # the paper's constants (Sec. 3.1)
 
@@ -209,37 +204,6 @@ def test_a_yoke_to_a_missing_or_unstressed_cell_is_a_spec_error(tmp_path):
 
 # ---------------------------------------------------------------- what the report says of the controls
 
-def _log_cells(uri, ablation, cells: dict[str, dict], *, seeds=10, baseline="adam", plan=None):
-    """FINISHED runs per (cell, seed): cells[name] = {"acc": [per seed], "params": {...}, "events": [per seed]
-    or one string, "metrics": {name: value}, "dtype": ...}; ``plan``: the analysis block stored with them."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    from sal.spec.analysis import AnalysisSpec, resolve_plan
-    from sal.tracking.store import client_for, ensure_experiment, set_experiment_record
-
-    client = client_for(uri)
-    exp = ensure_experiment(uri, f"sal-ablation-{ablation}")
-    if plan is not None:
-        methods = {cell: c["params"]["method.name"] for cell, c in cells.items()}
-        resolved = resolve_plan(AnalysisSpec(**plan), methods, baseline=baseline)
-        set_experiment_record(uri, f"sal-ablation-{ablation}", RECORD_PLAN, resolved.to_json())
-    for cell, c in cells.items():
-        for seed in range(1, seeds + 1):
-            run = client.create_run(exp)
-            events = c.get("events", "noise=;deform=;revert=")
-            events = events[seed - 1] if isinstance(events, list) else events
-            tags = {TAG_KIND: "ablation", TAG_ABLATION: ablation, TAG_CELL: cell, TAG_BASELINE: baseline,
-                    "method": c["params"]["method.name"], "dataset": "digits", "seed": str(seed),
-                    "config_hash": f"hash-{cell}", TAG_STATUS: "finished", TAG_EVENTS: events,
-                    TAG_COMPUTE_DTYPE: c.get("dtype", "float32")}
-            metrics = [Metric("test/acc", c["acc"][seed - 1], 0, 1), Metric("test/n_samples", 1000, 0, 1),
-                       *(Metric(k, v, 0, 1) for k, v in c.get("metrics", {}).items())]
-            params = [Param(k, str(v)) for k, v in {"optim.name": "adam", "optim.lr": 0.003, **c["params"]}.items()]
-            client.log_batch(run.info.run_id, metrics=metrics, params=params,
-                             tags=[RunTag(k, v) for k, v in tags.items()])
-            client.set_terminated(run.info.run_id, "FINISHED")
-
-
 def _report(uri, name, tmp_path, *extra):
     import pandas as pd
 
@@ -295,6 +259,50 @@ def test_a_cell_that_never_acted_is_its_base_optimizer_by_construction(tmp_path,
                                        "sal": {"acc": accs, "params": SAL_PARAMS}}, seeds=4)
     rows, _ = _report(mlflow_uri, "idle_lr", tmp_path)
     assert rows.set_index("method").loc["sal", "verdict"] != "same by construction"
+
+
+@pytest.mark.store
+def test_sam_and_swa_are_never_their_base_optimizer_by_construction(tmp_path, mlflow_uri):
+    # an ablation of adam, sam and swa: none makes a SAL event, yet SAM takes another step and SWA averages
+    # the weights. Old main: "sam vs adam ... trained the same runs" (and the same for swa), even here, where
+    # sam's accuracy happens to equal adam's on every seed: only SAL's family can train the same runs.
+    import pandas as pd
+
+    adam = [0.90, 0.91, 0.89, 0.92, 0.90, 0.93]
+    swa = [a - 0.01 for a in adam]
+    _log_cells(mlflow_uri, "baselines", {
+        "adam": {"acc": adam, "params": {"method.name": "base"}},
+        "sam": {"acc": adam, "params": {"method.name": "sam", "method.rho": 0.05}},
+        "swa": {"acc": swa, "params": {"method.name": "swa", "method.swa_start": 0.75}},
+    }, seeds=6)
+    rows, md = _report(mlflow_uri, "baselines", tmp_path, "--baseline", "adam")
+    verdicts = rows.set_index("method")["verdict"]
+    assert set(verdicts.index) == {"sam", "swa"}
+    assert "same by construction" not in set(verdicts) and "trained the same runs" not in md
+    assert rows.set_index("method").loc["sam", "delta"] == 0.0  # the premise: equal scores, still no construction
+    # and a part that never fired, but final metrics that differ on one seed: not the same training either
+    sal = [0.90, 0.91, 0.89, 0.92, 0.90, 0.93]
+    events = "noise=16;deform=16;revert=;std=2e-07"
+    _log_cells(mlflow_uri, "differ", {
+        "adam": {"acc": adam, "params": {"method.name": "base"}},
+        "sal": {"acc": sal, "params": SAL_PARAMS, "events": events},
+        "sal_no_recovery": {"acc": sal[:5] + [0.931], "params": {**SAL_PARAMS, "method.name": "sal_no_recovery"},
+                            "events": events},
+    }, seeds=6, plan={"families": {"ablations": ["sal_no_recovery"]}})
+    rows, _ = _report(mlflow_uri, "differ", tmp_path)
+    assert rows.set_index("baseline").loc["sal_no_recovery", "verdict"] != "same by construction"
+    # the per-class F1 rows of a contrast that is the same by construction say so too (old main: inconclusive)
+    accs = [0.9 + 0.001 * s for s in range(4)]
+    f1 = {f"test/class{k}/f1": [0.8 + 0.01 * k + 0.002 * s for s in range(4)] for k in range(3)}
+    f1.update({f"test/robust/{kind}/acc": [0.7 + 0.003 * s for s in range(4)] for kind in ("mean", "noise_0.5")})
+    _log_cells(mlflow_uri, "idle_f1", {"adam": {"acc": accs, "params": {"method.name": "base"}, "metrics": f1},
+                                       "sal": {"acc": accs, "params": SAL_PARAMS, "metrics": f1}}, seeds=4)
+    rows, _ = _report(mlflow_uri, "idle_f1", tmp_path)
+    assert rows.set_index("method").loc["sal", "verdict"] == "same by construction"
+    per_class = pd.read_csv(tmp_path / "idle_f1" / "per_class_f1.csv", keep_default_na=False, na_values=[""])
+    assert len(per_class) == 3 and set(per_class["verdict"]) == {"same by construction"}
+    robust = pd.read_csv(tmp_path / "idle_f1" / "robustness.csv", keep_default_na=False, na_values=[""])
+    assert len(robust) == 2 and set(robust["verdict"]) == {"same by construction"}
 
 
 @pytest.mark.store

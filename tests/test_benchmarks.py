@@ -73,3 +73,18 @@ def test_mnist1d_speed_smoke(tmp_path):
     assert stage["stage_s"] > 0 and stage["bare_s"] > 0 and -1 < stage["overhead_share"] < 1
     assert 0 < stage["mlflow_share_profiled"] < 1 and 0 < stage["optuna_share_profiled"] < 1
     assert "MLflow + Optuna" in stdout
+
+
+@pytest.mark.subprocess
+def test_tuning_rule_smoke(tmp_path):
+    """Every rule of every k in every scenario is simulated (400 replications) and printed side by side."""
+    result, stdout = _smoke("bench_tuning_rule.py", tmp_path)
+    assert result["replications"] == 400
+    cells = {(r["scenario"], r["rule"], r["k"]) for r in result["rows"]}
+    assert cells == {(s, rule, k) for s in ("digits", "mnist1d", "unequal noise", "divergence")
+                     for rule in ("mean", "worst", "lcb") for k in (2, 3, 5)}
+    for r in result["rows"]:
+        assert r["regret"] >= 0 and r["configurations"] == 16 // r["k"]
+        if r["rule"] == "mean":  # each rule against the mean on the same draws: the mean against itself is 0
+            assert r["minus_mean"] == r["minus_mean_se"] == 0
+    assert "k=2 (8 configs)" in stdout and "divergence" in stdout

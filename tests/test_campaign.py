@@ -4,6 +4,7 @@ budgets, and the smoke version runs end to end and writes the findings."""
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,9 @@ def test_findings_sentences_state_no_effect_plainly():
     s = verdict_sentence("sal", "adam", "inconclusive", delta=0.001, lo=-0.004, hi=0.006, n=20, mde=0.0071)
     assert s.startswith("No difference shown between sal and adam") and "[-0.40, +0.60]" in s and "0.71 points" in s
     assert verdict_sentence("sal", "sam", "better", delta=0.02, lo=0.01, hi=0.03, n=10, mde=0.01).startswith(
-        "sal beats sam: sal - sam = +2.00 points [+1.00, +3.00]")
+        "sal beats sam: sal - sam = +2.00 points, 95% CI [+1.00, +3.00]")  # every interval names its level
+    assert "96.09% CI [-0.40, +0.60]" in verdict_sentence("sal", "adam", "inconclusive", delta=0.001, lo=-0.004,
+                                                         hi=0.006, n=20, mde=0.0071, level="96.09%")
     assert dose_of("noise_1e-3") == 1e-3 and dose_of("adam") != dose_of("adam")
 
 
@@ -107,3 +110,54 @@ def test_smoke_campaign_end_to_end(tmp_path):
                            cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert pd.read_csv(out / "digits" / "dose_seeds.csv").equals(dose_seeds)
+
+
+@pytest.mark.parametrize("kind", ["users_files", "a_file", "read_only"])
+def test_an_out_folder_the_campaign_may_not_write_is_refused_before_any_compute(tmp_path, capsys, kind):
+    from campaign import main
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    if kind == "users_files":
+        out.mkdir()
+        (out / "README.md").write_text("my notes\n")
+        (out / "times.csv").write_text("my,times\n")
+    elif kind == "a_file":
+        out.write_text("a file\n")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes a read-only folder anyway")
+        out.mkdir()
+        out.chmod(0o500)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    try:
+        code = main(["--smoke", "--no-figures", "--out", str(out), "--work", str(work)])
+    finally:
+        if kind == "read_only":
+            out.chmod(0o700)
+    err = capsys.readouterr().err
+    assert code == 2 and "--out" in err and "fix:" in err, err
+    assert {"users_files": "README.md, times.csv", "a_file": "is a file", "read_only": "not writable"}[kind] in err
+    assert not work.exists()  # nothing trained, nothing written: the refusal comes before the work folder
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_the_campaign_writes_only_what_it_owns(tmp_path):
+    from sal.core.spec_base import SpecError
+
+    from campaign_outputs import check_campaign_folder, write_owned
+
+    write_owned(tmp_path, "times.csv", "a\n")
+    write_owned(tmp_path, "times.csv", "b\n")  # its own file: replaced
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / "compare_seeds.csv").write_text("the user's\n")
+    with pytest.raises(SpecError, match="did not write"):
+        write_owned(tmp_path, "digits/compare_seeds.csv", "ours\n")
+    with pytest.raises(SpecError, match="digits/compare_seeds.csv"):
+        check_campaign_folder(tmp_path, DATASETS, STAGES)
+    assert (tmp_path / "times.csv").read_text() == "b\n"
+    assert (tmp_path / "digits" / "compare_seeds.csv").read_text() == "the user's\n"
+    (tmp_path / "digits" / "compare_seeds.csv").unlink()
+    (tmp_path / "digits" / "compare").mkdir()
+    (tmp_path / "digits" / "compare" / "mine.txt").write_text("x")  # a report folder sal report did not write
+    with pytest.raises(SpecError, match="mine.txt"):
+        check_campaign_folder(tmp_path, DATASETS, STAGES)

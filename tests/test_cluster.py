@@ -213,7 +213,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint_and_logs_the_uninterrupted_h
     cells = {"a_sal": {"method": {"name": "sal", "warmup": 0}}, "b_adam": {"method": {"name": "base"}}}
     path = tmp_path / f"{name}.yaml"
     base = {**BASE, "data": {"name": "digits"}, "train": {**BASE["train"], "epochs": 12, "checkpoint_every": 2}}
-    path.write_text(yaml.safe_dump({"name": name, "base": base, "seeds": [1], "cells": cells}))
+    path.write_text(yaml.safe_dump({"name": name, "base": base, "seeds": [1], "baseline": "b_adam", "cells": cells}))
     journal = tmp_path / "q.journal"
     cmd = _sal("--tracking-uri", mlflow_uri, "ablate", str(path), "--storage", str(journal), "--checkpoint-dir",
                str(ckpt))
@@ -237,3 +237,60 @@ def test_a_killed_trial_resumes_from_its_checkpoint_and_logs_the_uninterrupted_h
         logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/acc"))
         spec = validate_run({**base, **cells[cell], "seed": 1})
         assert logged == [(int(row["epoch"]), row["val/acc"]) for row in train(spec).history], cell
+
+
+def _stop_mid_trial(storage: str, name: str, proc: subprocess.Popen, timeout_s: float = 120) -> bool:
+    """SIGSTOP ``proc`` while it holds a trial (and leave it stopped): ``_kill_mid_trial`` without the kill."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        if not _holds_a_trial(storage, name, proc):
+            time.sleep(0.2)
+            continue
+        os.kill(proc.pid, signal.SIGSTOP)
+        if _holds_a_trial(storage, name, proc):
+            return True
+        os.kill(proc.pid, signal.SIGCONT)
+    return False
+
+
+@pytest.mark.subprocess
+def test_a_stalled_worker_does_not_log_its_retried_trial_again(tmp_path, pg_database, mlflow_server, monkeypatch):
+    """A worker holding a trial is suspended (SIGSTOP: `scontrol suspend`, a paused VM, a long stall) past the
+    heartbeat grace; its trial is failed as stale and another worker trains the retry; then the first worker
+    resumes (SIGCONT). Before: it finished too and ended its run FINISHED, two finished runs for that seed.
+    Now it sees the trial is no longer its own, ends its run KILLED as a duplicate and stops: exactly one
+    FINISHED run per (cell, seed)."""
+    from sal.core.names import TAG_MESSAGE, TAG_STATUS
+
+    monkeypatch.setenv("SAL_HEARTBEAT_S", "2")  # grace period 6 s, for every process of this test
+    name = "stalled"
+    storage = pg_database()
+    path = _grid(tmp_path, name, seeds=2, cells={"adam": CELLS["adam"]}, epochs=15)
+    first = _start(_sal("--tracking-uri", mlflow_server, "ablate", str(path), "--storage", storage),
+                   tmp_path / "first.log")
+    assert _stop_mid_trial(storage, name, first), (tmp_path / "first.log").read_text()
+    [stalled] = [t for t in _trials(storage, name) if t.state.name == "RUNNING"]
+    other = _start(_sal("worker", name, "--storage", storage), tmp_path / "other.log")
+    other.wait(timeout=600)  # it trains the other seed, and the stalled trial once it is failed as stale
+    os.kill(first.pid, signal.SIGCONT)
+    first.wait(timeout=300)
+    logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
+    assert other.returncode == 0 and first.returncode in (0, 1), logs
+    assert not any("Traceback" in text for text in logs.values()), logs
+
+    trials = _trials(storage, name)
+    assert trials[stalled.number].state.name == "FAIL"  # failed as stale, and retried
+    complete = sorted(t.user_attrs[KEY] for t in trials if t.state.name == "COMPLETE")
+    assert len(complete) == 2 and len(set(complete)) == 2
+    runs = _runs(mlflow_server, name)
+    finished: dict[str, int] = {}
+    for r in runs:
+        if r.info.status == "FINISHED":
+            finished[r.data.tags[KEY]] = finished.get(r.data.tags[KEY], 0) + 1
+    assert finished == {key: 1 for key in complete}  # exactly once per (cell, seed)
+    [run_id] = stalled.user_attrs[MLFLOW_RUNS]
+    duplicate = next(r for r in runs if r.info.run_id == run_id)
+    assert duplicate.info.status == "KILLED" and duplicate.data.tags[TAG_STATUS] == "killed"
+    assert "failed as stale" in duplicate.data.tags[TAG_MESSAGE]
+    print(f"\nstalled worker: FINISHED runs per (cell, seed) {finished}; the stalled worker's run "
+          f"{duplicate.info.status} ({duplicate.data.tags[TAG_MESSAGE][:60]}...); it exited {first.returncode}")

@@ -25,7 +25,7 @@ def pg_url(pg_database):
 @pytest.mark.postgres
 def test_an_ablation_runs_on_postgresql(tmp_path, pg_url, mlflow_uri):
     path = tmp_path / "pg.yaml"
-    path.write_text(yaml.safe_dump({"name": "pg", "base": TINY_BASE, "seeds": 2,
+    path.write_text(yaml.safe_dump({"name": "pg", "base": TINY_BASE, "seeds": 2, "baseline": "adam",
                                     "cells": {"adam": {"method.name": "base"}, "sam": {"method.name": "sam"}}}))
     spec, items = load_ablation(path)
     out = run_ablation(spec, items, ref=StorageRef.resolve(pg_url, spec.name, "ablation"), uri=mlflow_uri)
@@ -90,7 +90,7 @@ def test_sal_worker_joins_a_queued_ablation_and_logs_where_the_launcher_logs(tmp
     from sal.tracking.store import runs_frame
 
     path = tmp_path / "joined.yaml"
-    path.write_text(yaml.safe_dump({"name": "joined", "base": TINY_BASE, "seeds": 2,
+    path.write_text(yaml.safe_dump({"name": "joined", "base": TINY_BASE, "seeds": 2, "baseline": "adam",
                                     "cells": {"adam": {"method.name": "base"}, "sam": {"method.name": "sam"}}}))
     spec, items = load_ablation(path)
     ref = StorageRef(str(tmp_path / "q.journal"))

@@ -30,7 +30,7 @@ def test_ablate_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, capsys,
     """Before: the cells and their count only."""
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "est.yaml"
-    path.write_text(yaml.safe_dump({"name": "est", "base": TINY_BASE, "seeds": 3,
+    path.write_text(yaml.safe_dump({"name": "est", "base": TINY_BASE, "seeds": 3, "baseline": "a",
                                     "cells": {"a": {"method.name": "base"}, "b": {"method.name": "sam"}}}))
     assert main(["ablate", str(path), "--dry-run", "--storage", str(tmp_path / "q.journal")]) == 0
     out = capsys.readouterr().out
@@ -50,7 +50,8 @@ def test_study_and_compare_dry_runs_print_an_estimate(tmp_path, capsys, monkeypa
     compare = tmp_path / "cmp.yaml"
     compare.write_text(yaml.safe_dump({"name": "cmp", "base": TINY_BASE,
                                        "methods": {"adam": {"method.name": "base"}, "sam": {"method.name": "sam"}},
-                                       "tuning": {"trials": 2, "seeds": 1}, "evaluation": {"seeds": 3}}))
+                                       "tuning": {"trials": 2, "seeds": 1}, "evaluation": {"seeds": 3},
+                                       "analysis": {"treatment": "sam", "contrasts": [["sam", "adam"]]}}))
     assert main(["compare", str(compare), "--dry-run"]) == 0
     assert "total: 10 runs, 20 epochs" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp.yaml", "st.yaml"]

@@ -23,7 +23,7 @@ def test_a_sweep_with_failed_runs_exits_1_and_says_why(tmp_path, mlflow_uri, cap
     empty = tmp_path / "no_images"
     empty.mkdir()  # exists (so the spec is valid), but holds no images: every run of the cell crashes
     path = tmp_path / "crash.yaml"
-    path.write_text(yaml.safe_dump({"name": "crash", "base": TINY_BASE, "seeds": 2, "cells": {
+    path.write_text(yaml.safe_dump({"name": "crash", "base": TINY_BASE, "seeds": 2, "baseline": "ok", "cells": {
         "ok": {"method.name": "base"},
         "broken": {"method.name": "base", "data.name": "imagefolder", "data.root": str(empty)}}}))
     code = main(["ablate", str(path), "--storage", str(tmp_path / "q.journal"), "--tracking-uri", mlflow_uri])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -71,6 +72,11 @@ def test_compare_tunes_every_method_with_one_budget_and_evaluates_on_fresh_seeds
     assert "The answer at every tuning budget" in md and "Expected best objective at each tuning budget" in md
     for n in (1, 2, 3):
         assert f"| sal | {n} | {round(float(expected[n - 1]), 4):g} |" in md
+    # descriptive: no band, no crossing verdict; the methods are compared at one n, the fewest complete trials
+    assert "descriptive" in md and "band (95%)" not in md and "stays beyond" not in md
+    assert "at n = 3 trials, the fewest complete trials of any method: " in md and f"sal {expected[2]:.4f}" in md
+    budget = pd.read_csv(tmp_path / "report" / "budget.csv")
+    assert "crossing" not in budget.columns and set(budget["trials n"]) == {1, 2, 3}
     # resumable and idempotent: a second run trains nothing new
     assert main(args) == 0
     assert len(runs_frame(mlflow_uri, ["sal-ablation-fair"], ABLATION_RUNS)) == len(eval_runs)

@@ -170,7 +170,9 @@ def test_the_cross_data_set_view_keeps_a_diverged_loss_seed(tmp_path, mlflow_uri
         norm = ((-w - finite.min()) / (finite.max() - finite.min())).where(np.isfinite(w), 0.0)
         expected.append((norm["sal"] - norm["adam"]).mean())
     assert loss["deltas"]["sal vs adam"]["norm_delta"] == pytest.approx(np.mean(expected))
-    assert acc["deltas"]["sal vs adam"]["norm_delta"] < loss["deltas"]["sal vs adam"]["norm_delta"]
+    # the diverged seed's accuracy of 0 does not set the data set's scale (it compressed every other run of
+    # data set a towards 1 under min-max over all runs): the same runs read the same as accuracies and losses
+    assert acc["deltas"]["sal vs adam"]["norm_delta"] == pytest.approx(loss["deltas"]["sal vs adam"]["norm_delta"])
 
 
 def test_the_forest_plot_shows_an_infinite_delta_and_no_rope_band_on_a_loss():

@@ -4,6 +4,8 @@ robustness and per-class metrics, and its report's sections checked against a re
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,13 @@ from scipy import stats as sps
 
 from sal.queue.engine import StorageRef
 from sal.report.build import analyse, write_report
-from sal.report.event_sharpness import event_changes, event_sharpness_section
+from sal.report.event_sharpness import (
+    LAG,
+    event_contrasts,
+    event_seed_levels,
+    event_sharpness_section,
+    history_from_epochs,
+)
 from sal.report.secondary import class_section, cost_section, robustness_section
 from sal.spec.analysis import Contrast, Plan
 from sal.stats.inference import adjust
@@ -86,25 +94,26 @@ def test_robustness_contrasts_and_figure(measured):
     assert float(row["delta"]) == pytest.approx(delta, abs=1e-4)
 
 
-def test_grad_norm_event_changes_are_recomputed_from_the_histories(measured):
+def test_grad_norm_after_events_is_recomputed_from_the_histories_and_the_campaigns_epochs(measured):
     a, tmp = measured
     from sal.report.build import _histories
 
     history = _histories(a.uri, a.selection.runs)
     assert history["train/grad_norm"].notna().all()
-    per_seed = event_changes(history, "sal", "adam", "sal/noise")
-    assert len(per_seed) > 0
-    row = per_seed.iloc[0]
+    per_seed = event_seed_levels(history, a.opts.plan)
+    noise = per_seed[per_seed["event"] == "noise"]
+    assert len(noise) > 0
+    row = noise.iloc[0]
     h = history[(history["seed"] == row["seed"])]
     mine, base = h[h["method"] == "sal"].set_index("epoch"), h[h["method"] == "adam"].set_index("epoch")
-    epochs = [e for e in mine.index if mine.loc[e, "sal/noise"] > 0 and e > 1]
-    want = np.mean([math.log(mine.loc[e, "train/grad_norm"] / mine.loc[e - 1, "train/grad_norm"]) for e in epochs])
-    want_base = np.mean([math.log(base.loc[e, "train/grad_norm"] / base.loc[e - 1, "train/grad_norm"]) for e in epochs])
-    assert row["events"] == len(epochs)
-    assert row["change"] == pytest.approx(want) and row["baseline_change"] == pytest.approx(want_base)
+    epochs = [e for e in mine.index if mine.loc[e, "sal/noise"] > 0 and e + LAG in mine.index]
+    want = np.mean([math.log(mine.loc[e + LAG, "train/grad_norm"] / base.loc[e + LAG, "train/grad_norm"])
+                    for e in epochs])
+    assert row["events"] == len(epochs) and row["against"] == "same epochs"  # adam never makes the event
+    assert row["difference"] == pytest.approx(want)
 
     [section] = event_sharpness_section(history, a.opts.plan, level=0.95, draw_figures=True)
-    [figure] = section.figures.values()
+    figure = next(iter(section.figures.values()))
     assert figure.axes[0].get_yscale() == "log"  # ratios around events read as equal heights
 
     out = write_report(a, tmp / "report")
@@ -113,6 +122,18 @@ def test_grad_norm_event_changes_are_recomputed_from_the_histories(measured):
                   "Cost: training time and memory"):
         assert title in text
     assert (out / "figures").is_dir() and len(list((out / "figures").glob("*.png"))) >= 5
+
+    # the campaign's committed per-epoch file recomputes the report's table
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from campaign import write_epochs
+
+    write_epochs(a.uri, "secondary", tmp / "findings", "digits/attribution_epochs.csv")
+    published = pd.read_csv(out / "event_sharpness.csv")
+    epochs_csv = pd.read_csv(tmp / "findings" / "digits" / "attribution_epochs.csv")
+    assert set(epochs_csv["cell"]) == {"adam", "sal"} and len(epochs_csv) == 4 * 2 * 6
+    again = event_contrasts(history_from_epochs(epochs_csv, published["dataset"].iloc[0]), a.opts.plan, level=0.95)
+    numbers = ["seeds", "events", "level", "effect", "effect_ci_low", "effect_ci_high"]
+    pd.testing.assert_frame_equal(again[numbers], published[numbers], rtol=1e-4, check_dtype=False)
 
 
 def test_a_contrast_without_the_metric_has_no_section():

@@ -196,23 +196,15 @@ def test_sal_ui_shows_no_password_in_ps_and_sigterm_stops_every_process(secret_d
     `ps` shows it), and SIGTERM to `sal ui` left mlflow ui and its server running."""
     import signal
     import time
-    import urllib.request
 
-    from tests.helpers import free_port
+    from tests.helpers import free_port, wait_until_serving
 
     password, (_, tracking), _ = secret_databases
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "sal", "--tracking-uri", tracking, "ui", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline, up = time.time() + 300, False  # a first start migrates the new database: slow on a busy machine
-        while time.time() < deadline and not up and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-                    up = response.status == 200
-            except OSError:
-                time.sleep(1)
-        assert up, proc.stdout.read() if proc.poll() is not None else "no answer"
+        wait_until_serving(proc, port)
         children = _descendants(proc.pid)
         assert len(children) >= 2  # mlflow ui and the web server it starts
         assert [c for c in children.values() if _shown(password, c)] == []

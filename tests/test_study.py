@@ -209,7 +209,13 @@ def test_a_rerun_with_another_base_or_space_exits_2_and_force_new_starts_fresh(t
     fresh = optuna.load_study(study_name="drift", storage=storage)
     assert len(fresh.trials) == 1
     assert len(optuna.load_study(study_name=names[1], storage=storage).trials) == 2
+    capsys.readouterr()
     assert main([*run, "--n-trials", "2"]) == 2  # the fresh study has the new base now: the old one is the odd one
+    err = capsys.readouterr().err
+    assert "another base spec" in err and "backup" not in err, err  # not refused as a damaged journal
+    # resuming the fresh study: its journal (a study deleted and created again) was refused as damaged
+    assert main([*run, "--set", "optim.lr=0.02", "--n-trials", "2"]) == 0, capsys.readouterr().err
+    assert len(optuna.load_study(study_name="drift", storage=StorageRef(str(journal)).open()).trials) == 2
 
 
 def test_study_best_writes_what_the_best_trial_trained(tmp_path, mlflow_uri):

@@ -15,3 +15,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # sal/core/paths.py -> the chec
 def default_base() -> Path:
     """The checkout when sal runs from one, else the current directory."""
     return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
+def accepts_files(folder: Path) -> bool:
+    """Whether a file can be created in the existing ``folder``. ``os.access`` answers from the permission bits
+    (always yes to root), so /proc and /sys pass it; an unnamed temporary file (gone when closed) is the test."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False

@@ -4,6 +4,8 @@
 - An alias bomb (``b: [*a, *a, ...]`` nested a few levels) is a few hundred bytes that expand to billions of
   nodes; everything that walks the loaded tree (``${SAL_DATA}`` expansion, validation) would hang. The size
   of the expanded tree is counted on the composed node graph (linear in the file) before anything is built.
+- A document nested deeper than ``MAX_DEPTH`` (``{a: {a: ...}}`` a thousand times): PyYAML composes and
+  constructs nodes recursively and would end in a RecursionError; it is refused while composing.
 - Errors name the file, not PyYAML's ``<unicode string>``.
 """
 
@@ -12,17 +14,31 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
-__all__ = ["UniqueKeyLoader", "load_unique", "MAX_NODES"]
+__all__ = ["UniqueKeyLoader", "load_unique", "MAX_NODES", "MAX_DEPTH"]
 
 _MERGE = "tag:yaml.org,2002:merge"
 MAX_NODES = 100_000  # expanded nodes of one spec; the largest paper preset has a few hundred
+MAX_DEPTH = 100  # nesting of one spec (a preset nests 4 levels); PyYAML's recursion stays far below Python's limit
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader whose mappings reject a key written twice (merge keys ``<<:`` may still be overridden) and
-    whose documents may expand to at most ``MAX_NODES`` nodes through aliases."""
+    whose documents may expand to at most ``MAX_NODES`` nodes through aliases and nest ``MAX_DEPTH`` deep."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"it nests deeper than sal reads ({MAX_DEPTH} levels); fix: "
+                                    "flatten the spec", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def get_single_node(self):
         node = super().get_single_node()

@@ -34,10 +34,12 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 
 from ..core import interrupts
+from ..core.diskfull import disk_full
 from ..core.names import ATTR_KEY, ATTR_MLFLOW_RUNS, ATTR_REPLACES, ATTR_RUN, ATTR_STATUS, ATTR_WORKER
 from ..core.paths import default_base
 from ..core.redact import MaskingFormatter, mask_url, quiet_library_tracebacks
 from ..spec.config import SpecError
+from .journal import repair_cut_tail
 
 __all__ = [
     "StorageRef", "QueueLost", "worker_id", "alive", "spawn_workers", "exit_with_launcher",
@@ -65,7 +67,8 @@ class StorageRef:
     heartbeat_s: int = 20
 
     @classmethod
-    def resolve(cls, url: str | None, name: str, kind: str, *, heartbeat_s: int = 20) -> StorageRef:
+    def resolve(cls, url: str | None, name: str, kind: str, *, heartbeat_s: int | None = None) -> StorageRef:
+        heartbeat_s = heartbeat_s or heartbeat_from_env()
         if url is None:
             base = default_base()
             return cls(str(base / "optuna" / f"{kind}-{name}.journal"), heartbeat_s)
@@ -81,6 +84,7 @@ class StorageRef:
     def open(self) -> optuna.storages.BaseStorage:
         if self.is_journal:
             Path(self.url).parent.mkdir(parents=True, exist_ok=True)
+            repair_cut_tail(self.url)  # a crash mid-append: Optuna would append after the cut line
             return JournalStorage(JournalFileBackend(self.url))
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +93,21 @@ class StorageRef:
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
             engine_kwargs={"pool_pre_ping": True} if not self.url.startswith("sqlite") else None,
         )
+
+
+HEARTBEAT_ENV = "SAL_HEARTBEAT_S"  # seconds between a worker's heartbeats; a trial is stale after 3 of them
+
+
+def heartbeat_from_env(default: int = 20) -> int:
+    """The heartbeat interval of PostgreSQL queues: ``$SAL_HEARTBEAT_S``, else 20 s. Every worker and launcher of
+    one queue should use the same: a silent worker's trial goes back to the queue after 3 intervals."""
+    raw = os.environ.get(HEARTBEAT_ENV, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SpecError([f"{HEARTBEAT_ENV}={raw!r} is not a whole number of seconds >= 1; fix: e.g. "
+                         f"{HEARTBEAT_ENV}=20, or unset it"])
+    return int(raw)
 
 
 def worker_id() -> str:
@@ -155,6 +174,11 @@ def _child(target: Callable[..., None], index: int, gpu: str | None, threads: in
         pass
     except QueueLost as err:  # the queue's database went away: one line, exit 1
         logging.getLogger("sal").error("%s; re-run the same command to resume", err)
+        sys.exit(1)
+    except Exception as err:  # noqa: BLE001 - one line, as the CLI's own errors (a full store, a server's error)
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        cause = "the disk is full (fix: free space, then re-run)" if disk_full(err) else type(err).__name__
+        logging.getLogger("sal").error("worker %d stopped: %s: %s", index, cause, first)
         sys.exit(1)
 
 

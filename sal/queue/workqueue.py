@@ -40,9 +40,18 @@ from .engine import (
     worker_id,
 )
 
-__all__ = ["Queue", "Claimed", "Job", "work", "trials_by_state", "worker_record", "TRACKING_URI", "QueueLost"]
+__all__ = ["Queue", "Claimed", "Superseded", "Job", "work", "trials_by_state", "worker_record", "TRACKING_URI",
+           "QueueLost"]
 
 log = logging.getLogger(__name__)
+
+
+class Superseded(BaseException):
+    """This worker's trial was failed as stale and queued again while the worker still ran it (its heartbeats
+    stopped: the process was suspended, its VM paused, a long stall), so another worker trains it. The worker
+    must not finish it: it stops, its MLflow runs end KILLED as duplicates, and it goes on with the queue.
+    A BaseException, as KeyboardInterrupt is, so no ``except Exception`` on the way out (a run's crash handler,
+    Optuna's ``catch``) takes it for a failure of the run itself."""
 
 
 @dataclass
@@ -64,7 +73,8 @@ class Queue:
                  **create_kwargs: Any):
         self.ref, self.name, self.worker = ref, name, worker_id()
         self.storage = ref.open()
-        self.study = optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True, **create_kwargs)
+        self.study = self._load(create_kwargs) or \
+            optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True, **create_kwargs)
         self._check_direction(create_kwargs.get("direction"))
         if kind is not None:
             self._check_kind(kind)
@@ -78,6 +88,16 @@ class Queue:
             self.study.set_metric_names(metric_names)
 
     # ------------------------------------------------------------------ opening
+    def _load(self, create_kwargs: dict[str, Any]) -> optuna.Study | None:
+        """The study if it exists, opened without a write (create_study(load_if_exists=True) appends a
+        create-study line to a journal on every open, also for a command then refused)."""
+        try:
+            self.storage.get_study_id_from_name(self.name)
+        except KeyError:
+            return None
+        return optuna.load_study(study_name=self.name, storage=self.storage, sampler=create_kwargs.get("sampler"),
+                                 pruner=create_kwargs.get("pruner"))
+
     def _check_direction(self, wanted: str | None) -> None:
         study = self.study
         if wanted is not None and len(study.directions) == 1 and study.direction.name.lower() != wanted:
@@ -210,10 +230,28 @@ class Queue:
                 stack.enter_context(get_heartbeat_thread(tid, self.storage))
             yield
 
+    # ------------------------------------------------------------------ holding
+    def ensure_held(self, trial_id: int, number: int) -> None:
+        """Raise Superseded unless this worker still holds the trial (RUNNING, in its name). One read of the
+        storage: cheap enough for every epoch, and due before a run is ended FINISHED."""
+        t = self.storage.get_trial(trial_id)
+        if t.state != TrialState.RUNNING or t.user_attrs.get(WORKER) != self.worker:
+            raise Superseded(f"trial {number} was failed as stale while this worker ({self.worker}) ran it (its "
+                             "heartbeats stopped: suspended or stalled) and queued again for another worker; this "
+                             "duplicate is stopped and its runs end KILLED")
+
+    def retried_elsewhere(self, trial: FrozenTrial, run_ids: list[str]) -> bool:
+        """A later trial of ``trial``'s key trains runs of its own (not ``run_ids``, which it would reuse)."""
+        key = trial.user_attrs.get(KEY)
+        return key is not None and any(
+            t.number > trial.number and t.user_attrs.get(KEY) == key and t.state != TrialState.FAIL
+            and set(t.user_attrs.get(MLFLOW_RUNS, [])) - set(run_ids) for t in self.trials())
+
     # ------------------------------------------------------------------ closing
     def finish(self, trial_id: int, trial: FrozenTrial, *, value: float | list[float] | None,
-               attrs: dict[str, Any] | None = None, state: TrialState = TrialState.COMPLETE) -> None:
-        """Record attrs and close a claimed trial (COMPLETE with its value, PRUNED or FAIL)."""
+               attrs: dict[str, Any] | None = None, state: TrialState = TrialState.COMPLETE) -> bool:
+        """Record attrs and close a claimed trial (COMPLETE with its value, PRUNED or FAIL); False when it
+        had been failed as stale in the meantime (it stays failed; its retry decides)."""
         try:
             for k, v in (attrs or {}).items():
                 self.storage.set_trial_user_attr(trial_id, k, v)
@@ -221,11 +259,12 @@ class Queue:
                 self.study.tell(trial.number, value)
             else:
                 self.study.tell(trial.number, state=state)
+            return True
         except optuna.exceptions.UpdateFinishedTrialError:
-            # Failed as stale while this worker ran it (its heartbeat missed the grace period): the retry
-            # finds this run in MLflow and closes with it instead of training again.
-            log.warning("trial %d was failed as stale while this worker ran it; its retry reuses this run",
-                        trial.number)
+            # Failed as stale between this worker's last check and its close: a retry not yet started finds
+            # this run in MLflow and closes with it; one that trains its own makes this run a duplicate.
+            log.warning("trial %d was failed as stale while this worker closed it", trial.number)
+            return False
 
     def give_back(self, claimed: Claimed, reason: str) -> list[int]:
         """Close the claimed trials that are still RUNNING (they did not run to their end: Ctrl-C) and queue
@@ -345,6 +384,10 @@ def work(queue: Queue, job: Job, *, poll_s: float = 5.0,
                 back = queue.give_back(claimed, "interrupted")
                 log.warning("interrupted: trials %s given back to the queue", back)
                 raise
+            except Superseded as lost:  # another worker trains it now; the other claimed seeds go back
+                back = queue.give_back(claimed, "its worker stalled")
+                log.warning("%s%s", lost, f"; trials {back} given back to the queue" if back else "")
+                continue
             done += len(claimed.trials) or 1  # a study's slot is one trial
 
 

@@ -45,7 +45,8 @@ from .outputs import report_folder
 from .render import Section, render_latex, report_document, to_html, to_markdown
 from .secondary import class_section, cost_section, robustness_section
 
-__all__ = ["load_runs", "analyse", "write_report", "build_report", "paper_numbers", "Analysis", "Section"]
+__all__ = ["load_runs", "analysed_histories", "analyse", "write_report", "build_report", "paper_numbers", "Analysis",
+           "Section"]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,18 @@ def _histories(uri: str, runs: pd.DataFrame) -> pd.DataFrame:
         except Exception as err:  # noqa: BLE001 - a missing artifact costs a curve, not the report
             log.warning("no history for run %s: %s", run["run_id"], err)
             continue
-        parts.append(h.assign(method=run_cell(run), seed=int(run["tags.seed"]),
+        parts.append(h.assign(run_id=run["run_id"], method=run_cell(run), seed=int(run["tags.seed"]),
                               dataset=run["tags.dataset"], context=run.get(f"tags.{TAG_CONTEXT}", "") or ""))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def analysed_histories(uri: str, name: str) -> pd.DataFrame:
+    """The per-epoch histories of the runs a report of ablation ``name`` analyses (its current definition),
+    when they logged the grad norm (what event_sharpness reads); empty otherwise."""
+    runs = load_runs(uri, name)
+    definition = get_experiment_record(uri, experiment_name("ablation", name), RECORD_DEFINITION)
+    runs = select_runs(runs, definition).runs
+    return _histories(uri, runs) if f"metrics.{GRAD_NORM}" in runs else pd.DataFrame()
 
 
 def paper_numbers(summary: pd.DataFrame, tidy: pd.DataFrame, table: int) -> pd.Series:
@@ -339,6 +349,11 @@ def write_report(a: Analysis, out_dir: Path, *, sections: list[Section] = (), dr
         extra = [(sec, {title: _save(fig, staging / "figures", f"{_slug(sec.title)}-{i}.png")
                         for i, (title, fig) in enumerate(sec.figures.items())}) for sec in sections]
         a.summary.to_csv(staging / "summary.csv", index=False)
+        # the hierarchical model's numbers as the report states them (both answers, errors, prior sensitivity)
+        hierarchical = [c["hierarchical_table"].assign(metric=m) for m, c in a.cross.items()
+                        if len(c.get("hierarchical_table", ()))]
+        if hierarchical:
+            pd.concat(hierarchical).to_csv(staging / "hierarchical.csv", index=False)
         for sec in sections:
             for file, frame in sec.data.items():
                 frame.to_csv(staging / file, index=False)

@@ -103,8 +103,9 @@ def _rope_notes(runs: pd.DataFrame, opts: ReportOptions) -> list[str]:
     for dataset, n in runs.groupby("tags.dataset")[col].max().items():
         if n == n and opts.rope < 1 / n:
             out.append(f"{dataset}: the ROPE of +-{opts.rope:g} is below one test sample (1/{int(n)} = "
-                       f"{1 / n:.4g}): accuracies move in steps of {1 / n:.4g}, so `equivalent` is unreachable "
-                       "unless every seed ties; pass a wider --rope or use a larger test set.")
+                       f"{1 / n:.4g}): a seed's difference is 0 or at least {1 / n:.4g}, beyond the ROPE, so "
+                       "`equivalent` (the interval of the mean inside the ROPE) needs most seeds to tie exactly; "
+                       "pass a wider --rope or use a larger test set for a finer answer.")
     return out
 
 

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..core.paths import accepts_files
 from ..spec.config import SpecError
 
 __all__ = ["MARKER", "STAGING_PREFIX", "check_output_folder", "report_folder", "check_output_file",
@@ -38,7 +39,7 @@ def _writable(path: Path, setting: str) -> None:
     if not existing.is_dir():
         raise SpecError([f"{setting}={str(path)!r}: {existing} is a file, not a folder; fix: choose another "
                          f"{setting}"])
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK) or not accepts_files(existing):  # /proc passes os.access
         raise SpecError([f"{setting}={str(path)!r} is not writable ({existing} denies writing); fix: choose a "
                          f"folder you can write, e.g. {setting} reports/NAME"])
 
@@ -76,6 +77,10 @@ def check_output_folder(folder: str | Path, *, setting: str = "--out") -> Path:
     only the files of an earlier sal report. Call it before any compute, and again before writing.
     """
     folder = Path(folder).expanduser().absolute()
+    for part in (folder, *folder.parents):  # a dangling link: creating the folder would fail after the work
+        if part.is_symlink() and not part.exists():
+            raise SpecError([f"{setting}={str(folder)!r}: {part} is a link to {os.readlink(part)}, which does not "
+                             f"exist; fix: create {os.readlink(part)} first, or give another {setting}"])
     if folder.exists() and not folder.is_dir():
         raise SpecError([f"{setting}={str(folder)!r} is a file, not a folder; fix: give a folder for the report"])
     _writable(folder, setting)

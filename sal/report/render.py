@@ -13,13 +13,14 @@ import pandas as pd
 
 from ..metrics.scoring import worst_value
 from ..stats.factorial import factorial_sentence
+from ..stats.hierarchical import PRIOR_DOMINATED_BELOW, SIGMA0_BOUND
 from ..stats.summary import ReportOptions
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
 __all__ = ["Section", "report_document", "to_markdown", "to_html", "render_latex", "table_frame", "factorial_frame",
-           "format_p"]
+           "format_p", "hierarchical_sentence"]
 
 
 @dataclass
@@ -139,9 +140,10 @@ def _setup_lines(name, opts: ReportOptions, n_runs, families, uri, departures) -
         f"{opts.level * 100:g}% t-intervals, clipped to the range of the metric (bootstrap BCa as a check in "
         f"summary.csv, seeded {opts.random_state})",
         f"verdict, first rule that holds: equivalent = the delta CI inside the ROPE (with no spread: the delta "
-        f"itself); better/worse = the {correction}-adjusted paired t-test p < alpha and the CI excludes 0 (with "
-        "fewer than 10 seeds the adjusted exact sign-flip p too; with no spread in the differences or an "
-        "infinite one, the sign-flip or sign test alone); else inconclusive. effect_dz = mean(d)/sd(d) "
+        f"itself); better/worse = the {correction}-adjusted paired t-test p < alpha and the whole CI beyond the "
+        "ROPE (excluding 0 where there is no ROPE; with fewer than 10 seeds the adjusted exact sign-flip p too; "
+        "with no spread in the differences or an infinite one, the sign-flip or sign test, with the delta at "
+        "least the ROPE); else inconclusive. effect_dz = mean(d)/sd(d) "
         "(Cohen's d_z, the sign of delta); mde = smallest delta detectable at power 0.8 with these seeds and "
         "alpha/m; win rate (ties half), Cliff's delta and P(A>B) read 'higher favours the method' for every "
         "metric (a lower loss is a win). Rules: docs/statistics.md.",
@@ -162,10 +164,11 @@ def _cross_blocks(cross: dict) -> list[Block]:
             caveat = "" if d["can_reject"] else " (fewer than 6 sets: the Wilcoxon test cannot reject)"
             lines.append(f"{method}: mean normalised delta {d['norm_delta']:+.4f} "
                          f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] (stratified bootstrap){p}{caveat}; scores "
-                         "normalised per data set, 1 = its best run, 0 = its worst, a diverged seed 0")
-        for method, (w, r, b) in c.get("hierarchical", {}).items():
-            lines.append(f"{method}, Bayesian hierarchical model (docs/statistics.md, \"Second opinions\"): on a new "
-                         f"data set of this kind P(worse) {w:.2f}, P(within the ROPE) {r:.2f}, P(better) {b:.2f}")
+                         "normalised per data set, 1 = its best run, 0 = its worst (runs that did not diverge), "
+                         "a diverged seed 0")
+        table = c.get("hierarchical_table")
+        if table is not None:
+            lines += [hierarchical_sentence(contrast, rows) for contrast, rows in table.groupby("contrast", sort=False)]
         for method, q in c["iqm"].items():
             lines.append(f"IQM {method}: {q['iqm']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]")
         if "friedman" in c:
@@ -175,6 +178,28 @@ def _cross_blocks(cross: dict) -> list[Block]:
                          + ", ".join(f"{m} {r:.2f}" for m, r in f["avg_ranks"].items()))
         blocks += [Heading(3, f"Across {c['n_sets']} data sets: {metric}"), Items(lines)]
     return blocks
+
+
+def hierarchical_sentence(contrast: str, rows: pd.DataFrame) -> str:
+    """One contrast's rows of sal.stats.summary.hierarchical_table in words (the report's and the findings'
+    sentence): the hierarchical model's two answers, each with its Monte Carlo error; with fewer data sets than
+    PRIOR_DOMINATED_BELOW, the answer at each bound on sigma_0 instead, and no posterior presented as evidence."""
+    head = (f"{contrast}, Bayesian hierarchical model across {int(rows['n_sets'].iloc[0])} data sets "
+            "(docs/statistics.md, \"Second opinions\"): ")
+    if rows["prior_dominated"].iloc[0]:
+        at = "; ".join(f"{r.p_worse:.2f} / {r.p_rope:.2f} / {r.p_better:.2f} at {r.sigma0_bound:g}"
+                       for r in rows.sort_values("sigma0_bound").itertuples())
+        se = rows[["p_worse_se", "p_rope_se", "p_better_se"]].to_numpy().max()
+        return (head + f"not evidence: with fewer than {PRIOR_DOMINATED_BELOW} data sets the answer is the prior's "
+                "bound on the spread between data sets (sigma_0, in the seeds' sd). P(worse) / P(within the ROPE) / "
+                f"P(better) on a new data set at each bound: {at} (Monte Carlo error at most {se:.3f})")
+    r = rows[rows["sigma0_bound"] == SIGMA0_BOUND].iloc[0]
+    return (head + f"a new data set of this kind is worse with probability {r.p_worse:.2f} ± {r.p_worse_se:.3f}, "
+            f"within the ROPE {r.p_rope:.2f} ± {r.p_rope_se:.3f}, better {r.p_better:.2f} ± {r.p_better_se:.3f} "
+            f"(posterior mean of the predictive); worse is the most probable outcome in {r.share_worse:.3f} "
+            f"± {r.share_worse_se:.3f} of the posterior draws, within the ROPE in {r.share_rope:.3f} ± "
+            f"{r.share_rope_se:.3f}, better in {r.share_better:.3f} ± {r.share_better_se:.3f} (the share of draws, "
+            "baycomp's and IDSIA's number; ± one Monte Carlo standard error)")
 
 
 def _factorial_intro(factorial: pd.DataFrame) -> str:

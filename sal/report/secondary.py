@@ -15,6 +15,7 @@ import seaborn as sns
 from ..core.names import TAG_DEVICE, TAG_SEEDS_PER_MODEL
 from ..metrics.classmetrics import class_of_metric
 from ..spec.analysis import Contrast, Plan
+from ..stats.attribution import mark_by_construction
 from ..stats.selection import cell_of, tidy_scores
 from ..stats.summary import ReportOptions, summarize
 from ..training.robustness import SUMMARIES
@@ -110,14 +111,18 @@ def class_section(runs: pd.DataFrame, plan: Plan, *, level: float) -> list[Secti
     if not columns or contrast is None:
         return []
     tidy = tidy_scores(runs, columns)
-    tidy = tidy.assign(context=[f"{ctx} class {class_of_metric(m)}".strip() for ctx, m in
-                                zip(tidy["context"], tidy["metric"])], metric="test/class_f1")
+    relabelled = [f"{ctx} class {class_of_metric(m)}".strip() for ctx, m in zip(tidy["context"], tidy["metric"])]
+    run_context = dict(zip(relabelled, tidy["context"]))  # each class's row -> the runs' own context
+    tidy = tidy.assign(context=relabelled, metric="test/class_f1")
     parts = [secondary_summary(part, plan, [contrast], family=f"per-class F1, {dataset}", level=level)
              for dataset, part in tidy.groupby("dataset")]
     parts = [p for p in parts if not p.empty]
     if not parts:
         return []
     summary = pd.concat(parts, ignore_index=True)
+    # identical trainings have identical classes: their rows say so instead of "inconclusive, delta 0"
+    summary = mark_by_construction(summary.assign(_runs_context=summary["context"].map(run_context)), runs,
+                                   context="_runs_context").drop(columns="_runs_context")
     summary["_class"] = [int(c.rsplit(" ", 1)[1]) for c in summary["context"]]
     summary = summary.sort_values(["dataset", "_class"]).drop(columns="_class")
     table = secondary_frame(summary).rename(columns={"context": "class"})
@@ -166,6 +171,8 @@ def robustness_section(runs: pd.DataFrame, plan: Plan, *, level: float, draw_fig
                                 level=level)
     per = secondary_summary(tidy[~tidy["metric"].isin(summaries)], plan, plan.contrasts,
                             family="robustness, per perturbation", level=level)
+    # identical trainings score alike on every perturbed input: those rows say so, not "inconclusive"
+    summary, per = (mark_by_construction(s, runs) if not s.empty else s for s in (summary, per))
     text = ["Every final model scored on the same perturbed test inputs (sal.training.robustness: Gaussian noise in "
             "units of the input's std; blur, contrast and translation at severities 1-5 for images). The mean and the "
             "worst over perturbations form one family; each perturbation another."]

@@ -115,7 +115,13 @@ def resolve_plan(spec: AnalysisSpec | None, methods: dict[str, str], *, baseline
             if declared:
                 raise SpecError([f"analysis.treatment={spec.treatment!r} is not a cell; fix: set analysis.treatment "
                                  f"to one of {cells} or declare analysis.contrasts"])
-            # No sal cell and no plan: every cell against the baseline, or (no baseline) nothing to compare
+            # No sal cell and no plan: every cell against the baseline; with no baseline either, a grid of several
+            # cells would train and compare nothing (its report had no family to show): refused before it runs.
+            # One cell (the base spec alone) is a run repeated over seeds, with nothing to compare by design.
+            if baseline not in methods and len(cells) > 1:
+                raise SpecError([f"cells {cells}: nothing to compare (no baseline, no {spec.treatment!r} cell, no "
+                                 "analysis plan); fix: declare analysis.contrasts, e.g. [[" + cells[1] + ", " + cells[0]
+                                 + "]], or in an ablation set baseline: NAME (every other cell is compared with it)"])
             contrasts = [Contrast("all", c, baseline) for c in cells if c != baseline] if baseline in methods else []
             return Plan(contrasts, spec.metrics, spec.alpha, spec.rope, spec.correction, None, "default")
         if spec.families == STANDARD_FAMILIES:

@@ -65,6 +65,8 @@ ModelName = Literal[
     "mlp", "cnn", "resnet18", "densenet121", "densenet201", "resnet50", "mobilenet_v2", "efficientnet_b2",
     "mnist1d_linear", "mnist1d_mlp", "mnist1d_cnn",  # MNIST-1D paper's models (sal/training/mnist1d_models.py)
 ]
+# the torchvision backbones of the paper (sal/training/models.py): the only models model.weights loads into
+BACKBONES = ("densenet121", "densenet201", "resnet50", "mobilenet_v2", "efficientnet_b2")
 
 
 def is_import_path(name: str) -> bool:
@@ -123,6 +125,14 @@ class DataSpec(_Strict):
     def display_name(self) -> str:
         return self.label or self.name
 
+    @property
+    def images(self) -> bool | None:
+        """Whether the inputs are images (C x H x W), which image corruptions need: every built-in set but
+        mnist1d (1 x 40 signals; sal/training/data.py); None for a loader, whose shape is known once it loads."""
+        if is_import_path(self.name):
+            return None
+        return self.name != "mnist1d"
+
 
 class ModelSpec(_Strict):
     name: ModelName | Annotated[str, Field(pattern=IMPORT_PATH.pattern)] = Field(
@@ -142,6 +152,22 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _args_for_plugins(self):
         _args_only_for_import_paths("model", self.name, self.args)
+        return self
+
+    @model_validator(mode="after")
+    def _weights_for_backbones(self):
+        # sal's own models (and a user's builder) have no pretrained form: a run would silently train from scratch
+        if self.name in BACKBONES:
+            return self
+        own = "a user's builder (load weights inside it)" if is_import_path(self.name) else "one of sal's own models"
+        if self.weights is not None:
+            raise ValueError(f"model.weights={self.weights!r} with model.name={self.name!r}: weights load only into "
+                             f"the torchvision backbones {list(BACKBONES)}, and {self.name!r} is {own}; fix: remove "
+                             "model.weights, or choose one of those backbones")
+        if self.freeze_backbone:
+            raise ValueError(f"model.freeze_backbone=True with model.name={self.name!r}: only the torchvision "
+                             f"backbones {list(BACKBONES)} have a backbone to freeze; fix: remove "
+                             "model.freeze_backbone, or choose one of those backbones")
         return self
 
 
@@ -251,6 +277,9 @@ MethodSpec = Annotated[Union[tuple(dict.fromkeys(METHOD_SPECS.values()))], Field
 
 
 
+MAX_NOISE_STD = 1000.0  # robustness.noise, in input stds
+
+
 class RobustnessSpec(_Strict):
     """Scores of the final model on perturbed val and test inputs (sal.training.robustness); off by default."""
 
@@ -267,6 +296,12 @@ class RobustnessSpec(_Strict):
         if bad:
             raise ValueError(f"robustness.noise={v!r} has non-positive stds {bad}; fix: list stds > 0, e.g. "
                              "[0.1, 0.5]")
+        # a std's metric (val/robust/noise_1e+16/acc) must be a name MLflow accepts: up to 1e5 it has no '+'
+        too_large = [s for s in v if s > MAX_NOISE_STD]
+        if too_large:
+            raise ValueError(f"robustness.noise={v!r} has stds above {MAX_NOISE_STD:g} input stds {too_large}, where "
+                             "nothing of the input is left to classify; fix: list stds up to "
+                             f"{MAX_NOISE_STD:g}, e.g. [0.1, 0.5, 1.0]")
         return v
 
     @field_validator("levels")

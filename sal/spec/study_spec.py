@@ -14,7 +14,7 @@ from typing import Any, Literal
 import optuna
 from pydantic import Field, field_validator, model_validator
 
-from ..core.spec_base import Seeds, Strict, seed_list
+from ..core.spec_base import Seeds, Strict, name_problem, seed_list
 from ..metrics.scoring import direction as scoring_direction
 from ..metrics.scoring import higher_is_better
 from .config import (
@@ -167,8 +167,9 @@ def corner_specs(spec: StudySpec) -> list[RunSpec]:
 
 def _check(spec: StudySpec) -> list[str]:
     problems = []
-    if not _NAME.match(spec.name):
-        problems.append(f"name={spec.name!r} must be letters, digits, '_', '-' or '.'; fix: rename the study")
+    bad_name = name_problem(spec.name, _NAME, kind="study", allowed="letters, digits, '_', '-' or '.'")
+    if bad_name:
+        problems.append(bad_name)
     if not spec.space:
         problems.append("space is empty; fix: list at least one dotted key to search, e.g. method.rho")
     for key, p in spec.space.items():
@@ -196,7 +197,11 @@ def _check(spec: StudySpec) -> list[str]:
     seeds = spec.seed_list
     if not seeds or min(seeds) < 1 or len(set(seeds)) != len(seeds):
         problems.append(f"seeds={spec.seeds!r} must be a count >= 1 or distinct seeds >= 1; fix: e.g. seeds: 3")
+    runs = [] if problems else corner_specs(spec)
     for i, o in enumerate(spec.objectives):
+        unscored = _unscored_robustness(o.metric, runs)
+        if unscored:
+            problems.append(f"objectives.{i}.metric={o.metric!r} {unscored}")
         if o.metric.startswith("test/"):
             problems.append(f"objectives.{i}.metric={o.metric!r} selects on test data; "
                             "fix: use a val/ or train/ metric")
@@ -215,6 +220,37 @@ def _check(spec: StudySpec) -> list[str]:
             if p.type == "float" and p.step is None:
                 problems.append(f"space.{key}: the grid sampler needs choices or a step; fix: add step or choices")
     return problems
+
+
+_ROBUST = re.compile(r"^(val|test)/robust/(.+)/acc$")
+
+
+def _unscored_robustness(metric: str, runs: list[RunSpec]) -> str | None:
+    """Why a trial's runs (its corners) would not log the robustness ``metric``, or None: without it every
+    trial would train and then score NaN."""
+    from ..metrics.metricnames import robust_labels
+
+    match = _ROBUST.match(metric)
+    if not match:
+        return None
+    for run in runs:
+        r = run.robustness
+        if not r.enabled:
+            return ("is logged only when robustness is scored, and base.robustness is off; fix: set "
+                    "base.robustness.noise (e.g. [0.1, 0.5]) or choose a plain metric such as val/acc")
+        images = run.data.images is not False  # a loader's data: known once loaded, so not refused here
+        logged = robust_labels(r.noise, r.corruptions, r.levels, images=images)
+        if match.group(2) in logged:
+            continue
+        names = ", ".join(f"{match.group(1)}/robust/{name}/acc" for name in logged)
+        if match.group(2) in robust_labels(r.noise, r.corruptions, r.levels):  # it would be logged on images
+            only = f"the runs score only {names}" if names else "the runs score no perturbation"
+            return (f"needs image inputs, but base.data.name={run.data.name!r} holds 1-D signals, not images: image "
+                    f"corruptions are not applied to them, so {only} and every trial would score NaN; fix: "
+                    + ("choose one of those, or image data" if names else
+                       "set base.robustness.noise (e.g. [0.1, 0.5]) and use its metric, or image data"))
+        return f"is not a perturbation the runs score ({names}); fix: choose one of those"
+    return None
 
 
 def check_study_spec(spec: StudySpec) -> None:
@@ -239,9 +275,23 @@ def load_study_spec(path: str | Path, base_overrides: dict[str, Any] | None = No
     return spec
 
 
-def build_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler with its options set explicitly; each worker gets its own seed."""
-    s, seed = spec.sampler, spec.sampler.seed + worker_index
+def sampler_seed(base: int, worker_index: int, history: int) -> int:
+    """A worker's sampler seed: ``base + worker_index`` for a new study; for one that already has ``history``
+    trials (resumed or extended) a seed drawn from all three, so a restart continues with new draws instead of
+    repeating the first launch's (and two launches' workers do not share one)."""
+    import numpy as np
+
+    if history == 0:
+        return base + worker_index
+    return int(np.random.SeedSequence([base, worker_index, history]).generate_state(1)[0])
+
+
+def build_sampler(spec: StudySpec, worker_index: int = 0, history: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler with its options set explicitly; each worker gets its own seed, and so does each launch
+    of a study with ``history`` trials. QMC keeps its seed: it takes its place in its one scrambled sequence
+    from the trials stored, and a new seed would start another sequence."""
+    s = spec.sampler
+    seed = sampler_seed(s.seed, worker_index, 0 if s.name == "qmc" else history)
     if s.name == "tpe":
         opts = {"n_startup_trials": 5, "multivariate": True, "group": True, "constant_liar": True, **s.options}
         return optuna.samplers.TPESampler(seed=seed, **opts)

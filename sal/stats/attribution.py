@@ -1,9 +1,11 @@
 """Whether a report's contrasts between SAL and its controls can say anything, and what the noise dose does.
 
-- Same by construction: two cells that share every setting but the switch between them and made the
-  same interventions at the same epochs on every seed trained the same run (the part the contrast removes
-  never fired: e.g. recovery at the paper's constants). No test can tell them apart, so the row says so
-  instead of giving a verdict.
+- Same by construction: two cells of SAL's family (the base optimizer, SAL, and its parts and controls
+  that act only between epochs: they differ only in which parts may fire) that share every setting but the
+  switch between them, made the same interventions at the same epochs and ended with the same final metrics
+  on every seed trained the same run (the part the contrast removes never fired: e.g. recovery at the paper's
+  constants). No test can tell them apart, so the row says so instead of giving a verdict. A method that
+  changes every step (SAM, SWA) never trains its base optimizer's run, events or not.
 - Noise under the dtype's resolution: a cell whose largest noise std is below the spacing of the compute
   dtype at the weights' median magnitude cannot change a forward pass (bf16 rounds it away).
 - Dose-response: cells of one method that differ only in the noise scale (Delta, lambda) give the paired
@@ -21,18 +23,29 @@ import numpy as np
 import pandas as pd
 
 from ..core.names import TAG_CONTEXT
-from ..methods import STRESS_AWARE
+from ..methods import METHODS, STRESS_AWARE, names_with_role
 from ..metrics.events import DTYPE_TAG, EVENTS_TAG, MEDIAN_ABS_WEIGHT, NOISE_STD_MAX, resolution
 from .selection import cell_of
 
 __all__ = ["BY_CONSTRUCTION", "mark_by_construction", "attribution_notes", "dose_response", "dose_figure",
-           "DOSE_KNOBS"]
+           "DOSE_KNOBS", "can_train_the_same_runs"]
 
 BY_CONSTRUCTION = "same by construction"  # the verdict of a contrast between two identical trainings
 # What may differ between two cells whose runs are still the same training when their events agree: the
 # method's name (which parts it has) and the switches of parts that never fired.
 _SWITCHES = {"params.method.name", "params.method.recovery", "params.method.reset_at_yield"}
 DOSE_KNOBS = ("params.method.delta", "params.method.lambda")
+# Final metrics that no two runs share even when they trained alike (wall clock, process memory).
+_UNSHARED_METRICS = ("metrics.time/", "metrics.mem/")
+
+
+def can_train_the_same_runs(method: str) -> bool:
+    """Whether a cell of ``method`` can train its base optimizer's runs: the base optimizer itself, and SAL
+    and its parts and controls (roles treatment and ablation) that act only between epochs, so that one which
+    never acted ran as the base optimizer. SAM (another step) and SWA (averaged weights) never can."""
+    info = METHODS.get(method)
+    return info is not None and method in names_with_role("base", "treatment", "ablation") and (
+        info.role == "base" or method in STRESS_AWARE)
 
 
 def _place(runs: pd.DataFrame) -> pd.DataFrame:
@@ -46,8 +59,30 @@ def _settings(g: pd.DataFrame) -> dict:
             and isinstance(row[c], str)}
 
 
+def _same_final_metrics(a: pd.DataFrame, b: pd.DataFrame, seeds: pd.Index) -> bool:
+    """Every final metric both cells logged equal on every shared seed (at least one compared): two runs of
+    one training end alike, so a single differing digit says they were not the same training."""
+    compared = 0
+    for column in a.columns.intersection(b.columns):
+        if not column.startswith("metrics.") or column.startswith(_UNSHARED_METRICS):
+            continue
+        va = pd.to_numeric(a.set_index("_seed")[column], errors="coerce").reindex(seeds)
+        vb = pd.to_numeric(b.set_index("_seed")[column], errors="coerce").reindex(seeds)
+        both = va.notna() & vb.notna()  # a metric only one method logs (sal/stress) is not compared
+        if both.any():
+            if not np.array_equal(va[both].to_numpy(), vb[both].to_numpy()):
+                return False
+            compared += 1
+    return compared > 0
+
+
 def _same_training(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    """Every shared setting but the part switches equal, and the same event signature on every shared seed."""
+    """Both cells of SAL's family, every shared setting but the part switches equal, and on every shared seed
+    the same event signature and the same final metrics."""
+    methods = set(a.get("params.method.name", pd.Series(dtype=object))) | \
+        set(b.get("params.method.name", pd.Series(dtype=object)))
+    if not methods or not all(isinstance(m, str) and can_train_the_same_runs(m) for m in methods):
+        return False
     if EVENTS_TAG not in a or EVENTS_TAG not in b or a[EVENTS_TAG].isna().any() or b[EVENTS_TAG].isna().any():
         return False
     sa, sb = _settings(a), _settings(b)
@@ -59,12 +94,13 @@ def _same_training(a: pd.DataFrame, b: pd.DataFrame) -> bool:
         return False
     ea, eb = a.set_index("_seed")[EVENTS_TAG], b.set_index("_seed")[EVENTS_TAG]
     seeds = ea.index.intersection(eb.index)
-    return len(seeds) > 0 and bool((ea[seeds] == eb[seeds]).all())
+    return len(seeds) > 0 and bool((ea[seeds] == eb[seeds]).all()) and _same_final_metrics(a, b, seeds)
 
 
-def mark_by_construction(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+def mark_by_construction(summary: pd.DataFrame, runs: pd.DataFrame, *, context: str = "context") -> pd.DataFrame:
     """The summary with ``verdict`` = same by construction on contrasts between identical trainings (and a
-    ``by_construction`` column); every other row unchanged."""
+    ``by_construction`` column); every other row unchanged. ``context``: the summary column holding the runs'
+    context (a secondary family that relabels its rows, e.g. one row per class, keeps the runs' own there)."""
     out = summary.copy()
     out["by_construction"] = False
     if runs.empty or "baseline" not in out or f"tags.{EVENTS_TAG}" not in runs:
@@ -75,8 +111,9 @@ def mark_by_construction(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFr
     for i, r in out.iterrows():
         if r.get("verdict") == "reference" or not isinstance(r.get("baseline"), str):
             continue
-        a = groups.get((r["method"], r["dataset"], r.get("context", "") or ""))
-        b = groups.get((r["baseline"], r["dataset"], r.get("context", "") or ""))
+        where = r.get(context, "") or ""
+        a = groups.get((r["method"], r["dataset"], where))
+        b = groups.get((r["baseline"], r["dataset"], where))
         if a is not None and b is not None and _same_training(a, b):
             out.loc[i, ["verdict", "by_construction"]] = [BY_CONSTRUCTION, True]
     return out
@@ -96,8 +133,9 @@ def _construction_notes(summary: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     frame = _place(runs) if len(rows) else runs
     for r in rows.itertuples():
         text = (f"{r.method} vs {r.baseline} ({r.dataset}{' ' + r.context if r.context else ''}): both made the same "
-                "interventions at the same epochs on every seed, with the same settings otherwise, so they trained "
-                "the same runs; the contrast is the same by construction, not evidence of no effect.")
+                "interventions at the same epochs and ended with the same final metrics on every seed, with the "
+                "same settings otherwise, so they trained the same runs; the contrast is the same by "
+                "construction, not evidence of no effect.")
         cells = frame[frame["_cell"].isin([r.method, r.baseline]) & (frame["tags.dataset"] == r.dataset)]
         recovery = cells.get("params.method.recovery_patience")
         names = set(cells.get("params.method.name", pd.Series(dtype=str)))

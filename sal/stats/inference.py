@@ -19,8 +19,8 @@ from statsmodels.stats.proportion import proportion_confint
 __all__ = [
     "describe", "no_spread", "paired", "sign_flip_p", "exploratory", "cliffs_delta", "cliffs_magnitude",
     "p_outperform", "adjust", "verdict",
-    "bayes_correlated_ttest", "expected_max_curve", "expected_max_band",
-    "crossing_budget", "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm",
+    "bayes_correlated_ttest", "expected_max_curve",
+    "min_detectable_effect", "exact_p_floor", "too_few_seeds", "iqm",
     "stratified_bootstrap_ci", "normalized_delta_across", "friedman",
     "nemenyi_cd", "obrien_fleming_spending", "sequential_alphas",
     "sequential_alphas_normal",
@@ -212,10 +212,12 @@ def verdict(*, delta: float, ci_low: float, ci_high: float, p_ttest_adj: float, 
     1. ``equivalent``: the delta CI lies inside +-rope, whatever the p-value (a significant but
        negligible gain is not a gain). With no spread (``sd`` = 0 on n >= 2 seeds) the difference is
        known exactly: inside +-rope it is equivalent;
-    2. ``better``/``worse``: the corrected t-test p < alpha and the CI excludes 0, and with fewer than
-       SEEDS_FOR_T_ALONE seeds the corrected exact sign-flip p < alpha too. With zero-variance
-       differences or an infinite one (no t-test, no interval) the corrected sign-flip (or sign) p alone decides;
-    3. ``inconclusive`` otherwise.
+    2. ``better``/``worse``: the corrected t-test p < alpha and the whole CI lies beyond the ROPE (at or
+       past +rope, or -rope: a gain must clear the ROPE, not only 0; with rope 0 this is "excludes 0"), and
+       with fewer than SEEDS_FOR_T_ALONE seeds the corrected exact sign-flip p < alpha too. With zero-variance
+       differences or an infinite one (no t-test, no interval) the corrected sign-flip (or sign) p decides,
+       and the difference, known exactly, must be at least the ROPE;
+    3. ``inconclusive`` otherwise (a significant difference whose interval reaches into the ROPE among them).
     """
     has_ci = math.isfinite(ci_low) and math.isfinite(ci_high)
     if rope > 0 and has_ci and -rope < ci_low and ci_high < rope:
@@ -227,9 +229,11 @@ def verdict(*, delta: float, ci_low: float, ci_high: float, p_ttest_adj: float, 
         significant = p_ttest_adj < alpha and (ci_low > 0 or ci_high < 0)
         if n < SEEDS_FOR_T_ALONE:
             significant = significant and sign_flip_ok
+        clears_rope = ci_low >= rope or ci_high <= -rope
     else:
         significant = sign_flip_ok and delta != 0 and not math.isnan(delta)
-    if significant:
+        clears_rope = abs(delta) >= rope
+    if significant and clears_rope:
         return "better" if (delta > 0) == higher_is_better else "worse"
     return "inconclusive"
 
@@ -276,36 +280,13 @@ def _best_of_n_weights(n_values: int) -> np.ndarray:
 def expected_max_curve(values: Array, *, higher_is_better: bool = True, other: Array | None = None) -> np.ndarray:
     """E[best of n] for n = 1..N trials drawn from the N observed ``values`` (Dodge et al. 2019, "Show your
     work": E[max of n] = sum_i v_(i) [(i/N)^n - ((i-1)/N)^n], v sorted ascending). With ``other`` (e.g. each
-    trial's test score), the expected ``other`` of the trial that would be chosen at n instead."""
+    trial's test score), the expected ``other`` of the trial that would be chosen at n instead. ``values``
+    come in the order the trials ran: among tied values the earliest ranks highest, so the trial chosen at
+    n is the one Optuna's ``best_trial`` picks (the first to reach the best value)."""
     v = np.asarray(values, float)
-    order = np.argsort(v if higher_is_better else -v, kind="stable")
+    order = np.lexsort((-np.arange(len(v)), v if higher_is_better else -v))  # ties: the later trial first
     picked = (v if other is None else np.asarray(other, float))[order]
     return _best_of_n_weights(len(v)) @ picked
-
-
-def expected_max_band(values: Array, *, higher_is_better: bool = True, level: float = 0.95, n_boot: int = 1000,
-                      random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap band of ``expected_max_curve`` (the N trials resampled with replacement)."""
-    v = np.asarray(values, float)
-    rng = np.random.default_rng(random_state)
-    curves = np.array([expected_max_curve(rng.choice(v, len(v)), higher_is_better=higher_is_better)
-                       for _ in range(n_boot)])
-    tail = (1 - level) / 2
-    return np.quantile(curves, tail, axis=0), np.quantile(curves, 1 - tail, axis=0)
-
-
-def crossing_budget(treatment: np.ndarray, baseline_band: np.ndarray, *, higher_is_better: bool = True) -> int | None:
-    """The smallest n from which the treatment's curve stays beyond the baseline's band (its upper edge when
-    higher is better) at every larger n; None when it never does. Curves of unequal length are compared
-    over their common n."""
-    n = min(len(treatment), len(baseline_band))
-    beyond = (treatment[:n] > baseline_band[:n]) if higher_is_better else (treatment[:n] < baseline_band[:n])
-    if n == 0 or not beyond[-1]:
-        return None
-    first = n
-    while first > 0 and beyond[first - 1]:
-        first -= 1
-    return first + 1
 
 
 def min_detectable_effect(n: int, sd_diff: float, *, alpha: float = 0.05, power: float = 0.8, m: int = 1) -> float:

@@ -14,9 +14,10 @@ from ..metrics.scoring import bounds, higher_is_better, rope_for
 from ..spec.analysis import Plan
 from ..spec.config import SpecError
 from . import inference as stats
+from .hierarchical import PRIOR_DOMINATED_BELOW, SIGMA0_BOUND, SIGMA0_BOUNDS, prior_sensitivity
 
 __all__ = ["ReportOptions", "summarize", "across_datasets", "family_sizes", "SUMMARY_COLUMNS", "BLOCK",
-           "bounds_of", "hierarchical_contrasts"]
+           "bounds_of", "hierarchical_table", "HIERARCHICAL_COLUMNS"]
 
 SUMMARY_COLUMNS = ["dataset", "context", "metric", "family", "treatment", "method", "baseline", "n", "n_diverged",
                    "diverged_seeds", "mean", "sd", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
@@ -178,35 +179,33 @@ DIVERGED_NORMALISED = 0.0  # a diverged seed's normalised score: the worst end, 
 
 
 def _normalised(part: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Scores min-max normalised within each (dataset, context) over every run there, oriented so that
-    1 = the best run and 0 = the worst, so data sets of different difficulty pool into one IQM (rliable's
-    normalised scores) and a loss reads like an accuracy.
+    """Scores min-max normalised within each (dataset, context) over the runs that did not diverge, oriented so
+    that 1 = the best such run and 0 = the worst, so data sets of different difficulty pool into one IQM
+    (rliable's normalised scores) and a loss reads like an accuracy.
 
-    The one diverged-seed rule (docs/statistics.md, "Diverged runs"): a diverged seed scores the metric's worst
-    value; where that is infinite (a loss) it cannot set the scale, so its normalised score is the worst end, 0,
-    exactly where a diverged accuracy (0, the lowest score of its data set) lands.
+    The one diverged-seed rule (docs/statistics.md, "Diverged runs"): a diverged seed scores the worst end, 0,
+    whatever the metric. It never sets the scale: a diverged accuracy of 0 would otherwise squeeze every other
+    run of its data set towards 1 (and an infinite loss cannot set one at all).
     """
     sign = 1.0 if higher_is_better(metric) else -1.0
+    diverged = part["diverged"].fillna(False).astype(bool) if "diverged" in part else pd.Series(False, part.index)
 
     def scale(v: pd.Series) -> pd.Series:
         o = v * sign
-        finite = o[np.isfinite(o)]
-        low, high = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+        bad = diverged.loc[v.index] | ~np.isfinite(o.fillna(0.0))
+        healthy = o[~bad].dropna()
+        low, high = (healthy.min(), healthy.max()) if len(healthy) else (0.0, 1.0)
         out = (o - low) / (high - low) if high > low else o * 0 + 0.5
-        return out.where(np.isfinite(o) | o.isna(), DIVERGED_NORMALISED)
+        return out.where(~bad, DIVERGED_NORMALISED)
 
     return part.assign(value=part.groupby(["dataset", "context"])["value"].transform(scale))
 
 
-def hierarchical_contrasts(tidy: pd.DataFrame, contrasts, *, rope: float, higher_is_better: bool = True,
-                           random_state: int = 0) -> dict[str, tuple[float, float, float]]:
-    """Per contrast (anything with ``method`` and ``baseline``), the hierarchical model's (P(worse), P(rope),
-    P(better)) on a new data set, from the raw per-seed differences of each (dataset, context) of ``tidy``
-    with two or more paired seeds (sal.stats.hierarchical). A normal model has no place for a diverged loss
-    (an infinite difference): such a contrast gets no posterior rather than one that quietly leaves its data
-    set out."""
-    from .hierarchical import hierarchical_test
-
+def _contrast_differences(tidy: pd.DataFrame, contrasts) -> dict[str, list[np.ndarray]]:
+    """Per contrast (anything with ``method`` and ``baseline``), the raw per-seed differences of each (dataset,
+    context) of ``tidy`` with two or more paired seeds, where two or more such data sets exist. A normal model
+    has no place for a diverged loss (an infinite difference): such a contrast is left out rather than given a
+    posterior that quietly leaves its data set out."""
     wides = [g.pivot_table(index="seed", columns="method", values="value")
              for _, g in tidy.groupby(["dataset", "context"])]
     out = {}
@@ -214,9 +213,30 @@ def hierarchical_contrasts(tidy: pd.DataFrame, contrasts, *, rope: float, higher
         diffs = [d for d in ((w[c.method] - w[c.baseline]).dropna().to_numpy()
                              for w in wides if c.method in w and c.baseline in w) if len(d) >= 2]
         if len(diffs) >= 2 and all(np.isfinite(d).all() for d in diffs):
-            out[f"{c.method} vs {c.baseline}"] = hierarchical_test(
-                diffs, rope=rope, higher_is_better=higher_is_better, random_state=random_state)
+            out[f"{c.method} vs {c.baseline}"] = diffs
     return out
+
+
+HIERARCHICAL_COLUMNS = ["contrast", "n_sets", "sigma0_bound", "prior_dominated", "p_worse", "p_rope", "p_better",
+                        "p_worse_se", "p_rope_se", "p_better_se", "share_worse", "share_rope", "share_better",
+                        "share_worse_se", "share_rope_se", "share_better_se"]
+
+
+def hierarchical_table(tidy: pd.DataFrame, contrasts, *, rope: float, higher_is_better: bool = True,
+                       random_state: int = 0) -> pd.DataFrame:
+    """One row per contrast and bound on sigma_0: the default bound (1000 x the seeds' sd) alone, or each bound
+    of ``SIGMA0_BOUNDS`` where fewer data sets than ``PRIOR_DOMINATED_BELOW`` leave the answer to the prior.
+    ``p_*`` the predictive (posterior mean of the probability that a new data set's delta lands there),
+    ``share_*`` the share of posterior draws in which that outcome is the most probable (baycomp's and IDSIA's
+    number), each with its Monte Carlo standard error (``*_se``)."""
+    rows = []
+    for name, diffs in _contrast_differences(tidy, contrasts).items():
+        bounds = SIGMA0_BOUNDS if len(diffs) < PRIOR_DOMINATED_BELOW else (SIGMA0_BOUND,)
+        for p in prior_sensitivity(diffs, rope=rope, bounds=bounds, higher_is_better=higher_is_better,
+                                   random_state=random_state).values():
+            rows.append([name, p.n_sets, p.sigma0_bound, p.prior_dominated, *p.predictive, *p.predictive_se,
+                         *p.most_probable, *p.most_probable_se])
+    return pd.DataFrame(rows, columns=HIERARCHICAL_COLUMNS)
 
 
 def across_datasets(tidy: pd.DataFrame, opts: ReportOptions, metric: str, *, min_sets_friedman: int = 5) -> dict:
@@ -245,9 +265,10 @@ def across_datasets(tidy: pd.DataFrame, opts: ReportOptions, metric: str, *, min
         if len(pairs) >= 2:
             out["deltas"][f"{c.method} vs {c.baseline}"] = stats.normalized_delta_across(
                 pairs, n_boot=opts.n_boot, random_state=opts.random_state, relative=False)
-    out["hierarchical"] = hierarchical_contrasts(part, opts.plan.contrasts, rope=rope_for(metric, opts.rope),
-                                                 higher_is_better=higher_is_better(metric),
-                                                 random_state=opts.random_state)
+    # one sampling per contrast (its bounds side by side): both answers, their errors and the prior sensitivity
+    table = hierarchical_table(part, opts.plan.contrasts, rope=rope_for(metric, opts.rope),
+                               higher_is_better=higher_is_better(metric), random_state=opts.random_state)
+    out["hierarchical_table"] = table
     if len(norm) >= min_sets_friedman and len(methods) >= 3:
         means = pd.DataFrame({k: w.mean() for k, w in norm.items()}).T[methods].dropna()
         if len(means) >= min_sets_friedman:

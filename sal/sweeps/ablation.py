@@ -38,7 +38,7 @@ from ..core.names import (
     TAG_PAPER_TABLE,
     TAG_PLAN_HASH,
 )
-from ..core.spec_base import Seeds, Strict, seed_list
+from ..core.spec_base import Seeds, Strict, name_problem, seed_list
 from ..metrics import scoring
 from ..queue import engine
 from ..queue.workqueue import Queue, worker_record
@@ -102,8 +102,9 @@ class AblationSpec(Strict):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(f"name={v!r} must be letters, digits, '_', '-' or '.'; fix: rename the ablation")
+        problem = name_problem(v, _NAME, kind="ablation", allowed="letters, digits, '_', '-' or '.'")
+        if problem:
+            raise ValueError(problem)
         return v
 
     @property

@@ -43,7 +43,7 @@ from ..metrics import scoring
 from ..queue import engine
 from ..queue.workqueue import Claimed, Queue, work
 from ..spec.config import RunSpec, config_hash, configuration, nest, validate_run
-from ..tracking.store import LiveRun, end_parent, experiment_name, kill_runs, runs_with_tag
+from ..tracking.store import LiveRun, end_parent, experiment_name, kill_duplicates, kill_runs, runs_with_tag
 from ..training.run import Result, train
 from ..training.seeds import should_pack, start_seeds
 from .yoke import YokeFailed, settled_filter, with_partner_events
@@ -115,10 +115,12 @@ class AblationJob:
         log.info("trial %d: cell %s %s seed %d", trial.number, trial.user_attrs[ATTR_CELL],
                  trial.user_attrs.get(ATTR_CONTEXT, ""), spec.seed)
         live = _live_for(self.uri, experiment, queue.name, trial, spec)
+        held = _holding(queue, [(tid, trial)])
         with live:
             # The run id is on the trial from the first epoch on, so a reaper can end the run KILLED.
             queue.storage.set_trial_user_attr(tid, engine.MLFLOW_RUNS, [live.start(spec)])
-            result = _train_or_fail(spec, live.log_epoch, checkpoint_dir=self.checkpoint_dir)
+            result = _train_or_fail(spec, _checked(live.log_epoch, held), checkpoint_dir=self.checkpoint_dir)
+            held()  # a stalled worker whose trial another worker now trains ends its run KILLED, not FINISHED
             live.finish(result)
         if os.environ.get(EXIT_AFTER_LOG_ENV):  # tests: a worker killed after MLflow, before Optuna
             os._exit(3)
@@ -129,11 +131,13 @@ class AblationJob:
         log.info("trials %s: cell %s seeds %s together (one packed model when they can be)",
                  [t.number for _, t, _ in todo], todo[0][1].user_attrs[ATTR_CELL], [s.seed for _, _, s in todo])
         lives = [_live_for(self.uri, experiment, queue.name, trial, spec) for _, trial, spec in todo]
+        held = _holding(queue, [(tid, trial) for tid, trial, _ in todo])
         with contextlib.ExitStack() as stack:
             for (tid, _, spec), live in zip(todo, lives):
                 stack.enter_context(live)
                 queue.storage.set_trial_user_attr(tid, engine.MLFLOW_RUNS, [live.start(spec)])
-            results = _train_group_logged([s for _, _, s in todo], lives)
+            results = _train_group_logged([s for _, _, s in todo], lives, held)
+            held()
             for live, result in zip(lives, results):
                 live.finish(result)
         if os.environ.get(EXIT_AFTER_LOG_ENV):
@@ -144,13 +148,18 @@ class AblationJob:
     def _close_trained(self, queue: Queue, tid: int, trial: FrozenTrial, live: LiveRun, result: Result) -> None:
         attrs = {engine.STATUS: result.status, engine.RUN: live.run_id, ATTR_MESSAGE: result.message[:500]}
         state = TrialState.FAIL if result.status == STATUS_FAILED else TrialState.COMPLETE
-        self._close(queue, tid, trial, value=_trial_value(result.status, result.metric(self.metric), self.metric),
-                    attrs=attrs, state=state)
+        closed = self._close(queue, tid, trial, attrs=attrs, state=state,
+                             value=_trial_value(result.status, result.metric(self.metric), self.metric))
+        if not closed and queue.retried_elsewhere(trial, [live.run_id]):
+            # failed as stale between the last check and the close, and its retry trains a run of its own
+            kill_duplicates(self.uri, [live.run_id], f"duplicate: trial {trial.number} was queued again while its "
+                                                     "worker stalled, and another worker trains it")
 
     def _close(self, queue: Queue, tid: int, trial: FrozenTrial, *, value: float, attrs: dict,
-               state: TrialState = TrialState.COMPLETE) -> None:
-        queue.finish(tid, trial, value=value, attrs=attrs, state=state)
+               state: TrialState = TrialState.COMPLETE) -> bool:
+        closed = queue.finish(tid, trial, value=value, attrs=attrs, state=state)
         _close_group_of(queue, self.uri, trial, self.metric)
+        return closed
 
 
 def _trial_value(status: str, value: float, metric: str) -> float:
@@ -227,19 +236,37 @@ def _live_for(uri: str, experiment: str, study_name: str, trial, spec: RunSpec) 
                    run_name=f"{cell}-{context + '-' if context else ''}s{spec.seed}")
 
 
-def _train_group_logged(specs: list[RunSpec], lives: list[LiveRun]) -> list[Result]:
+def _holding(queue: Queue, trials: list[tuple[int, FrozenTrial]]):
+    """A check that this worker still holds every one of ``trials`` (raises workqueue.Superseded if not)."""
+    def held() -> None:
+        for tid, trial in trials:
+            queue.ensure_held(tid, trial.number)
+    return held
+
+
+def _checked(on_epoch, held):
+    """``on_epoch`` after the check that the trial is still this worker's: a worker suspended past its trial's
+    grace period stops at its next epoch instead of logging a duplicate."""
+    def logged(epoch: int, row: dict) -> None:
+        held()
+        on_epoch(epoch, row)
+    return logged
+
+
+def _train_group_logged(specs: list[RunSpec], lives: list[LiveRun], held=lambda: None) -> list[Result]:
     """Train the seeds of one cell as one packed model (sal/training/seeds.py), each seed streaming to its own live
-    run; if packing crashes, the seeds train one at a time into the same runs."""
+    run; if packing crashes, the seeds train one at a time into the same runs. ``held`` is checked every epoch."""
     try:
         group = start_seeds(specs)
         while not group.done:
+            held()
             for live, row, result in zip(lives, group.step(), group.results):
                 if row is not None and result.status == STATUS_FINISHED:
                     live.log_epoch(int(row["epoch"]), row)
         return group.finish()
     except Exception as err:  # noqa: BLE001 - the seeds still train, one at a time
         log.error("packed seeds %s crashed (%s); training them one at a time", [s.seed for s in specs], err)
-        return [_train_or_fail(s) for s in specs]
+        return [_train_or_fail(s, lambda *_: held()) for s in specs]
 
 
 def _train_or_fail(spec: RunSpec, on_epoch=None, *, checkpoint_dir: str | Path | None = None) -> Result:

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..core.names import RECORD_COMPARE_DESIGN, TAG_CELL, TAG_COMPARE, TAG_STAGE
-from ..core.spec_base import Seeds, Strict, seed_list
+from ..core.spec_base import MAX_SEEDS, Seeds, Strict, name_problem, seed_list
 from ..methods import default_space
 from ..queue import engine
 from ..spec.analysis import AnalysisSpec
@@ -47,7 +47,7 @@ from .ablation import AblationSpec, expand, plan_of, run_ablation
 from .study import best_spec, run_study
 
 __all__ = ["CompareSpec", "load_compare", "run_compare", "Look", "CompareResult", "tuning_spec", "looks_of",
-           "check_design", "record_design", "design_of"]
+           "check_design", "record_design", "design_of", "take_look"]
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -71,9 +71,25 @@ class TuningSpec(Strict):
 class EvaluationSpec(Strict):
     seeds: int | list[int] = Field(10, description="a count (fresh seeds from first_seed on) or a list")
     first_seed: int = Field(1001, ge=1, description="the first evaluation seed when seeds is a count")
-    max_seeds: int | None = Field(None, ge=2, description="add seeds until decided, up to this many")
+    max_seeds: int | None = Field(None, ge=2, le=MAX_SEEDS, description="add seeds until decided, up to this many")
     step: int = Field(5, ge=1, description="seeds added per look")
     stop: Literal["decided", "max"] = Field("decided", description="decided: stop once every contrast is decided")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_a_run_can_have(cls, v: int | list[int]) -> int | list[int]:
+        # checked here, not when the evaluation grid is built after every method was tuned
+        count = v if isinstance(v, int) else len(v)
+        if count > MAX_SEEDS:
+            raise ValueError(f"evaluation.seeds={count} is more than sal runs (at most {MAX_SEEDS}); fix: e.g. "
+                             "evaluation.seeds: 10")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"evaluation.seeds={v} must be a count >= 1 (fresh seeds from first_seed on); fix: "
+                             "e.g. evaluation.seeds: 10")
+        if isinstance(v, list) and (not v or min(v) < 1 or len(set(v)) != len(v)):
+            raise ValueError(f"evaluation.seeds={v!r} must be distinct seeds >= 1; fix: list each seed once, e.g. "
+                             "evaluation.seeds: [1001, 1002, 1003], or give a count")
+        return v
 
     @property
     def seed_list(self) -> list[int]:
@@ -98,8 +114,9 @@ class CompareSpec(Strict):
     @model_validator(mode="after")
     def _consistent(self):
         problems = []
-        if not _NAME.match(self.name):
-            problems.append(f"name={self.name!r} must be letters, digits, '_' or '-'; fix: rename the comparison")
+        bad_name = name_problem(self.name, _NAME, kind="comparison", allowed="letters, digits, '_' or '-'")
+        if bad_name:
+            problems.append(bad_name)
         if not self.methods:
             problems.append("methods is empty; fix: name at least two methods to compare, e.g. adam and sal")
         overlap = sorted(set(self.tuning.seed_list) & set(self.evaluation.seed_list))
@@ -236,6 +253,7 @@ class Look:
     seeds: int
     threshold: float  # nominal two-sided p threshold of this look
     verdicts: dict[str, str]  # "dataset|context|metric|method vs baseline" -> verdict
+    analysis: Any = None  # the look's sal.report.build.Analysis: the report of the last look is this one
 
 
 @dataclass
@@ -251,17 +269,22 @@ def _selected(study: optuna.Study) -> dict[str, Any]:
     return configuration(flatten(best_spec(study)), drop=("train.device",))
 
 
-def _look_verdicts(uri: str, name: str, threshold: float, seeds: list[int]) -> dict[str, str]:
+def take_look(uri: str, name: str, threshold: float, seeds: list[int]) -> Look:
+    """The evaluation analysed on exactly ``seeds`` (even when a longer earlier run logged more), judged at
+    the look's nominal threshold with intervals at 1 - threshold. The one analysis of the look: its verdicts
+    are what the console counts, and the report of the last look is written from it, never re-analysed."""
     from ..report.build import analyse
 
-    # a look analyses exactly the seeds it is labelled with, even when a longer earlier run logged more
     a = analyse(uri, name, alpha=threshold, level=1 - threshold, seeds=seeds)
+    # the look's nominal threshold is the plan's (sequential) design, not a departure from it
+    a.departures = [d for d in a.departures if not d.startswith("alpha:")]
     compared = a.summary[a.summary["verdict"] != "reference"]
     if (compared["n"] < len(seeds)).any():
         raise SpecError([f"compare {name!r}: a contrast has fewer than {len(seeds)} paired seeds after the look; "
                          "fix: re-run `sal compare` to finish the missing runs"])
-    return {f"{r.dataset}|{r.context}|{r.metric}|{r.method} vs {r.baseline}": r.verdict
-            for r in compared.itertuples()}
+    verdicts = {f"{r.dataset}|{r.context}|{r.metric}|{r.method} vs {r.baseline}": r.verdict
+                for r in compared.itertuples()}
+    return Look(len(seeds), threshold, verdicts, a)
 
 
 def run_compare(spec: CompareSpec, *, ref: engine.StorageRef, uri: str, workers: int = 1,
@@ -284,10 +307,10 @@ def run_compare(spec: CompareSpec, *, ref: engine.StorageRef, uri: str, workers:
         ablation = _ablation_spec(spec, {}, selected, e.seed_list[:n])
         run_ablation(ablation, expand(ablation), ref=ref, uri=uri, workers=workers, gpus=gpus,
                      checkpoint_dir=checkpoint_dir)
-        verdicts = _look_verdicts(uri, spec.name, threshold, e.seed_list[:n])
-        result.looks.append(Look(n, threshold, verdicts))
+        look = take_look(uri, spec.name, threshold, e.seed_list[:n])
+        result.looks.append(look)
         record_design(spec, uri, looks_taken=len(result.looks))
-        undecided = [k for k, v in verdicts.items() if v not in _DECIDED]
+        undecided = [k for k, v in look.verdicts.items() if v not in _DECIDED]
         if not e.sequential:
             result.stop_reason = f"fixed design: {n} evaluation seeds"
             break

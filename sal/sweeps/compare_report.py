@@ -19,7 +19,7 @@ from ..spec.config import apply_overrides, validate_run
 from ..stats import inference as stats
 from ..stats.selection import cell_of
 from ..tracking.store import experiment_name, runs_frame
-from .compare import CompareResult, looks_of
+from .compare import CompareResult, looks_of, take_look
 
 __all__ = ["protocol_section", "budget_table", "budget_curves", "tuning_curves", "cost_table"]
 
@@ -105,46 +105,39 @@ def _trial_scores(study: optuna.Study, uri: str, test_metric: str) -> tuple[np.n
 
 
 def budget_curves(result: CompareResult, uri: str, *, test_metric: str = "test/acc"
-                  ) -> tuple[pd.DataFrame, list[str], plt.Figure | None]:
-    """The answer at every tuning budget (Dodge et al. 2019): per method the expected best validation score
-    after n = 1..N of its trials with a bootstrap band, the expected test score of the trial chosen at n,
-    and the crossing budget of the treatment against every other method (docs/statistics.md)."""
+                  ) -> tuple[pd.DataFrame, str, plt.Figure | None]:
+    """The answer at every tuning budget (Dodge et al. 2019), descriptive: per method the expected best
+    validation score after n = 1..N of its complete trials and the expected test score of the trial chosen
+    at n, and a sentence comparing the methods at one n, the fewest complete trials of any of them. No band
+    and no verdict: the trials were drawn by an adaptive sampler and thinned by pruning, not drawn
+    independently, so the curves describe the tuning runs (docs/statistics.md)."""
     higher = {cell: study.direction == optuna.study.StudyDirection.MAXIMIZE for cell, study in result.studies.items()}
     curves = {}
     for cell, study in result.studies.items():
         val, test = _trial_scores(study, uri, test_metric)
         if len(val) == 0:
             continue
-        low, high = stats.expected_max_band(val, higher_is_better=higher[cell])
-        curves[cell] = (stats.expected_max_curve(val, higher_is_better=higher[cell]), low, high,
+        curves[cell] = (stats.expected_max_curve(val, higher_is_better=higher[cell]),
                         stats.expected_max_curve(val, higher_is_better=higher[cell], other=test))
+    if not curves:
+        return pd.DataFrame(), "", None
+    common = min(len(curve) for curve, _ in curves.values())  # methods are compared at the same n only
     rows = []
-    for cell, (curve, low, high, chosen) in curves.items():
-        shown = sorted({1, *(2 ** k for k in range(1, 12) if 2 ** k < len(curve)), len(curve)})
+    for cell, (curve, chosen) in curves.items():
+        shown = sorted({1, *(2 ** k for k in range(1, 12) if 2 ** k < len(curve)), common, len(curve)})
         rows += [{"method": cell, "trials n": n, "E[best objective]": round(float(curve[n - 1]), 4),
-                  "band (95%)": f"[{low[n - 1]:.4f}, {high[n - 1]:.4f}]",
                   f"E[{test_metric}] of the chosen trial": round(float(chosen[n - 1]), 4)} for n in shown]
-    treatment = result.spec.analysis.treatment if result.spec.analysis else None
-    words = []
-    if treatment in curves:
-        mine = curves[treatment][0]
-        for cell, (_, low, high, _) in curves.items():
-            if cell != treatment:
-                edge = high if higher[cell] else low
-                n = stats.crossing_budget(mine, edge, higher_is_better=higher[cell])
-                words.append(f"{treatment} stays beyond {cell}'s band from n = {n} trials on" if n else
-                             f"{treatment}'s curve never stays beyond {cell}'s band")
-    figure = None
-    if curves:
-        figure, ax = plt.subplots(figsize=(7, 4))
-        for cell, (curve, low, high, _) in curves.items():
-            n = np.arange(1, len(curve) + 1)
-            ax.plot(n, curve, marker="o", label=cell)
-            ax.fill_between(n, low, high, alpha=0.15)
-        ax.set(xlabel="tuning trials n", ylabel="expected best objective", title="The answer at every budget")
-        ax.legend()
-        figure.tight_layout()
-    return pd.DataFrame(rows), words, figure
+    sentence = (f"at n = {common} trials, the fewest complete trials of any method: "
+                + ", ".join(f"{cell} {curve[common - 1]:.4f}" for cell, (curve, _) in curves.items()))
+    figure, ax = plt.subplots(figsize=(7, 4))
+    for cell, (curve, _) in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", label=cell)
+    ax.axvline(common, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="complete tuning trials n", ylabel="expected best objective",
+           title="Expected best objective at n trials (descriptive, no band)")
+    ax.legend()
+    figure.tight_layout()
+    return pd.DataFrame(rows), sentence, figure
 
 
 def _looks_table(result: CompareResult, alpha: float) -> pd.DataFrame:
@@ -196,31 +189,31 @@ def protocol_section(result: CompareResult, analysis: Analysis, uri: str) -> Sec
     if spec.evaluation.sequential:
         tables.append(("Sequential looks", _looks_table(result, alpha)))
     test_metric = next((m for m in analysis.opts.plan.metrics if m.startswith("test/")), "test/acc")
-    budget, crossing, budget_figure = budget_curves(result, uri, test_metric=test_metric)
+    budget, at_common_n, budget_figure = budget_curves(result, uri, test_metric=test_metric)
     figures = {"Tuning curves (best so far against trials)": tuning_curves(result.studies)}
     if not budget.empty:
-        paragraphs.append("The answer at every tuning budget (Dodge et al. 2019): each method's expected best "
-                          "objective after n of its trials, drawn from the trials it ran, with a bootstrap band; "
-                          + ("; ".join(crossing) + "." if crossing else "no treatment curve to compare."))
-        tables.append(("Expected best objective at each tuning budget, and the test score of the trial chosen "
-                       "there", budget))
-        figures["The answer at every budget (expected best objective, 95% band)"] = budget_figure
-    data = {"budget.csv": budget.assign(crossing="; ".join(crossing))} if not budget.empty else {}
+        paragraphs.append(
+            "The answer at every tuning budget (Dodge et al. 2019), descriptive: each method's expected best "
+            "objective after n of its complete trials, as if the trials it ran were drawn again with "
+            f"replacement; {at_common_n}. The trials were proposed by the {result.spec.tuning.sampler.name} "
+            "sampler one after another and thinned by pruning, not drawn independently, so these curves describe "
+            "the tuning runs and carry no band and no verdict; the verdicts are the evaluation seeds' "
+            "(docs/statistics.md).")
+        tables.append(("Expected best objective at each tuning budget (descriptive), and the test score of the "
+                       "trial chosen there", budget))
+        figures["Expected best objective at n trials (descriptive)"] = budget_figure
+    data = {"budget.csv": budget} if not budget.empty else {}
     return Section("Protocol: tuning, selection, evaluation", paragraphs, tables, figures, data=data)
 
 
 def write_compare_report(result: CompareResult, uri: str, out_dir, *, draw_figures: bool = True):
-    """The evaluation's report, judged at the last look's threshold, with the protocol section."""
-    from ..report.build import analyse, write_report
+    """The evaluation's report: the last look's own analysis (its seeds, its threshold, intervals at
+    1 - threshold), so the report's verdicts are the ones the look counted, with the protocol section."""
+    from ..report.build import write_report
 
     last = result.looks[-1]
-    seeds = result.spec.evaluation.seed_list[:last.seeds]  # the last look's seeds, never more
-    if result.spec.evaluation.sequential:
-        analysis = analyse(uri, result.spec.name, alpha=last.threshold, level=1 - last.threshold, seeds=seeds)
-        # the look's nominal threshold is the plan's sequential design, not a departure from it
-        analysis.departures = [d for d in analysis.departures if not d.startswith("alpha:")]
-    else:
-        analysis = analyse(uri, result.spec.name, seeds=seeds)
+    analysis = last.analysis if last.analysis is not None else \
+        take_look(uri, result.spec.name, last.threshold, result.spec.evaluation.seed_list[:last.seeds]).analysis
     folder = write_report(analysis, out_dir, sections=[protocol_section(result, analysis, uri)],
                           draw_figures=draw_figures)
     return folder, analysis

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -83,6 +84,12 @@ class MultiSeedObjective:
                  checkpoint_dir: str | None = None):
         self.spec, self.uri, self.device, self.checkpoint_dir = spec, uri, device, checkpoint_dir
         self.experiment = experiment_name("study", spec.name)
+        self.queue: Queue | None = None  # set by StudyJob: the trial is checked to be still this worker's
+
+    def held(self, trial: optuna.Trial) -> None:
+        """Raise Superseded when the trial was failed as stale and queued again (this worker stalled)."""
+        if self.queue is not None:
+            self.queue.ensure_held(self.queue.trial_id(trial.number), trial.number)
 
     def run_specs(self, params: dict[str, Any]) -> list[RunSpec]:
         extra = {"train.device": self.device} if self.device else {}
@@ -112,8 +119,8 @@ class MultiSeedObjective:
         except optuna.TrialPruned:
             end_parent(self.uri, parent, status="KILLED", metrics=self._parent_metrics)
             raise
-        except BaseException as err:
-            end_parent(self.uri, parent, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        except BaseException as err:  # Ctrl-C or Superseded (not Exceptions) stop it: KILLED, not FAILED
+            end_parent(self.uri, parent, status="FAILED" if isinstance(err, Exception) else "KILLED")
             raise
 
     def _trial(self, trial: optuna.Trial, parent: str, specs: list[RunSpec]) -> float | list[float]:
@@ -138,6 +145,7 @@ class MultiSeedObjective:
         if pruned:
             raise optuna.TrialPruned(f"pruned after {len(results[-1].history)} epochs / {len(results)} seeds")
         shown = ", ".join(f"{v:.4g} {o.aggregate}({o.metric})" for o, v in zip(self.spec.objectives, values))
+        self.held(trial)
         end_parent(self.uri, parent, status="FINISHED", metrics=self._parent_metrics,
                    run_name=f"trial{trial.number}: {shown}")  # the runs table shows names, not metrics
         return values[0] if len(values) == 1 else values
@@ -152,6 +160,13 @@ class MultiSeedObjective:
         self._run_ids.append(live.start(spec))
         trial.set_user_attr(engine.MLFLOW_RUNS, self._run_ids)
 
+    def _checked(self, trial: optuna.Trial, live: LiveRun):
+        """``live.log_epoch`` after the check that the trial is still this worker's."""
+        def logged(epoch: int, row: dict[str, float]) -> None:
+            self.held(trial)
+            live.log_epoch(epoch, row)
+        return logged
+
     def _lockstep(self, trial: optuna.Trial, specs: list[RunSpec], lives: list[LiveRun]) -> list[Result]:
         # packed into one model when train.pack allows (sal/training/packed.py); a retried trial's seeds resume
         # from their checkpoints
@@ -161,6 +176,7 @@ class MultiSeedObjective:
         prune = len(self.spec.objectives) == 1 and self.spec.pruner.name != "none"
         try:
             while not group.done:
+                self.held(trial)  # every epoch: a stalled worker's trial may be another's by now
                 for row, result, live in zip(group.step(), group.results, lives):
                     if row is not None and result.status == STATUS_FINISHED:
                         live.log_epoch(int(row["epoch"]), row)
@@ -174,6 +190,7 @@ class MultiSeedObjective:
                         group.prune(f"seed-mean {self.spec.objectives[0].metric} pruned at epoch {epoch}")
                         break
             results = group.finish()
+            self.held(trial)  # before its runs end FINISHED
         except BaseException as err:
             for lv in lives:
                 lv.__exit__(type(err), err, None)
@@ -187,7 +204,8 @@ class MultiSeedObjective:
         for i, (s, live) in enumerate(zip(specs, lives)):
             with live:
                 self._started(trial, live, s)
-                results.append(train(s, on_epoch=live.log_epoch, checkpoint_dir=self.checkpoint_dir))
+                results.append(train(s, on_epoch=self._checked(trial, live), checkpoint_dir=self.checkpoint_dir))
+                self.held(trial)
                 live.finish(results[-1])
             trial.report(self.score(results[-1], 0), i)
             if i + 1 < len(specs) and trial.should_prune():
@@ -215,9 +233,14 @@ def create_study(spec: StudySpec, ref: engine.StorageRef, worker_index: int = 0)
 
 
 def open_queue(spec: StudySpec, ref: engine.StorageRef, worker_index: int = 0) -> Queue:
-    """The study as a work queue, with this worker's sampler (seeded per worker) and the study's pruner."""
-    return Queue(ref, spec.name, kind="study", directions=spec.directions, metric_names=spec.metric_names,
-                 sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec))
+    """The study as a work queue, with this worker's sampler and the study's pruner. The sampler is seeded
+    per worker and by the trials the study already has, so a resumed or extended study draws new parameters."""
+    queue = Queue(ref, spec.name, kind="study", directions=spec.directions, metric_names=spec.metric_names,
+                  sampler=build_sampler(spec, worker_index), pruner=build_pruner(spec))
+    history = len(queue.trials())
+    if history:
+        queue.study.sampler = build_sampler(spec, worker_index, history)
+    return queue
 
 
 def _finished(queue: Queue) -> int:
@@ -261,6 +284,7 @@ class StudyJob:
         return Claimed([])  # a slot: Optuna's loop asks for the trial itself
 
     def run(self, queue: Queue, claimed: Claimed) -> None:
+        self.objective.queue = queue
         try:
             queue.study.optimize(self.objective, n_trials=1, catch=(Exception,))
         except KeyboardInterrupt:
@@ -300,6 +324,16 @@ def archive_study(ref: engine.StorageRef, name: str) -> str | None:
     return archive
 
 
+def _stored_study(ref: engine.StorageRef, name: str) -> optuna.Study | None:
+    """The study ``name`` as stored, read without a write; None when there is none yet."""
+    if (ref.is_journal or ref.url.startswith("sqlite:///")) and not Path(ref.url.removeprefix("sqlite:///")).is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=ref.open())
+    except KeyError:
+        return None
+
+
 def _check_same_study(study: optuna.Study, spec: StudySpec, ref: engine.StorageRef) -> None:
     stored = study.user_attrs.get(DEFINITION)
     if stored is not None and stored != definition_hash(spec) and study.get_trials(deepcopy=False):
@@ -316,8 +350,10 @@ def run_study(spec: StudySpec, *, ref: engine.StorageRef, uri: str, workers: int
         archived = archive_study(ref, spec.name)
         if archived:
             log.warning("study %s moved aside as %s; starting a fresh one", spec.name, archived)
+    stored = _stored_study(ref, spec.name)
+    if stored is not None:  # refused before anything is written to the storage
+        _check_same_study(stored, spec, ref)
     study = create_study(spec, ref)
-    _check_same_study(study, spec, ref)
     ensure_experiment(uri, experiment_name("study", spec.name))
     study.set_user_attr(DEFINITION, definition_hash(spec))
     study.set_user_attr(ATTR_STUDY_BASE, spec.base)

@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # annotations only: tracking sits below training and never im
 
 __all__ = [
     "default_tracking_uri", "client_for", "ensure_experiment", "log_result", "runs_frame", "run_history",
-    "experiment_name", "log_summary", "RUN_STATUS", "LiveRun", "kill_runs", "runs_with_tag",
+    "experiment_name", "log_summary", "RUN_STATUS", "LiveRun", "kill_runs", "kill_duplicates", "runs_with_tag",
     "start_parent", "end_parent", "compare_parent", "end_compare_parents",
     "annotate_run", "dataset_input", "PARENT_TAG", "PARENT_KEY", "EXPERIMENT_KIND", "ARTIFACT_ENV", "artifact_root",
     "default_local_artifacts",
@@ -318,8 +318,11 @@ class LiveRun:
         if exc_type is None or self.run_id is None:
             return
         self._stop_streaming()
-        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        # Ctrl-C, or a trial this worker no longer holds (sal.queue.workqueue.Superseded): stopped, not failed
+        status = "FAILED" if issubclass(exc_type, Exception) else "KILLED"
         _retry(self.client.set_tag, self.run_id, TAG_STATUS, STATUS_KILLED if status == "KILLED" else STATUS_FAILED)
+        if status == "KILLED" and str(exc):
+            _retry(self.client.set_tag, self.run_id, TAG_MESSAGE, str(exc)[:4000])
         _retry(self.client.set_terminated, self.run_id, status)
 
 
@@ -349,6 +352,17 @@ def kill_runs(uri: str, run_ids: list[str], reason: str = "worker died") -> list
     if killed:
         log.warning("marked %d MLflow run(s) KILLED: %s", len(killed), reason)
     return killed
+
+
+def kill_duplicates(uri: str, run_ids: list[str], reason: str) -> None:
+    """End ``run_ids`` KILLED whatever their status: runs a stalled worker finished after its trial had been
+    queued again and trained by another worker (the one result of that seed is the other run)."""
+    client = client_for(uri)
+    for run_id in run_ids:
+        _retry(client.set_tag, run_id, TAG_STATUS, STATUS_KILLED)
+        _retry(client.set_tag, run_id, TAG_MESSAGE, reason)
+        _retry(client.set_terminated, run_id, "KILLED")
+    log.warning("marked %d MLflow run(s) KILLED: %s", len(run_ids), reason)
 
 
 def runs_with_tag(uri: str, experiment: str, key: str, value: str) -> list:

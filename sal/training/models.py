@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..spec.config import ModelSpec, SpecError, is_import_path
+from ..spec.config import BACKBONES, ModelSpec, SpecError, is_import_path
 from .mnist1d_models import MNIST1D_MODELS
 from .plugins import build_plugin_model
 
@@ -108,9 +108,6 @@ def _backbone(name: str, weights: str | None) -> tuple[nn.Module, int]:
         return nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
     # mobilenet_v2, efficientnet_b2: .features then a classifier whose last layer is Linear
     return net.features, net.classifier[-1].in_features
-
-
-BACKBONES = ("densenet121", "densenet201", "resnet50", "mobilenet_v2", "efficientnet_b2")
 
 
 def _paper_model(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) -> nn.Module:

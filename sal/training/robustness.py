@@ -19,6 +19,10 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from ..core.rng import derive_seed
+from ..metrics.metricnames import ROBUST_SUMMARIES as SUMMARIES
+from ..metrics.metricnames import robust_label as label
+from ..metrics.metricnames import robust_metric as metric_name
+from ..metrics.metricnames import robust_perturbations
 
 __all__ = ["perturbations", "perturb", "robust_scores", "metric_name", "CORRUPTIONS", "SUMMARIES"]
 
@@ -31,28 +35,13 @@ BLUR_SIGMA = (0.5, 0.75, 1.0, 1.5, 2.0)  # Gaussian blur std in pixels
 CONTRAST = (0.8, 0.6, 0.45, 0.3, 0.2)  # each image's deviations from its mean are scaled by this
 SHIFT = (0.05, 0.1, 0.15, 0.2, 0.25)  # translation right and down, as a fraction of the side
 CORRUPTIONS = ("blur", "contrast", "translate")
-SUMMARIES = ("mean", "worst")
-
-
-def metric_name(split: str, label: str) -> str:
-    """``val/robust/noise_0.5/acc``; ``label`` is a perturbation's name or one of SUMMARIES."""
-    return f"{split}/robust/{label}/acc"
-
-
 def perturbations(noise: list[float], corruptions: list[str], levels: list[int], *, image: bool
                   ) -> list[tuple[str, float]]:
     """The (kind, level) pairs a run scores: every noise std, and each corruption at each level (images)."""
-    out = [("noise", float(s)) for s in noise]
     if corruptions and not image:
         log.warning("robustness.corruptions=%s apply to images (N x C x H x W) only; these inputs get the "
                     "Gaussian noise alone", corruptions)
-    elif corruptions:
-        out += [(c, float(level)) for c in corruptions for level in levels]
-    return out
-
-
-def label(kind: str, level: float) -> str:
-    return f"{kind}_{level:g}"
+    return robust_perturbations(noise, corruptions if image else [], levels)
 
 
 def perturb(x: torch.Tensor, kind: str, level: float, *, unit: float, generator: torch.Generator | None
