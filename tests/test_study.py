@@ -270,3 +270,59 @@ def test_a_studys_seeds_are_checked_like_an_ablations(tmp_path, seeds):
 
     with pytest.raises(SpecError, match="seeds"):
         load_study_spec(write_study(tmp_path, "badseeds", seeds=seeds))
+
+
+@pytest.mark.store
+def test_a_stalled_workers_study_trial_retried_elsewhere_ends_killed_not_finished(tmp_path, mlflow_uri, monkeypatch):
+    """A study trial failed as stale while its worker still trains it (the worker was suspended, its
+    heartbeats stopped) and queued again: that worker must not finish it. Its seed runs end KILLED saying
+    why, the retry trains the same parameters, and each (parameters, seed) has one FINISHED run."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from sal.core.names import TAG_MESSAGE
+    from sal.queue.workqueue import Queue
+    from sal.sweeps.study import study_worker
+    from sal.tracking.store import LiveRun, client_for
+
+    spec = load_study_spec(write_study(tmp_path, "stalled", n_trials=1))  # 3 epochs, 2 seeds in lockstep
+    journal = tmp_path / "st.journal"
+    reaped: list[int] = []
+    log_epoch = LiveRun.log_epoch
+
+    def reaped_after_first_epoch(live, epoch, row):
+        """The event: trial 0's first epoch is handed to its MLflow run. Then another worker's reaper, on its
+        own view of the storage, does what Optuna's fail_stale_trials and sal's retry callback do."""
+        log_epoch(live, epoch, row)
+        if live.tags[TAG_TRIAL] == 0 and not reaped:
+            reaper = Queue(StorageRef(str(journal)), "stalled")
+            [running] = reaper.trials(optuna.trial.TrialState.RUNNING)
+            assert running.number == 0
+            reaper.storage.set_trial_state_values(reaper.trial_id(0), optuna.trial.TrialState.FAIL)
+            RetryHeartbeatStaleTrialCallback(max_retry=None)(reaper.study, running)
+            reaped.append(epoch)
+
+    monkeypatch.setattr(LiveRun, "log_epoch", reaped_after_first_epoch)
+    run_study(spec, ref=StorageRef(str(journal)), uri=mlflow_uri)  # the stalled worker, back from its stall
+    assert reaped == [1]
+    # the worker that reaped it trains the retry (a no-op if the stalled worker already went on with it)
+    study_worker(worker_index=1, device=None, ref=StorageRef(str(journal)), spec_json=spec.model_dump_json(),
+                 uri=mlflow_uri, poll_s=0)
+
+    trials = optuna.load_study(study_name="stalled", storage=StorageRef(str(journal)).open()).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    stalled, retry = trials
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == stalled.params
+
+    runs = runs_frame(mlflow_uri, ["sal-study-stalled"], STUDY_RUNS)
+    old = runs[runs[f"tags.{TAG_TRIAL}"] == "0"]
+    assert len(old) == 2 and set(old["status"]) == {"KILLED"}  # without the check: FINISHED, a 2nd result per seed
+    assert set(old[f"tags.{TAG_STATUS}"]) == {"killed"}
+    assert all("failed as stale" in m and "duplicate" in m for m in old[f"tags.{TAG_MESSAGE}"])
+    client = client_for(mlflow_uri)  # stopped at the next epoch's check, not trained to its end
+    assert [[m.step for m in client.get_metric_history(r, "val/acc")] for r in old["run_id"]] == [[1], [1]]
+    new = runs[runs[f"tags.{TAG_TRIAL}"] == "1"]
+    assert len(new) == 2 and set(new["status"]) == {"FINISHED"}
+    finished = runs[runs["status"] == "FINISHED"]
+    cell = [f"params.{k}" for k in KNOBS] + ["params.seed"]
+    assert finished.groupby(cell).size().tolist() == [1, 1]  # one FINISHED run per (trial parameters, seed)
+    assert sorted(finished["params.seed"]) == ["1", "2"]
