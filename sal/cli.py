@@ -710,6 +710,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {err}; finished runs are kept, re-run the same command to resume", file=sys.stderr)
         return 1
     except Exception as err:  # an unexpected failure (a server's error, a bug): one line; -v shows the traceback
+        if interrupts.requested():  # Ctrl-C, turned into another error by a library on its way out
+            say("interrupted" + ("; finished runs are kept, re-run the same command to resume" if _resumes(args)
+                                 else ""), file=sys.stderr)
+            return 130
         if args.verbose:
             raise
         from .core.diskfull import disk_full

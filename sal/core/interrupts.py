@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 
-__all__ = ["install", "check", "requested"]
+__all__ = ["install", "check", "requested", "raise_if_requested"]
 
 _requested = False
 
@@ -39,3 +39,11 @@ def check() -> None:
     """Raise KeyboardInterrupt if Ctrl-C arrived earlier (called between epochs)."""
     if _requested:
         raise KeyboardInterrupt
+
+
+def raise_if_requested(err: BaseException) -> None:
+    """Raise KeyboardInterrupt from ``err`` if Ctrl-C arrived: an error that surfaces after it is the Ctrl-C
+    (a library, e.g. MLflow's store, turns the KeyboardInterrupt raised inside it into its own exception), so
+    the running trials are given back as interrupted, not failed, and the CLI exits 130."""
+    if _requested:
+        raise KeyboardInterrupt from err

@@ -379,7 +379,11 @@ def work(queue: Queue, job: Job, *, poll_s: float = 5.0,
                 return done
             try:
                 with queue.beating(claimed):
-                    job.run(queue, claimed)
+                    try:
+                        job.run(queue, claimed)
+                    except Exception as err:
+                        interrupts.raise_if_requested(err)
+                        raise
             except KeyboardInterrupt:
                 back = queue.give_back(claimed, "interrupted")
                 log.warning("interrupted: trials %s given back to the queue", back)

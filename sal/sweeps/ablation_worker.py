@@ -18,6 +18,7 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
+from ..core import interrupts
 from ..core.gridkey import GridKey
 from ..core.names import (
     ATTR_CELL,
@@ -265,6 +266,7 @@ def _train_group_logged(specs: list[RunSpec], lives: list[LiveRun], held=lambda:
                     live.log_epoch(int(row["epoch"]), row)
         return group.finish()
     except Exception as err:  # noqa: BLE001 - the seeds still train, one at a time
+        interrupts.raise_if_requested(err)
         log.error("packed seeds %s crashed (%s); training them one at a time", [s.seed for s in specs], err)
         return [_train_or_fail(s, lambda *_: held()) for s in specs]
 
@@ -275,6 +277,7 @@ def _train_or_fail(spec: RunSpec, on_epoch=None, *, checkpoint_dir: str | Path |
     try:
         return train(spec, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
     except Exception as err:  # noqa: BLE001
+        interrupts.raise_if_requested(err)
         log.error("seed %s crashed: %s", spec.seed, err)
         return Result(spec=spec, status=STATUS_FAILED,
                       message=mask_text("".join(traceback.format_exception_only(err))))  # -> MLflow and Optuna
