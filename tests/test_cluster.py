@@ -291,6 +291,9 @@ def test_a_stalled_worker_does_not_log_its_retried_trial_again(tmp_path, pg_data
     [run_id] = stalled.user_attrs[MLFLOW_RUNS]
     duplicate = next(r for r in runs if r.info.run_id == run_id)
     assert duplicate.info.status == "KILLED" and duplicate.data.tags[TAG_STATUS] == "killed"
-    assert "failed as stale" in duplicate.data.tags[TAG_MESSAGE]
+    # ended by the stalled worker itself ("failed as stale"), or, when it closed the run between its last check
+    # and the close, re-marked by the worker that trained the retry: both leave one FINISHED run per seed
+    message = duplicate.data.tags[TAG_MESSAGE]
+    assert "failed as stale" in message or "queued again while its worker stalled" in message, message
     print(f"\nstalled worker: FINISHED runs per (cell, seed) {finished}; the stalled worker's run "
           f"{duplicate.info.status} ({duplicate.data.tags[TAG_MESSAGE][:60]}...); it exited {first.returncode}")
