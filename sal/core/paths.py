@@ -18,10 +18,13 @@ def default_base() -> Path:
 
 
 def accepts_files(folder: Path) -> bool:
-    """Whether a file can be created in the existing ``folder``. ``os.access`` answers from the permission bits
-    (always yes to root), so /proc and /sys pass it; an unnamed temporary file (gone when closed) is the test."""
+    """Whether a file can be created in the existing ``folder``: the permission bits first (cheap), then, because
+    ``os.access`` answers yes to root for /proc and /sys, an unnamed temporary file (gone when closed)."""
+    import os
     import tempfile
 
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
     try:
         with tempfile.TemporaryFile(dir=folder):
             return True

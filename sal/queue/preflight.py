@@ -63,7 +63,7 @@ def check_local_file(path: str | Path, *, setting: str, value: str, must_exist: 
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or not accepts_files(folder):
+    if not folder.is_dir() or not accepts_files(folder):
         raise SpecError([f"{setting}={mask_url(value)!r}: cannot create {path} ({folder} is not a writable "
                          "folder); fix: use a path in a folder you can write"])
 
